@@ -1,0 +1,51 @@
+"""The `podside` command line: one subcommand per module, each with `add_parser` and `run`.
+
+Subcommand modules are imported lazily so that `podside exec` does not pay for the
+Kubernetes client or the sandbox on start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from podside import __version__
+from podside.errors import PodsideError
+
+# subcommand name -> module that provides add_parser(subparsers) and run(args) -> int
+SUBCOMMANDS: dict[str, str] = {
+    "exec": "podside.exec_command",
+    "agent": "podside.agent_command",
+    "sandbox": "podside.sandbox.cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="podside",
+        description="Run a local process in the context of a Kubernetes pod.",
+    )
+    parser.add_argument("--version", action="version", version=f"podside {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except PodsideError as error:
+        print(f"podside: {error.message}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
