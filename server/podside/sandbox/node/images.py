@@ -1,0 +1,72 @@
+"""Which local program a container image stands for.
+
+The sandbox pulls nothing: it knows the podside agent image and the demo images, and runs
+any other image only when the container says what to run (`command`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import podside
+
+EXAMPLES_DIR = Path(podside.__file__).resolve().parents[2] / "examples"
+AGENT_REPOSITORY_SUFFIX = "podside/agent"
+DEMO_PROGRAMS = {
+    "podside/demo-blog": "blog/app.py",
+    "podside/demo-auditor": "auditor/app.py",
+    "podside/demo-traffic": "traffic/app.py",
+}
+
+
+class ImageUnavailable(Exception):
+    """The container cannot run here: the message is what the status reports."""
+
+
+def repository(image: str) -> str:
+    """`ghcr.io/podside/agent:0.1.0@sha256:..` -> `ghcr.io/podside/agent`."""
+    name = image.split("@", 1)[0]
+    last_slash = name.rfind("/")
+    tag_colon = name.rfind(":")
+    return name[:tag_colon] if tag_colon > last_slash else name
+
+
+def is_agent_image(image: str) -> bool:
+    return repository(image).endswith(AGENT_REPOSITORY_SUFFIX)
+
+
+def resolve_argv(container: dict[str, Any], target_pid: int | None = None) -> list[str]:
+    """The argv a container runs; `target_pid` is the main process of the ephemeral
+    container's target, handed to the agent (see `--target-pid` below)."""
+    image = container.get("image", "")
+    command = list(container.get("command") or [])
+    args = list(container.get("args") or [])
+    repo = repository(image)
+    if command:
+        entrypoint = command
+    elif is_agent_image(image):
+        entrypoint = [sys.executable, "-m", "podside_agent"]
+    elif (
+        program := next((p for suffix, p in DEMO_PROGRAMS.items() if repo.endswith(suffix)), None)
+    ) is not None:
+        path = EXAMPLES_DIR / program
+        if not path.exists():
+            raise ImageUnavailable(
+                f'failed to pull image "{image}": the demo program {path} is missing'
+            )
+        entrypoint = [sys.executable, str(path)]
+    else:
+        raise ImageUnavailable(
+            f'failed to pull image "{image}": the podside sandbox pulls no images; it runs the '
+            "podside agent image (*/podside/agent), the demo images (podside/demo-blog, "
+            "podside/demo-auditor, podside/demo-traffic) and containers that set a command"
+        )
+    argv = entrypoint + args
+    if target_pid is not None and is_agent_image(image):
+        # A real cluster puts an ephemeral container with targetContainerName into the target
+        # container's PID namespace. Sandbox pods share the host's PID namespace, so the agent
+        # is told the target's main process instead.
+        argv += ["--target-pid", str(target_pid)]
+    return argv

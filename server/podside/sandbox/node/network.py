@@ -1,0 +1,208 @@
+"""The node's network: its namespace and bridge, one veth per pod, service DNAT in nftables,
+and the host's `unreachable` route for the sandbox range. Everything is made with iproute2
+and nft, named with the sandbox's prefixes and recorded so teardown removes only that."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from podside.sandbox.layout import (
+    BRIDGE,
+    CLUSTER_DNS_IP,
+    GATEWAY_IP,
+    NODE_NETNS,
+    POD_CIDR,
+    POD_NETNS_PREFIX,
+    SANDBOX_RANGE,
+)
+
+log = logging.getLogger(__name__)
+NFT_TABLE = "podside_services"
+NETNS_DIR = Path("/run/netns")
+
+
+def run(
+    *command: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+    return result
+
+
+def netns_path(name: str) -> str:
+    return str(NETNS_DIR / name)
+
+
+@dataclass
+class ServiceRule:
+    """One service port: traffic to cluster_ip:port is spread over the endpoints."""
+
+    cluster_ip: str
+    port: int
+    protocol: str  # tcp or udp
+    endpoints: list[tuple[str, int]] = field(default_factory=list)
+
+
+def node_setup() -> None:
+    """Create the node namespace with its bridge and DNS address, and the host route."""
+    run("ip", "netns", "add", NODE_NETNS)
+    prefix = POD_CIDR.prefixlen
+    run(
+        "ip",
+        "-n",
+        NODE_NETNS,
+        "-batch",
+        "-",
+        stdin="\n".join(
+            [
+                "link set lo up",
+                f"link add {BRIDGE} type bridge",
+                f"addr add {GATEWAY_IP}/{prefix} dev {BRIDGE}",
+                f"link set {BRIDGE} up",
+                f"addr add {CLUSTER_DNS_IP}/32 dev lo",
+            ]
+        )
+        + "\n",
+    )
+    run("ip", "netns", "exec", NODE_NETNS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    apply_service_rules([])
+    # As on a laptop beside a real cluster: the host has no way into pod or service networks.
+    run("ip", "route", "replace", "unreachable", str(SANDBOX_RANGE))
+
+
+def node_teardown() -> None:
+    """Remove the node namespace (its bridge, veths and nftables go with it) and the route."""
+    for name in list_pod_namespaces():
+        remove_pod_network(name, "")
+    run("ip", "netns", "del", NODE_NETNS, check=False)
+    routes = run(
+        "ip", "route", "show", "type", "unreachable", str(SANDBOX_RANGE), check=False
+    ).stdout
+    if routes.strip():
+        run("ip", "route", "del", "unreachable", str(SANDBOX_RANGE), check=False)
+
+
+def list_pod_namespaces() -> list[str]:
+    if not NETNS_DIR.exists():
+        return []
+    return sorted(
+        path.name for path in NETNS_DIR.iterdir() if path.name.startswith(POD_NETNS_PREFIX)
+    )
+
+
+def namespace_pids(name: str) -> list[int]:
+    output = run("ip", "netns", "pids", name, check=False).stdout
+    return [int(pid) for pid in output.split()]
+
+
+def add_pod_network(netns: str, veth: str, holder_pid: int, pod_ip: str) -> None:
+    """Name the holder's namespace, wire it to the bridge and give it its address."""
+    run("ip", "netns", "attach", netns, str(holder_pid))
+    run(
+        "ip",
+        "-n",
+        NODE_NETNS,
+        "-batch",
+        "-",
+        stdin=f"link add {veth} type veth peer name eth0 netns {netns}\n"
+        f"link set {veth} master {BRIDGE} up\n",
+    )
+    run(
+        "ip",
+        "-n",
+        netns,
+        "-batch",
+        "-",
+        stdin="link set lo up\n"
+        "link set eth0 up\n"
+        f"addr add {pod_ip}/{POD_CIDR.prefixlen} dev eth0\n"
+        f"route add default via {GATEWAY_IP}\n",
+    )
+
+
+def remove_pod_network(netns: str, veth: str) -> None:
+    if veth:
+        run("ip", "-n", NODE_NETNS, "link", "del", veth, check=False)
+    run("ip", "netns", "del", netns, check=False)
+
+
+def _service_ruleset(rules: list[ServiceRule]) -> str:
+    chains: list[str] = []
+    dispatch: list[str] = []
+    for index, rule in enumerate(rules):
+        if not rule.endpoints:
+            continue
+        targets = []
+        for number, (address, port) in enumerate(rule.endpoints):
+            chain = f"svc{index}_ep{number}"
+            chains.append(
+                f"  chain {chain} {{\n    meta l4proto {rule.protocol} dnat to {address}:{port}\n  }}"
+            )
+            targets.append(f"{number} : goto {chain}")
+        dispatch.append(
+            f"    ip daddr {rule.cluster_ip} {rule.protocol} dport {rule.port} "
+            f"numgen random mod {len(rule.endpoints)} vmap {{ {', '.join(targets)} }}"
+        )
+    return (
+        "\n".join(
+            [
+                f"table ip {NFT_TABLE} {{}}",
+                f"delete table ip {NFT_TABLE}",
+                f"table ip {NFT_TABLE} {{",
+                *chains,
+                "  chain prerouting {",
+                "    type nat hook prerouting priority dstnat; policy accept;",
+                *dispatch,
+                "  }",
+                "  chain postrouting {",
+                "    type nat hook postrouting priority srcnat; policy accept;",
+                # Pod -> service -> pod on the same bridge: without this the reply would go straight
+                # back from the endpoint and never be un-DNATed.
+                "    ct status dnat masquerade",
+                "  }",
+                "}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def apply_service_rules(rules: list[ServiceRule]) -> None:
+    """Replace the whole service table in one atomic nft transaction."""
+    run("ip", "netns", "exec", NODE_NETNS, "nft", "-f", "-", stdin=_service_ruleset(rules))
+
+
+class AddressPool:
+    """Pod IPs from the pod CIDR; the gateway and network addresses are never handed out."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = {str(GATEWAY_IP)}
+        self._hosts = POD_CIDR.hosts()
+
+    def allocate(self) -> str:
+        for address in POD_CIDR.hosts():
+            if str(address) not in self._used:
+                self._used.add(str(address))
+                return str(address)
+        raise RuntimeError(f"no free pod IP in {POD_CIDR}")
+
+    def release(self, address: str) -> None:
+        if address != str(GATEWAY_IP):
+            self._used.discard(address)
+
+
+def record(path: Path, **facts: object) -> None:
+    """Merge facts into the network record the CLI reads on `down`."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(facts)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def is_pod_address(address: str) -> bool:
+    return ipaddress.ip_address(address) in POD_CIDR
