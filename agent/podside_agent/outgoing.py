@@ -1,0 +1,148 @@
+"""Outgoing feature (agent side): dial TCP and UDP from the pod for a client's program."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+
+from podside_agent.peer import Peer, SocketRelay
+from podside_agent.podnet import PodNetwork
+from podside_protocol import StreamOpenRequested
+from podside_protocol.addresses import Address
+from podside_protocol.outgoing import STREAM_TCP, STREAM_UDP, destination_of, opened_info
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 30.0
+UDP_IDLE_TIMEOUT = 120.0
+
+
+def _family(address: Address) -> int:
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+
+class Outgoing:
+    def __init__(self, network: PodNetwork) -> None:
+        self._network = network
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handles(self, kind: str) -> bool:
+        return kind in (STREAM_TCP, STREAM_UDP)
+
+    def open(self, peer: Peer, request: StreamOpenRequested) -> None:
+        destination = destination_of(request.params)
+        coroutine = (
+            self._open_tcp(peer, request.stream_id, destination)
+            if request.kind == STREAM_TCP
+            else self._open_udp(peer, request.stream_id, destination)
+        )
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_tcp(self, peer: Peer, stream_id: int, destination: Address) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            sock = self._network.socket(_family(destination), socket.SOCK_STREAM)
+        except OSError as error:
+            peer.refuse_stream(stream_id, error.errno or errno.EIO, error.strerror or str(error))
+            return
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, destination), CONNECT_TIMEOUT)
+        except TimeoutError:
+            sock.close()
+            peer.refuse_stream(stream_id, errno.ETIMEDOUT, os_message(errno.ETIMEDOUT))
+            return
+        except OSError as error:
+            sock.close()
+            code = error.errno or errno.ECONNREFUSED
+            peer.refuse_stream(stream_id, code, os_message(code))
+            return
+        local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+        relay = SocketRelay(peer, stream_id)
+        try:
+            await loop.create_connection(lambda: relay, sock=sock)
+        except OSError as error:
+            sock.close()
+            peer.refuse_stream(stream_id, error.errno or errno.EIO, str(error))
+            return
+        peer.accept_stream(stream_id, relay.endpoint, opened_info(local, remote))
+
+    async def _open_udp(self, peer: Peer, stream_id: int, destination: Address) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            sock = self._network.socket(_family(destination), socket.SOCK_DGRAM)
+            sock.connect(destination)
+        except OSError as error:
+            peer.refuse_stream(stream_id, error.errno or errno.EIO, os_message(error.errno or 5))
+            return
+        local = sock.getsockname()[:2]
+        flow = UdpFlow(peer, stream_id)
+        await loop.create_datagram_endpoint(lambda: flow, sock=sock)
+        peer.accept_stream(stream_id, flow, opened_info(local, destination))
+
+
+def os_message(code: int) -> str:
+    import os
+
+    return os.strerror(code)
+
+
+class UdpFlow(asyncio.DatagramProtocol):
+    """One UDP flow: each DATA frame is one datagram, in both directions.
+
+    Datagrams that arrive while the client has no credit for them are dropped, as a full
+    socket buffer would drop them; the flow ends after a quiet period or when reset.
+    """
+
+    def __init__(self, peer: Peer, stream_id: int) -> None:
+        self._peer = peer
+        self._stream_id = stream_id
+        self._transport: asyncio.DatagramTransport | None = None
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._touch()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._touch()
+        if self._peer.connection.send_window(self._stream_id) >= len(data):
+            self._peer.send_data(self._stream_id, data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp flow %s: %s", self._stream_id, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+
+    def _touch(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(UDP_IDLE_TIMEOUT, self._expire)
+
+    def _expire(self) -> None:
+        self._peer.reset_stream(self._stream_id, "udp flow idle")
+        if self._transport is not None:
+            self._transport.close()
+
+    # StreamEndpoint
+
+    def eof_received(self) -> None:
+        pass
+
+    def writable(self) -> None:
+        pass
+
+    def reset(self, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._touch()
+        self._peer.acknowledge(self._stream_id, len(data))
+        if self._transport is not None:
+            self._transport.sendto(data)

@@ -1,0 +1,31 @@
+"""Addresses on the wire: `[host, port]` with a literal IPv4 or IPv6 host."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from podside_protocol.errors import RemoteProtocolError
+
+Address = tuple[str, int]
+
+
+def to_wire(address: Address) -> list[Any]:
+    return [address[0], address[1]]
+
+
+def from_wire(value: Any) -> Address:
+    """Validate a peer's address; a bad one is the peer's fault."""
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or type(value[1]) is not int
+        or not 0 <= value[1] <= 65535
+    ):
+        raise RemoteProtocolError(f"invalid address {value!r}")
+    try:
+        ipaddress.ip_address(value[0])
+    except ValueError:
+        raise RemoteProtocolError(f"invalid IP address {value[0]!r}") from None
+    return value[0], value[1]

@@ -1,0 +1,343 @@
+"""`podside exec`: run a program on this machine in the context of a pod.
+
+The order matters: the program's process is forked first (a quiet single-threaded fork, see
+`layer.launcher`), then the agent is reached and asked for the pod's environment and resolver
+files, the local proxies and the supervisor start, and only then is the program executed. Its
+exit status becomes podside's; on the way out everything podside started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from podside.environment import merge, parse_assignments
+from podside.errors import PodsideError
+from podside.layer import children, launcher, seccomp
+from podside.layer.incoming import Incoming, MirroredConnection
+from podside.layer.proxy import TcpProxy, UdpRelays
+from podside.layer.routing import LocalRule, Router, parse_local_rule
+from podside.layer.served_files import (
+    HOSTS,
+    NSSWITCH_CONF,
+    RESOLV_CONF,
+    ServedFiles,
+    nameservers,
+    nsswitch_for_pod,
+)
+from podside.layer.supervisor import Supervisor, filter_rules
+from podside.layer.tunnels import TunnelRegistry, TunnelWork
+from podside.session import AgentSession
+from podside_agent.peer import RequestFailed
+from podside_protocol import environment, files
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "exec",
+        help="run a program here in the context of a pod",
+        description="Run CMD on this machine as if it ran in the pod: its outgoing "
+        "connections and DNS lookups leave from the pod, it gets the pod's environment, and "
+        "connections that reach the pod on the ports it listens on are mirrored to it.",
+        usage="podside exec --agent HOST:PORT --token TOKEN [options] -- CMD [ARGS...]",
+    )
+    target = parser.add_argument_group("which agent")
+    target.add_argument(
+        "--agent",
+        metavar="HOST:PORT",
+        help="an agent already running and reachable from here (started with --listen)",
+    )
+    target.add_argument(
+        "--token",
+        default=os.environ.get("PODSIDE_TOKEN"),
+        help="the agent's session token (default: $PODSIDE_TOKEN)",
+    )
+    network = parser.add_argument_group("outgoing traffic and DNS")
+    network.add_argument(
+        "--no-outgoing",
+        action="store_true",
+        help="keep the program's connections on this machine",
+    )
+    network.add_argument(
+        "--outgoing-local",
+        action="append",
+        default=[],
+        metavar="CIDR[:PORT]",
+        help="keep connections to these destinations on this machine (repeatable)",
+    )
+    network.add_argument(
+        "--no-dns", action="store_true", help="resolve names on this machine, not in the pod"
+    )
+    env = parser.add_argument_group("environment")
+    env.add_argument("--no-env", action="store_true", help="do not take the pod's environment")
+    env.add_argument(
+        "-x",
+        "--exclude-env",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="do not take these pod variables (repeatable)",
+    )
+    env.add_argument(
+        "--include-env",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="take only the pod variables matching these patterns (repeatable)",
+    )
+    env.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a variable; wins over the pod's and this machine's (repeatable)",
+    )
+    incoming = parser.add_argument_group("incoming traffic")
+    incoming.add_argument(
+        "--mode",
+        choices=("mirror", "off"),
+        default="mirror",
+        help="mirror: copy connections that reach the pod to the program (default); "
+        "off: no incoming traffic",
+    )
+    incoming.add_argument(
+        "--port-map",
+        action="append",
+        default=[],
+        metavar="LOCAL:REMOTE",
+        help="the program's port LOCAL receives the pod's port REMOTE (repeatable)",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    output.add_argument(
+        "-v", "--verbose", action="store_true", help="also print each mirrored connection"
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    parser.set_defaults(run=run)
+
+
+@dataclass
+class ExecOptions:
+    host: str
+    port: int
+    token: str
+    command: list[str]
+    outgoing: bool
+    dns: bool
+    env: bool
+    exclude_env: list[str]
+    include_env: list[str]
+    overrides: dict[str, str]
+    local_rules: list[LocalRule]
+    mirror: bool
+    port_map: dict[int, int] = field(default_factory=dict)
+    quiet: bool = False
+    verbose: bool = False
+
+
+def parse_options(args: argparse.Namespace) -> ExecOptions:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise PodsideError(
+            "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
+            exit_code=2,
+        )
+    if not args.agent:
+        raise PodsideError("say which agent to use: --agent HOST:PORT", exit_code=2)
+    host, separator, port_text = args.agent.rpartition(":")
+    if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
+    if not args.token:
+        raise PodsideError("the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2)
+    return ExecOptions(
+        host=host.strip("[]"),
+        port=int(port_text),
+        token=args.token,
+        command=command,
+        outgoing=not args.no_outgoing,
+        dns=not args.no_dns,
+        env=not args.no_env,
+        exclude_env=args.exclude_env,
+        include_env=args.include_env,
+        overrides=parse_assignments(args.env),
+        local_rules=[parse_local_rule(text) for text in args.outgoing_local],
+        mirror=args.mode == "mirror",
+        port_map=_parse_port_map(args.port_map),
+        quiet=args.quiet,
+        verbose=args.verbose,
+    )
+
+
+def _parse_port_map(values: list[str]) -> dict[int, int]:
+    mapping: dict[int, int] = {}
+    for value in values:
+        local, separator, remote = value.partition(":")
+        if not (separator and local.isdigit() and remote.isdigit()) or not (
+            0 < int(local) < 65536 and 0 < int(remote) < 65536
+        ):
+            raise PodsideError(f"--port-map {value!r}: expected LOCAL:REMOTE ports", exit_code=2)
+        mapping[int(local)] = int(remote)
+    return mapping
+
+
+def run(args: argparse.Namespace) -> int:
+    options = parse_options(args)
+    logging.basicConfig(
+        level=logging.DEBUG if options.verbose else logging.WARNING,
+        format="podside: %(message)s",
+        stream=sys.stderr,
+    )
+    seccomp.set_child_subreaper()
+    rules = filter_rules(network=True, udp=options.outgoing or options.dns, files=options.dns)
+    process = launcher.LayeredProcess(rules)
+    try:
+        return asyncio.run(_run_session(options, process))
+    finally:
+        process.abandon()
+
+
+def _say(options: ExecOptions, message: str) -> None:
+    if not options.quiet:
+        print(f"podside: {message}", file=sys.stderr, flush=True)
+
+
+async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -> int:
+    loop = asyncio.get_running_loop()
+    session = AgentSession(options.token, description=f"the agent at {options.host}:{options.port}")
+    await session.connect_tcp(options.host, options.port)
+    assert session.peer is not None and session.welcome is not None
+    target_pid = session.welcome.info.get("target_pid")
+    _say(options, f"connected to {session.description} (pod process {target_pid})")
+
+    env = dict(os.environ)
+    if options.env:
+        remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
+        env = merge(
+            env,
+            remote_env.get("env", {}),
+            exclude=options.exclude_env,
+            include=options.include_env,
+            overrides=options.overrides,
+        )
+    else:
+        env.update(options.overrides)
+
+    router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
+    served = None
+    if options.dns:
+        resolv_conf = await _read_pod_file(session, RESOLV_CONF)
+        hosts = await _read_pod_file(session, HOSTS)
+        router.pod_nameservers = nameservers(resolv_conf)
+        served = ServedFiles(
+            {
+                RESOLV_CONF: resolv_conf,
+                HOSTS: hosts,
+                NSSWITCH_CONF: nsswitch_for_pod(_read_local(NSSWITCH_CONF)),
+            }
+        )
+
+    proxy = TcpProxy()
+    await proxy.start()
+    registry = TunnelRegistry()
+    udp_relays = UdpRelays(loop, session.peer)
+    work = TunnelWork(loop, session.peer, process.listener, proxy, registry)
+
+    def mirrored(connection: MirroredConnection) -> None:
+        if options.verbose:
+            host, port = connection.source
+            _say(options, f"mirrored a connection from {host}:{port} to port {connection.local_port}")
+
+    incoming = Incoming(
+        session.peer,
+        port_map=options.port_map,
+        enabled=options.mirror,
+        on_connection=mirrored,
+        on_error=lambda message: _say(options, message),
+    )
+    session.stream_handlers.append(incoming.handle_stream)
+    children.block_forwarded_signals()
+    supervisor = Supervisor(
+        process.listener,
+        loop,
+        router=router,
+        served=served,
+        work=work,
+        registry=registry,
+        udp_relays=udp_relays,
+        on_listen=incoming.program_listens,
+    )
+    supervisor.start()
+    watcher = children.ChildWatcher(process.pid)
+    children.SignalForwarder(process.pid).start()
+    try:
+        path = _resolve_command(options.command[0], env)
+        process.start(launcher.ExecSpec(path, options.command, env))
+        done, _ = await asyncio.wait(
+            [watcher.exited, session.lost], return_when=asyncio.FIRST_COMPLETED
+        )
+        if watcher.exited in done:
+            code = children.exit_code(watcher.exited.result())
+        else:
+            _say(options, f"lost the connection to the agent ({session.lost.result()}); stopping the program")
+            code = 1
+        return code
+    finally:
+        await children.terminate_descendants(watcher)
+        watcher.reap()
+        supervisor.stop()
+        work.close()
+        incoming.close()
+        if not session.lost.done():
+            await incoming.unsubscribe_all()
+        udp_relays.close()
+        proxy.close()
+        await session.close()
+        watcher.close()
+        if served is not None:
+            served.close()
+
+
+async def _ask(session: AgentSession, method: str, params: dict[str, Any], what: str) -> Any:
+    try:
+        return await session.request(method, params)
+    except RequestFailed as error:
+        raise PodsideError(f"{session.description} could not give {what}: {error}") from None
+    except ConnectionError as error:
+        raise PodsideError(f"lost {session.description}: {error}") from None
+
+
+async def _read_pod_file(session: AgentSession, path: str) -> bytes:
+    result = await _ask(session, files.READ, files.read_params(path), f"the pod's {path}")
+    data = result.get("data") if isinstance(result, dict) else None
+    if not isinstance(data, bytes):
+        raise PodsideError(f"{session.description} sent no contents for {path}")
+    return data
+
+
+def _read_local(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _resolve_command(name: str, env: dict[str, str]) -> str:
+    if "/" in name:
+        if not os.path.exists(name):
+            raise PodsideError(f"command not found: {name}", exit_code=127)
+        return name
+    found = shutil.which(name, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise PodsideError(f"command not found: {name}", exit_code=127)
+    return found

@@ -1,0 +1,137 @@
+"""Incoming traffic for the program: subscribe the ports it listens on, deliver what arrives.
+
+When the program listens on port P, the pod's port P (or the one `--port-map` names) is
+subscribed on the agent. Each mirrored connection the agent then reports is delivered by
+connecting to the program on this machine and writing the client's bytes; the program's answer
+is read and dropped, because the pod's own app already answered the real client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from podside.layer import seccomp, sockaddr
+from podside_agent.peer import Peer, RequestFailed, SocketRelay
+from podside_protocol import StreamOpenRequested, mirror
+
+log = logging.getLogger(__name__)
+
+_PORT_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class MirroredConnection:
+    """What the user is told about each delivered connection."""
+
+    local_port: int
+    remote_port: int
+    source: tuple[str, int]
+
+
+class Incoming:
+    def __init__(
+        self,
+        peer: Peer,
+        *,
+        port_map: dict[int, int],
+        enabled: bool,
+        on_connection: Callable[[MirroredConnection], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self._peer = peer
+        self._port_map = port_map  # local -> remote
+        self._enabled = enabled
+        self._on_connection = on_connection
+        self._on_error = on_error
+        self._targets: dict[int, tuple[str, int]] = {}  # remote port -> program's address
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def subscribed_ports(self) -> dict[int, tuple[str, int]]:
+        return dict(self._targets)
+
+    def program_listens(self, dup: int, attempt: int = 0) -> None:
+        """Called on the loop (owning `dup`) after the program's listen() was let through."""
+        try:
+            decoded = sockaddr.decode(seccomp.raw_getsockname(dup))
+        except OSError:
+            decoded = None
+        if decoded is not None and decoded[2] == 0 and attempt < _PORT_RETRIES:
+            # listen() on an unbound socket picks its port as it runs: look again shortly.
+            self._loop.call_later(0.005, self.program_listens, dup, attempt + 1)
+            return
+        os.close(dup)
+        if decoded is None or not self._enabled:
+            return
+        family, address, port = decoded
+        host = str(address)
+        if address.is_unspecified:
+            host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        remote = self._port_map.get(port, port)
+        if remote in self._targets:
+            return
+        self._targets[remote] = (host, port)
+        task = self._loop.create_task(self._subscribe(remote))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _subscribe(self, remote: int) -> None:
+        try:
+            await self._peer.request(mirror.SUBSCRIBE, mirror.subscribe_params(remote))
+        except (RequestFailed, ConnectionError) as error:
+            self._targets.pop(remote, None)
+            if self._on_error is not None:
+                self._on_error(f"cannot mirror port {remote}: {error}")
+
+    def handle_stream(self, request: StreamOpenRequested) -> bool:
+        """Take a stream the agent opened, if it is ours; returns whether it was."""
+        if request.kind != mirror.STREAM:
+            return False
+        try:
+            remote, source, _destination = mirror.parse_stream_params(request.params)
+        except Exception:
+            self._peer.refuse_stream(request.stream_id, errno.EINVAL, "bad mirror parameters")
+            return True
+        target = self._targets.get(remote)
+        if target is None:
+            self._peer.refuse_stream(request.stream_id, errno.ECONNREFUSED, "not listening")
+            return True
+        task = self._loop.create_task(self._deliver(request.stream_id, remote, source, target))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _deliver(
+        self, stream_id: int, remote: int, source: tuple[str, int], target: tuple[str, int]
+    ) -> None:
+        relay = SocketRelay(self._peer, stream_id, discard_output=True)
+        try:
+            await self._loop.create_connection(lambda: relay, target[0], target[1])
+        except OSError as error:
+            self._peer.refuse_stream(stream_id, error.errno or errno.ECONNREFUSED, str(error))
+            return
+        self._peer.accept_stream(stream_id, relay.endpoint)
+        self._peer.send_eof(stream_id)  # nothing ever goes back on a mirrored connection
+        if self._on_connection is not None:
+            self._on_connection(MirroredConnection(target[1], remote, source))
+
+    async def unsubscribe_all(self) -> None:
+        for remote in list(self._targets):
+            try:
+                await asyncio.wait_for(
+                    self._peer.request(mirror.UNSUBSCRIBE, mirror.subscribe_params(remote)), 2
+                )
+            except (RequestFailed, ConnectionError, TimeoutError):
+                pass
+        self._targets.clear()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()

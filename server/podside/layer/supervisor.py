@@ -1,0 +1,456 @@
+"""The seccomp supervisor: answers every syscall the filter stops, from its own thread.
+
+Each notification is read, decoded (arguments, strings and socket addresses from the program's
+memory) and answered here when the answer is immediate — by far the common case: "continue"
+for loopback connects and ordinary opens, a served file for the resolver's configuration, a
+relayed datagram. Work that needs the agent or must wait goes to the event loop (`TunnelWork`)
+with a duplicate of the socket, and is answered from there. The thread never touches the data
+relays, so a busy relay never stalls the program's syscalls.
+
+Rules kept throughout: the receive buffer is zeroed before each receive; a notification is
+checked still valid after reading the program's memory and before acting on it; every
+notification is answered, even when handling it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from podside.layer import seccomp, sockaddr
+from podside.layer.proxy import UdpRelays
+from podside.layer.routing import Router
+from podside.layer.served_files import ServedFiles
+from podside.layer.tunnels import TunnelRegistry, TunnelWork, ensure_bound, is_v6only, socket_type
+
+log = logging.getLogger(__name__)
+
+_MSG_DONTWAIT = 0x40
+_MSG_FASTOPEN = 0x20000000
+_O_ACCMODE = 0o3
+_O_CLOEXEC = 0o2000000
+_O_PATH = 0o10000000
+_AT_FDCWD = -100
+_MAX_DATAGRAM = 65535
+_PIDFD_CACHE = 256
+_UINT32 = struct.Struct("=I")
+
+
+@dataclass(slots=True)
+class Notification:
+    id: int
+    tid: int
+    syscall: str
+    args: tuple[int, ...]
+
+
+def filter_rules(*, network: bool, udp: bool, files: bool) -> seccomp.FilterRules:
+    """The syscalls to stop for the features that are on."""
+    always: set[str] = set()
+    when_arg_set: list[tuple[str, int]] = []
+    if network:
+        always |= {"connect", "getpeername", "listen"}
+    if udp:
+        when_arg_set += [("sendto", 4), ("recvfrom", 4)]
+    if files:
+        always |= {"open", "openat", "openat2"}
+    return seccomp.FilterRules(always=frozenset(always), when_arg_set=tuple(when_arg_set))
+
+
+class Supervisor:
+    def __init__(
+        self,
+        listener: seccomp.Listener,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        router: Router,
+        served: ServedFiles | None,
+        work: TunnelWork,
+        registry: TunnelRegistry,
+        udp_relays: UdpRelays,
+        on_listen: object,
+    ) -> None:
+        self.listener = listener
+        self._loop = loop
+        self._router = router
+        self._served = served
+        self._work = work
+        self._registry = registry
+        self._udp = udp_relays
+        self._on_listen = on_listen
+        self._pidfds: OrderedDict[int, int] = OrderedDict()
+        self._stop_read, self._stop_write = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="podside-supervisor", daemon=True)
+        self.failure: BaseException | None = None
+        self._handlers = {
+            "connect": self._on_connect,
+            "sendto": self._on_sendto,
+            "recvfrom": self._on_recvfrom,
+            "getpeername": self._on_getpeername,
+            "listen": self._on_listen_call,
+            "open": self._on_open,
+            "openat": self._on_open,
+            "openat2": self._on_open,
+        }
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        os.write(self._stop_write, b"x")
+        self._thread.join(timeout=5)
+        for pidfd in self._pidfds.values():
+            os.close(pidfd)
+        self._pidfds.clear()
+        os.close(self._stop_read)
+        os.close(self._stop_write)
+        os.close(self.listener.fd)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.listener.fd, select.POLLIN)
+        poller.register(self._stop_read, select.POLLIN)
+        listener = self.listener
+        names = seccomp.SYSCALL_NAMES
+        handlers = self._handlers
+        try:
+            while True:
+                ready = poller.poll()
+                for fd, mask in ready:
+                    if fd == self._stop_read:
+                        return
+                    if mask & select.POLLHUP and not mask & select.POLLIN:
+                        return  # no process is left under the filter
+                request = listener.receive()
+                if request is None:
+                    continue
+                note = Notification(
+                    request.id,
+                    request.pid,
+                    names.get(request.data.nr, "?"),
+                    tuple(request.data.args),
+                )
+                handler = handlers.get(note.syscall)
+                try:
+                    if handler is None:
+                        listener.allow(note.id)
+                    else:
+                        handler(note)
+                except ProcessLookupError:
+                    pass  # the thread is gone; its notification is void
+                except Exception as error:
+                    self._answer_after_failure(note, error)
+        except BaseException as error:
+            # The program's intercepted calls would fail from now on: say so, loudly.
+            self.failure = error
+            print(f"podside: the layer's supervisor failed: {error!r}", file=sys.stderr)
+            raise
+
+    def _answer_after_failure(self, note: Notification, error: Exception) -> None:
+        log.warning("handling %s failed: %r", note.syscall, error)
+        if note.syscall in ("connect", "sendto"):
+            # Never let a connection we failed to handle escape to this machine's network.
+            self.listener.respond(note.id, error=errno.ENETUNREACH)
+        else:
+            self.listener.allow(note.id)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _pidfd(self, tid: int) -> int:
+        pidfd = self._pidfds.get(tid)
+        if pidfd is not None:
+            self._pidfds.move_to_end(tid)
+            return pidfd
+        try:
+            pidfd = seccomp.pidfd_open(tid, seccomp.PIDFD_THREAD)
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                raise ProcessLookupError(tid) from None
+            pidfd = seccomp.pidfd_open(_thread_group(tid))  # kernels before 6.9
+        self._pidfds[tid] = pidfd
+        if len(self._pidfds) > _PIDFD_CACHE:
+            _, oldest = self._pidfds.popitem(last=False)
+            os.close(oldest)
+        return pidfd
+
+    def _take_fd(self, tid: int, fd: int) -> int:
+        """A duplicate of the program's descriptor, owned by the caller."""
+        try:
+            return seccomp.pidfd_getfd(self._pidfd(tid), fd)
+        except OSError as error:
+            if error.errno not in (errno.ESRCH, errno.EBADF) or tid not in self._pidfds:
+                raise
+            # A cached pidfd may belong to an exited thread whose id was reused.
+            os.close(self._pidfds.pop(tid))
+            return seccomp.pidfd_getfd(self._pidfd(tid), fd)
+
+    def _read(self, tid: int, address: int, length: int) -> bytes:
+        try:
+            return seccomp.read_memory(tid, address, length)
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                raise ProcessLookupError(tid) from None
+            raise
+
+    # --- network -------------------------------------------------------------------------------
+
+    def _on_connect(self, note: Notification) -> None:
+        listener = self.listener
+        fd, address_pointer, length = note.args[0], note.args[1], note.args[2]
+        if not 2 <= length <= 128:
+            listener.allow(note.id)
+            return
+        decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
+        if decoded is None:
+            listener.allow(note.id)  # Unix and other local families stay here
+            return
+        family, address, port = decoded
+        route = self._router.route(address, port)
+        if route.remote is None:
+            listener.allow(note.id)
+            return
+        original = (str(address), port)
+        dup = self._take_fd(note.tid, fd)
+        handed_over = False
+        try:
+            kind = socket_type(dup)
+            v6only = is_v6only(dup, family)
+            if not listener.is_valid(note.id):
+                return
+            if kind == socket.SOCK_STREAM:
+                self._loop.call_soon_threadsafe(
+                    self._work.connect_tcp, note.id, fd, dup, family, v6only, original, route.remote
+                )
+                handed_over = True
+            elif kind == socket.SOCK_DGRAM:
+                relay = self._udp_relay(family, v6only, original, route.remote)
+                ensure_bound(dup, family, loopback=False, v6only=v6only)
+                result = seccomp.raw_connect(dup, relay)
+                if result == 0:
+                    self._registry.add_udp(fd, os.fstat(dup).st_ino, original)
+                listener.respond(note.id, error=result)
+            else:
+                listener.allow(note.id)
+        finally:
+            if not handed_over:
+                os.close(dup)
+
+    def _udp_relay(
+        self, family: int, v6only: bool, original: tuple[str, int], remote: tuple[str, int]
+    ) -> bytes:
+        relay_family = socket.AF_INET6 if v6only else socket.AF_INET
+        host, port = self._udp.relay_address(original, remote, relay_family)
+        return sockaddr.encode(family, host, port)
+
+    def _on_sendto(self, note: Notification) -> None:
+        listener = self.listener
+        fd, buffer, size, flags, address_pointer, length = note.args
+        if not 2 <= length <= 128:
+            listener.allow(note.id)
+            return
+        decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
+        if decoded is None:
+            listener.allow(note.id)
+            return
+        family, address, port = decoded
+        route = self._router.route(address, port)
+        if route.remote is None:
+            listener.allow(note.id)
+            return
+        dup = self._take_fd(note.tid, fd)
+        try:
+            if socket_type(dup) != socket.SOCK_DGRAM:
+                # TCP Fast Open would send the SYN from here: make the program connect instead.
+                if flags & _MSG_FASTOPEN:
+                    listener.respond(note.id, error=errno.EOPNOTSUPP)
+                else:
+                    listener.allow(note.id)
+                return
+            data = self._read(note.tid, buffer, min(size, _MAX_DATAGRAM)) if size else b""
+            v6only = is_v6only(dup, family)
+            if not listener.is_valid(note.id):
+                return
+            relay = self._udp_relay(family, v6only, (str(address), port), route.remote)
+            ensure_bound(dup, family, loopback=False, v6only=v6only)
+            self._registry.add_udp(fd, os.fstat(dup).st_ino, None)
+            result = seccomp.raw_sendto(dup, data, flags, relay)
+            if result < 0:
+                listener.respond(note.id, error=-result)
+            else:
+                listener.respond(note.id, value=result)
+        finally:
+            os.close(dup)
+
+    def _on_recvfrom(self, note: Notification) -> None:
+        """Replies to tunnelled UDP sockets come from a relay: show the original sender."""
+        listener = self.listener
+        fd = note.args[0]
+        if fd not in self._registry.udp_fds:
+            listener.allow(note.id)
+            return
+        dup = self._take_fd(note.tid, fd)
+        if not self._registry.is_udp(os.fstat(dup).st_ino):
+            os.close(dup)
+            listener.allow(note.id)
+            return
+        _fd, buffer, size, flags, address_pointer, length_pointer = note.args
+        tid = note.tid
+
+        def attempt() -> bool:
+            result, data, source = seccomp.raw_recvfrom(dup, size, flags | _MSG_DONTWAIT)
+            if result == -errno.EAGAIN and not blocking:
+                listener.respond(note.id, error=errno.EAGAIN)
+                return True
+            if result == -errno.EAGAIN:
+                return False
+            if result < 0:
+                listener.respond(note.id, error=-result)
+                return True
+            try:
+                if data:
+                    seccomp.write_memory(tid, buffer, data)
+                if address_pointer and length_pointer:
+                    self._write_source(tid, address_pointer, length_pointer, source)
+            except OSError as error:
+                listener.respond(note.id, error=error.errno or errno.EFAULT)
+                return True
+            listener.respond(note.id, value=result)
+            return True
+
+        blocking = not (flags & _MSG_DONTWAIT) and not (
+            _file_flags(dup) & os.O_NONBLOCK
+        )
+        if attempt():
+            os.close(dup)
+            return
+        timeout = _receive_timeout(dup)
+        self._loop.call_soon_threadsafe(self._work.wait_readable, note.id, dup, attempt, timeout)
+
+    def _write_source(self, tid: int, address_pointer: int, length_pointer: int, raw: bytes) -> None:
+        decoded = sockaddr.decode(raw)
+        if decoded is not None:
+            family, address, port = decoded
+            original = self._udp.original_by_relay.get((str(_unmapped(address)), port))
+            if original is not None:
+                raw = sockaddr.encode(family, original[0], original[1])
+        (room,) = _UINT32.unpack(self._read(tid, length_pointer, 4))
+        if room:
+            seccomp.write_memory(tid, address_pointer, raw[:room])
+        seccomp.write_memory(tid, length_pointer, _UINT32.pack(len(raw)))
+
+    def _on_getpeername(self, note: Notification) -> None:
+        listener = self.listener
+        fd, address_pointer, length_pointer = note.args[0], note.args[1], note.args[2]
+        if fd not in self._registry.tcp_fds and fd not in self._registry.udp_fds:
+            listener.allow(note.id)
+            return
+        dup = self._take_fd(note.tid, fd)
+        try:
+            original = self._registry.original_peer(os.fstat(dup).st_ino)
+            if original is None:
+                listener.allow(note.id)
+                return
+            family = sockaddr.family_of(seccomp.raw_getsockname(dup))
+            raw = sockaddr.encode(family, original[0], original[1])
+            (room,) = _UINT32.unpack(self._read(note.tid, length_pointer, 4))
+            if not listener.is_valid(note.id):
+                return
+            seccomp.write_memory(note.tid, address_pointer, raw[:room])
+            seccomp.write_memory(note.tid, length_pointer, _UINT32.pack(len(raw)))
+            listener.respond(note.id, value=0)
+        finally:
+            os.close(dup)
+
+    def _on_listen_call(self, note: Notification) -> None:
+        """Let the listen happen, then subscribe its port on the agent."""
+        dup = self._take_fd(note.tid, note.args[0])
+        try:
+            kind = socket_type(dup)
+        except OSError:
+            kind = -1
+        self.listener.allow(note.id)
+        if kind == socket.SOCK_STREAM:
+            self._loop.call_soon_threadsafe(self._on_listen, dup)  # type: ignore[arg-type]
+        else:
+            os.close(dup)
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def _on_open(self, note: Notification) -> None:
+        listener = self.listener
+        served = self._served
+        if served is None:
+            listener.allow(note.id)
+            return
+        if note.syscall == "open":
+            directory, path_pointer, flags = _AT_FDCWD, note.args[0], note.args[1]
+        else:
+            directory, path_pointer = _signed(note.args[0]), note.args[1]
+            if note.syscall == "openat2":
+                flags = struct.unpack("=Q", self._read(note.tid, note.args[2], 8))[0]
+            else:
+                flags = note.args[2]
+        path = seccomp.read_c_string(note.tid, path_pointer)
+        if not path.startswith(b"/"):
+            if os.path.basename(path) not in served.basenames:
+                listener.allow(note.id)
+                return
+            path = self._absolute(note.tid, directory, path)
+        if path not in served or flags & _O_ACCMODE or flags & _O_PATH:
+            listener.allow(note.id)
+            return
+        if not listener.is_valid(note.id):
+            return
+        fd = served.open(path)
+        try:
+            listener.respond_with_fd(note.id, fd, cloexec=bool(flags & _O_CLOEXEC))
+        finally:
+            os.close(fd)
+
+    def _absolute(self, tid: int, directory: int, path: bytes) -> bytes:
+        base = f"/proc/{tid}/cwd" if directory == _AT_FDCWD else f"/proc/{tid}/fd/{directory}"
+        try:
+            return os.path.normpath(os.path.join(os.readlink(base.encode()), path))
+        except OSError:
+            return path
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unmapped(address: object) -> object:
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def _thread_group(tid: int) -> int:
+    with open(f"/proc/{tid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Tgid:"):
+                return int(line.split()[1])
+    raise ProcessLookupError(tid)
+
+
+def _file_flags(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL)
+
+
+def _receive_timeout(fd: int) -> float | None:
+    raw = seccomp.raw_getsockopt(fd, socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+    seconds, microseconds = struct.unpack("=qq", raw)
+    total = seconds + microseconds / 1e6
+    return total or None

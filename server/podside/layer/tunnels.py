@@ -1,0 +1,218 @@
+"""The program's tunnelled sockets, and the work on them that happens in the event loop.
+
+The supervisor thread decides and answers what it can at once; what needs the agent (a TCP
+connect must succeed in the pod before the program's connect returns) or must wait (a blocking
+recvfrom on a tunnelled UDP socket) continues here, on the event loop, and answers the
+notification when done. Sockets are recognised again by inode, because the program may close a
+descriptor and reuse its number; descriptor numbers only serve as a cheap first filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from podside.layer import seccomp, sockaddr
+from podside.layer.proxy import TcpProxy
+from podside_agent.peer import Peer, SocketRelay, StreamRefusedError
+from podside_protocol.outgoing import STREAM_TCP, open_params
+
+log = logging.getLogger(__name__)
+
+_UDP_MEMORY = 4096  # UDP sockets remembered for address translation
+
+
+class TunnelRegistry:
+    """Which of the program's sockets are tunnelled, and where they were meant to go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tcp_fds: set[int] = set()
+        self.udp_fds: set[int] = set()
+        self._tcp_originals: dict[int, tuple[str, int]] = {}
+        self._udp_originals: OrderedDict[int, tuple[str, int] | None] = OrderedDict()
+
+    def add_tcp(self, fd: int, inode: int, original: tuple[str, int]) -> None:
+        with self._lock:
+            self.tcp_fds.add(fd)
+            self._tcp_originals[inode] = original
+
+    def forget_tcp(self, inode: int) -> None:
+        with self._lock:
+            self._tcp_originals.pop(inode, None)
+
+    def add_udp(self, fd: int, inode: int, peer: tuple[str, int] | None) -> None:
+        """`peer` is the connected destination, None for a socket that only used sendto."""
+        with self._lock:
+            self.udp_fds.add(fd)
+            self._udp_originals[inode] = peer
+            self._udp_originals.move_to_end(inode)
+            while len(self._udp_originals) > _UDP_MEMORY:
+                self._udp_originals.popitem(last=False)
+
+    def is_udp(self, inode: int) -> bool:
+        return inode in self._udp_originals
+
+    def original_peer(self, inode: int) -> tuple[str, int] | None:
+        with self._lock:
+            return self._tcp_originals.get(inode) or self._udp_originals.get(inode)
+
+
+def ensure_bound(fd: int, family: int, *, loopback: bool, v6only: bool) -> int:
+    """The socket's local port, binding it first (to loopback or the wildcard) if it has none."""
+    decoded = sockaddr.decode(seccomp.raw_getsockname(fd))
+    if decoded is not None and decoded[2]:
+        return decoded[2]
+    address = sockaddr.loopback(family, v6only=v6only) if loopback else sockaddr.wildcard(family)
+    seccomp.raw_bind(fd, address)
+    decoded = sockaddr.decode(seccomp.raw_getsockname(fd))
+    if decoded is None:
+        raise OSError(errno.EAFNOSUPPORT, "not an inet socket")
+    return decoded[2]
+
+
+class TunnelWork:
+    """Event-loop side of the supervisor's socket handling."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        peer: Peer,
+        listener: seccomp.Listener,
+        proxy: TcpProxy,
+        registry: TunnelRegistry,
+    ) -> None:
+        self._loop = loop
+        self._peer = peer
+        self._listener = listener
+        self._proxy = proxy
+        self._registry = registry
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waits: dict[int, Callable[[], None]] = {}
+
+    # --- TCP connect -------------------------------------------------------------------------
+
+    def connect_tcp(
+        self,
+        notification_id: int,
+        program_fd: int,
+        dup: int,
+        family: int,
+        v6only: bool,
+        original: tuple[str, int],
+        remote: tuple[str, int],
+    ) -> None:
+        """Called through call_soon_threadsafe; owns `dup` from here on."""
+        task = self._loop.create_task(
+            self._connect_tcp(notification_id, program_fd, dup, family, v6only, original, remote)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect_tcp(
+        self,
+        notification_id: int,
+        program_fd: int,
+        dup: int,
+        family: int,
+        v6only: bool,
+        original: tuple[str, int],
+        remote: tuple[str, int],
+    ) -> None:
+        listener = self._listener
+        try:
+            inode = os.fstat(dup).st_ino
+            relay = SocketRelay(self._peer, on_closed=lambda: self._registry.forget_tcp(inode))
+            try:
+                stream_id, _info = await self._peer.open_stream(
+                    STREAM_TCP, open_params(remote), relay.endpoint
+                )
+            except StreamRefusedError as refused:
+                listener.respond(notification_id, error=refused.errno or errno.ECONNREFUSED)
+                return
+            except ConnectionError:
+                listener.respond(notification_id, error=errno.ENETUNREACH)
+                return
+            relay.stream_id = stream_id
+            if not listener.is_valid(notification_id):
+                self._peer.reset_stream(stream_id, "the program gave up connecting")
+                return
+            try:
+                port = ensure_bound(dup, family, loopback=True, v6only=v6only)
+            except OSError as error:
+                self._peer.reset_stream(stream_id, "cannot bind the program's socket")
+                listener.respond(notification_id, error=error.errno or errno.EINVAL)
+                return
+            self._proxy.expect(port, relay)
+            proxy_port = self._proxy.ipv6_port if v6only else self._proxy.ipv4_port
+            result = seccomp.raw_connect(dup, sockaddr.loopback(family, proxy_port, v6only=v6only))
+            if result not in (0, errno.EINPROGRESS):
+                self._proxy.forget(port)
+                self._peer.reset_stream(stream_id, "local connect failed")
+                listener.respond(notification_id, error=result)
+                return
+            self._registry.add_tcp(program_fd, inode, original)
+            listener.respond(notification_id, error=result)
+        finally:
+            os.close(dup)
+
+    # --- waiting for a tunnelled UDP socket ----------------------------------------------------
+
+    def wait_readable(
+        self, notification_id: int, dup: int, attempt: Callable[[], bool], timeout: float | None
+    ) -> None:
+        """Retry `attempt` whenever `dup` is readable until it answers the notification.
+
+        Stops (closing `dup`) once answered, when the notification is no longer valid (the
+        thread was killed), or after `timeout` with EAGAIN, as SO_RCVTIMEO would.
+        """
+        deadline = self._loop.time() + timeout if timeout else None
+        checker: asyncio.TimerHandle | None = None
+
+        def finish() -> None:
+            self._loop.remove_reader(dup)
+            if checker is not None:
+                checker.cancel()
+            self._waits.pop(notification_id, None)
+            os.close(dup)
+
+        def on_readable() -> None:
+            if attempt():
+                finish()
+
+        def check() -> None:
+            nonlocal checker
+            if not self._listener.is_valid(notification_id):
+                finish()
+                return
+            if deadline is not None and self._loop.time() >= deadline:
+                self._listener.respond(notification_id, error=errno.EAGAIN)
+                finish()
+                return
+            checker = self._loop.call_later(0.2, check)
+
+        self._waits[notification_id] = finish
+        self._loop.add_reader(dup, on_readable)
+        checker = self._loop.call_later(0.2, check)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for finish in list(self._waits.values()):
+            finish()
+
+
+def socket_type(fd: int) -> int:
+    return seccomp.raw_getsockopt_int(fd, socket.SOL_SOCKET, socket.SO_TYPE)
+
+
+def is_v6only(fd: int, family: int) -> bool:
+    if family != socket.AF_INET6:
+        return False
+    return bool(seccomp.raw_getsockopt_int(fd, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
