@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ def _ports(request: web.Request) -> list[int]:
 
 def connection_refused_message(pod: Object, port: int, netns: str, error: OSError) -> str:
     """The kubelet's wording, so clients that show it read the same on the sandbox."""
-    reason = error.strerror.lower() if error.strerror else str(error)
+    reason = os.strerror(error.errno).lower() if error.errno else str(error)
     return (
         f"error forwarding port {port} to pod {pod['metadata']['uid']}, uid : failed to execute "
         f'portforward in network namespace "{netns}": failed to connect to localhost:{port} '

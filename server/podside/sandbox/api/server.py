@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
-from podside.sandbox.api import discovery
+from podside.sandbox.api import discovery, openapi
 from podside.sandbox.api.errors import (
     ApiError,
     bad_request,
@@ -232,8 +232,12 @@ class ApiServer:
         static = self._static_document(path)
         if static is not None:
             return _json(static)
-        if path.startswith("/openapi/"):
-            raise not_found("", "", "")
+        if path == "/openapi/v3":
+            return _json(openapi.index())
+        if path.startswith("/openapi/v3/") and (
+            document := openapi.group_version_document(path.removeprefix("/openapi/v3/"))
+        ):
+            return _json(document)
         info = parse_resource_path(request.method, path, request.query)
         if info is None:
             return _json(
