@@ -17,7 +17,7 @@ from typing import Any
 
 from podside.errors import PodsideError
 from podside.sandbox import kubeconfig
-from podside.sandbox.layout import CONTEXT_NAME, NODE_NETNS, StateDir
+from podside.sandbox.layout import CONTEXT_NAME, NODE_NETNS, OWNER_FILE, STATE_DIR_ENV, StateDir
 from podside.sandbox.node import network
 from podside.sandbox.node.kubelet import recorded_mountpoints, remove_mountpoint
 from podside.sandbox.users import ADMIN_USER, Rule, add_user, create_admin, load_users
@@ -84,8 +84,22 @@ def healthy(state: StateDir) -> dict[str, Any] | None:
     return running
 
 
+def _check_no_other_sandbox(state: StateDir) -> None:
+    """The node's names are machine-wide, so only one sandbox can run at a time."""
+    try:
+        owner = json.loads(OWNER_FILE.read_text())
+    except (OSError, ValueError):
+        return
+    if owner.get("state_dir") != str(state.root) and _alive(int(owner.get("pid", 0))):
+        raise PodsideError(
+            f"another podside sandbox runs from {owner['state_dir']}: stop it first with "
+            f"`sudo {STATE_DIR_ENV}={owner['state_dir']} podside sandbox down`"
+        )
+
+
 def up(state: StateDir) -> int:
     require_root()
+    _check_no_other_sandbox(state)
     running = healthy(state)
     if running is not None:
         print(f"podside sandbox is already running at {running['server']}")
@@ -121,6 +135,7 @@ def up(state: StateDir) -> int:
                 f"the sandbox daemon did not start ({' '.join(tail) or 'no log'}); see {state.log_file}"
             )
         time.sleep(0.05)
+    OWNER_FILE.write_text(json.dumps({"state_dir": str(state.root), "pid": running["pid"]}))
     path = _add_kubeconfig_context(state, running["server"])
     elapsed = time.monotonic() - started
     print(f"podside sandbox is up at {running['server']} ({elapsed:.1f}s)")
@@ -191,6 +206,9 @@ def _teardown(state: StateDir, keep_kubeconfig: bool) -> list[str]:
     network.node_teardown()
     if node_existed:
         removed.append("node namespace, bridge and service rules")
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(OWNER_FILE.read_text()).get("state_dir") == str(state.root):
+            OWNER_FILE.unlink()
     for mountpoint in recorded_mountpoints(state):
         remove_mountpoint(mountpoint)
     if not keep_kubeconfig:

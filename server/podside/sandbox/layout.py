@@ -13,6 +13,8 @@ from pathlib import Path
 
 DEFAULT_STATE_DIR = Path("/var/lib/podside/sandbox")
 STATE_DIR_ENV = "PODSIDE_SANDBOX_DIR"
+# Which state dir owns the running sandbox: node names are machine-wide, so one at a time.
+OWNER_FILE = Path("/run/podside-sandbox.json")
 
 CONTEXT_NAME = "podside-sandbox"
 NODE_NAME = "podside-sandbox"
