@@ -121,6 +121,8 @@ async def serve_pod_log(
                 and "running" in (now.get("state") or {})
             )
             if not still_running:
+                # What the container wrote just before it stopped.
+                await response.write(stream.read())
                 break
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
     return response

@@ -3,12 +3,11 @@ split between spec (users write it) and status (the node and controllers write i
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
 from podside.sandbox.api.errors import ApiError, invalid
-from podside.sandbox.api.resources import Resource
+from podside.sandbox.api.resources import Resource, resource
 from podside.sandbox.api.selectors import match_label_selector
 from podside.sandbox.api.store import Object, Store
 from podside.sandbox.layout import NODE_NAME, SERVICE_CIDR
@@ -301,18 +300,17 @@ class Registry:
             if not selector:
                 # Jobs get a generated selector on their own uid label.
                 spec["manualSelector"] = False
-            template["spec"].setdefault("restartPolicy", "Never") if isinstance(
-                template.get("spec"), dict
-            ) else None
-            if (
-                isinstance(template.get("spec"), dict)
-                and template["spec"].get("restartPolicy") == "Always"
+            pod_spec = template.get("spec")
+            if isinstance(pod_spec, dict) and pod_spec.get("restartPolicy") not in (
+                "OnFailure",
+                "Never",
             ):
+                # As on a real server: a job's pods must not restart in place forever.
                 causes.append(
                     (
-                        "FieldValueNotSupported",
+                        "FieldValueRequired",
                         "spec.template.spec.restartPolicy",
-                        'Unsupported value: "Always": supported values: "OnFailure", "Never"',
+                        'Required value: valid values: "OnFailure", "Never"',
                     )
                 )
         else:
@@ -391,11 +389,9 @@ class Registry:
             port.setdefault("targetPort", port.get("port"))
 
     def _used_cluster_ips(self) -> set[str]:
-        from podside.sandbox.api.resources import lookup
-
-        services = lookup("", "services")
-        assert services is not None
-        return {svc["spec"].get("clusterIP", "") for svc in self.store.list(services)}
+        return {
+            svc["spec"].get("clusterIP", "") for svc in self.store.list(resource("", "services"))
+        }
 
     def _free_cluster_ip(self) -> str:
         used = self._used_cluster_ips()
@@ -404,10 +400,3 @@ class Registry:
             if str(address) not in used:
                 return str(address)
         raise ApiError(500, "InternalError", f"no free ClusterIP in {SERVICE_CIDR}")
-
-
-def is_in_service_cidr(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address) in SERVICE_CIDR
-    except ValueError:
-        return False

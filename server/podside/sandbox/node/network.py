@@ -4,7 +4,6 @@ and nft, named with the sandbox's prefixes and recorded so teardown removes only
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import subprocess
@@ -183,7 +182,6 @@ class AddressPool:
 
     def __init__(self) -> None:
         self._used: set[str] = {str(GATEWAY_IP)}
-        self._hosts = POD_CIDR.hosts()
 
     def allocate(self) -> str:
         for address in POD_CIDR.hosts():
@@ -202,7 +200,3 @@ def record(path: Path, **facts: object) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(facts)
     path.write_text(json.dumps(data, indent=2))
-
-
-def is_pod_address(address: str) -> bool:
-    return ipaddress.ip_address(address) in POD_CIDR
