@@ -109,10 +109,10 @@ class Pod:
         return ["ip", "netns", "exec", self.cluster_netns, *command]
 
     def spawn(self, command: list[str], log_name: str, **kwargs) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
-        log = open(self.workdir / log_name, "wb")
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
-        )
+        with open(self.workdir / log_name, "wb") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+            )
         self.processes.append(process)
         return process
 
@@ -171,14 +171,40 @@ def make_pod(pod_env: dict[str, str] | None = None) -> Iterator[Pod]:
         run("ip", "netns", "add", pod.pod_netns)
         run("ip", "netns", "add", pod.cluster_netns)
         # host <-> pod
-        run("ip", "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", pod.pod_netns)
+        run(
+            "ip",
+            "link",
+            "add",
+            host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            pod.pod_netns,
+        )
         run("ip", "addr", "add", f"{pod.host_ip}/30", "dev", host_veth)
         run("ip", "link", "set", host_veth, "up")
         run(*pod.in_pod("ip", "addr", "add", f"{pod.pod_ip}/30", "dev", "eth0"))
         run(*pod.in_pod("ip", "link", "set", "eth0", "up"))
         run(*pod.in_pod("ip", "link", "set", "lo", "up"))
         # pod <-> cluster
-        run(*pod.in_pod("ip", "link", "add", cluster_veth, "type", "veth", "peer", "name", "eth0", "netns", pod.cluster_netns))
+        run(
+            *pod.in_pod(
+                "ip",
+                "link",
+                "add",
+                cluster_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                pod.cluster_netns,
+            )
+        )
         run(*pod.in_pod("ip", "addr", "add", f"{pod.cluster_gateway}/30", "dev", cluster_veth))
         run(*pod.in_pod("ip", "link", "set", cluster_veth, "up"))
         run(*pod.in_cluster("ip", "addr", "add", f"{pod.cluster_ip}/30", "dev", "eth0"))
@@ -257,7 +283,9 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
         "SHARED_NAME": "pod-value",
         **pod_env,
     }
-    script = 'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
+    script = (
+        'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
+    )
     pod.app = pod.spawn(
         pod.in_pod(
             "unshare",
@@ -284,7 +312,12 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
 
 def _reachable_in(netns: str, host: str, port: int) -> bool:
     result = run(
-        "ip", "netns", "exec", netns, PYTHON, "-c",
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        PYTHON,
+        "-c",
         f"import socket; socket.create_connection(({host!r}, {port}), timeout=1).close()",
         check=False,
     )

@@ -77,13 +77,16 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await server.start(args.listen, args.port)
     except OSError as error:
-        raise AgentStartError(f"cannot listen on {args.listen}:{args.port}: {error.strerror}") from None
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise AgentStartError(f"cannot listen on {args.listen}:{args.port}: {reason}") from None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop)
     listening = ", ".join(f"{host}:{port}" for host, port in server.addresses())
     # This line is what launchers wait for before connecting.
-    print(f"podside-agent {__version__} listening on {listening} target pid {target_pid}", flush=True)
+    print(
+        f"podside-agent {__version__} listening on {listening} target pid {target_pid}", flush=True
+    )
     try:
         await server.stopped
     finally:

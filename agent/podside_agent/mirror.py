@@ -67,6 +67,9 @@ class Mirror:
             streams[:] = [(p, s) for p, s in streams if p is not peer]
         self._apply_ports()
 
+    def ports(self) -> set[int]:
+        return {port for port, peers in self._subscribers.items() if peers}
+
     def statistics(self) -> dict[str, int]:
         stats = self._sniffer.statistics()
         stats["connections"] = self.connections
@@ -78,7 +81,7 @@ class Mirror:
         self._sniffer.close()
 
     def _apply_ports(self) -> None:
-        ports = {port for port, peers in self._subscribers.items() if peers}
+        ports = self.ports()
         if not ports:
             self._stop_reading()
             self._sniffer.close()
@@ -115,14 +118,14 @@ class Mirror:
 
     def _apply(self, action: Opened | Data | Skipped | Closed) -> None:
         if isinstance(action, Data):
-            streams = self._streams.get(action.key)
-            if not streams:
+            receivers = self._streams.get(action.key)
+            if not receivers:
                 return
-            for peer, stream_id in list(streams):
+            for peer, stream_id in list(receivers):
                 if peer.send_data(stream_id, action.data) > SUBSCRIBER_BACKLOG_LIMIT:
                     log.warning("dropping a mirrored connection: subscriber too slow")
                     peer.reset_stream(stream_id, "subscriber fell too far behind")
-                    streams.remove((peer, stream_id))
+                    receivers.remove((peer, stream_id))
         elif isinstance(action, Opened):
             source, sport, destination, dport = action.key
             peers = self._subscribers.get(dport)
@@ -132,10 +135,12 @@ class Mirror:
             params = mirror.stream_params(
                 dport, _address(source, sport), _address(destination, dport)
             )
-            self._streams[action.key] = [
-                (peer, peer.open_stream_nowait(mirror.STREAM, params, _Ignored()))
-                for peer in peers
-            ]
+            streams: list[tuple[Peer, int]] = []
+            self._streams[action.key] = streams
+            for peer in peers:
+                sink = _SubscriberEnd(streams, peer)
+                sink.stream_id = peer.open_stream_nowait(mirror.STREAM, params, sink)
+                streams.append((peer, sink.stream_id))
         elif isinstance(action, Closed):
             for peer, stream_id in self._streams.pop(action.key, []):
                 if action.reason == "reset":
@@ -145,14 +150,25 @@ class Mirror:
                     peer.forget_stream(stream_id)
         elif isinstance(action, Skipped):
             self.skipped_bytes += action.missing
-            log.warning("mirror lost %d bytes of a connection; continuing after the gap", action.missing)
+            log.warning(
+                "mirror lost %d bytes of a connection; continuing after the gap", action.missing
+            )
 
 
-class _Ignored:
-    """Subscribers never send on a mirrored stream; whatever they do is dropped."""
+class _SubscriberEnd:
+    """A subscriber's end of one mirrored connection.
+
+    Subscribers never send on it; when one refuses or drops the stream (its program stopped
+    listening), it leaves the fan-out list of that connection.
+    """
+
+    def __init__(self, streams: list[tuple[Peer, int]], peer: Peer) -> None:
+        self._streams = streams
+        self._peer = peer
+        self.stream_id = 0
 
     def data_received(self, data: bytes) -> None:
-        pass
+        self._peer.acknowledge(self.stream_id, len(data))
 
     def eof_received(self) -> None:
         pass
@@ -161,4 +177,6 @@ class _Ignored:
         pass
 
     def reset(self, reason: str) -> None:
-        pass
+        entry = (self._peer, self.stream_id)
+        if entry in self._streams:
+            self._streams.remove(entry)

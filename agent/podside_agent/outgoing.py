@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 
 from podside_agent.peer import Peer, SocketRelay
@@ -53,12 +54,12 @@ class Outgoing:
             await asyncio.wait_for(loop.sock_connect(sock, destination), CONNECT_TIMEOUT)
         except TimeoutError:
             sock.close()
-            peer.refuse_stream(stream_id, errno.ETIMEDOUT, os_message(errno.ETIMEDOUT))
+            peer.refuse_stream(stream_id, errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
             return
         except OSError as error:
             sock.close()
             code = error.errno or errno.ECONNREFUSED
-            peer.refuse_stream(stream_id, code, os_message(code))
+            peer.refuse_stream(stream_id, code, os.strerror(code))
             return
         local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
         relay = SocketRelay(peer, stream_id)
@@ -76,18 +77,13 @@ class Outgoing:
             sock = self._network.socket(_family(destination), socket.SOCK_DGRAM)
             sock.connect(destination)
         except OSError as error:
-            peer.refuse_stream(stream_id, error.errno or errno.EIO, os_message(error.errno or 5))
+            code = error.errno or errno.EIO
+            peer.refuse_stream(stream_id, code, os.strerror(code))
             return
         local = sock.getsockname()[:2]
         flow = UdpFlow(peer, stream_id)
         await loop.create_datagram_endpoint(lambda: flow, sock=sock)
         peer.accept_stream(stream_id, flow, opened_info(local, destination))
-
-
-def os_message(code: int) -> str:
-    import os
-
-    return os.strerror(code)
 
 
 class UdpFlow(asyncio.DatagramProtocol):

@@ -163,7 +163,9 @@ class Peer(asyncio.Protocol):
             raise
         return stream_id, info
 
-    def open_stream_nowait(self, kind: str, params: dict[str, Any], endpoint: StreamEndpoint) -> int:
+    def open_stream_nowait(
+        self, kind: str, params: dict[str, Any], endpoint: StreamEndpoint
+    ) -> int:
         """Open a stream without waiting; data may be sent at once and waits for acceptance."""
         stream_id = self.connection.open_stream(kind, params)
         self.endpoints[stream_id] = endpoint
@@ -218,7 +220,7 @@ class Peer(asyncio.Protocol):
 
     # --- receiving -----------------------------------------------------------------------------
 
-    def _dispatch(self, event: Event) -> None:  # noqa: C901 - one branch per event type
+    def _dispatch(self, event: Event) -> None:
         if isinstance(event, DataReceived):
             endpoint = self.endpoints.get(event.stream_id)
             if endpoint is not None:
@@ -245,10 +247,12 @@ class Peer(asyncio.Protocol):
             if opening is not None and not opening.done():
                 opening.set_result(event.info)
         elif isinstance(event, StreamRefused):
-            self.endpoints.pop(event.stream_id, None)
+            endpoint = self.endpoints.pop(event.stream_id, None)
             opening = self._pending_opens.pop(event.stream_id, None)
             if opening is not None and not opening.done():
                 opening.set_exception(StreamRefusedError(event.errno, event.message))
+            elif endpoint is not None:
+                endpoint.reset(event.message)
         elif isinstance(event, StreamOpenRequested):
             self.handler.handle_stream(self, event)
         elif isinstance(event, Request):
@@ -315,7 +319,9 @@ class Peer(asyncio.Protocol):
 def _request_failure(result: Any) -> RequestFailed:
     if isinstance(result, dict):
         errno = result.get("errno")
-        return RequestFailed(str(result.get("message", "request failed")), errno if type(errno) is int else 0)
+        return RequestFailed(
+            str(result.get("message", "request failed")), errno if type(errno) is int else 0
+        )
     return RequestFailed(str(result))
 
 

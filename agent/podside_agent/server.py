@@ -29,6 +29,7 @@ from podside_protocol import (
     StreamOpenRequested,
     environment,
     files,
+    status,
 )
 from podside_protocol import mirror as mirror_messages
 
@@ -53,7 +54,6 @@ class AgentServer:
         self.mirror: Mirror | None = None
         self.stopped = asyncio.get_running_loop().create_future()
         self._idle_since = asyncio.get_running_loop().time()
-        self._subscriptions: dict[Peer, set[int]] = {}
         self._server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -133,23 +133,29 @@ class AgentServer:
                 raise RequestFailed(
                     "the agent cannot sniff the pod's traffic (needs NET_RAW)", error.errno or 1
                 ) from None
-            self._subscriptions.setdefault(peer, set()).add(port)
             return {"port": port}
         if method == mirror_messages.UNSUBSCRIBE:
             port = mirror_messages.port_of(params)
             if self.mirror is not None:
                 self.mirror.unsubscribe(peer, port)
-            self._subscriptions.get(peer, set()).discard(port)
             return {"port": port}
         if method == mirror_messages.STATS:
             return self.mirror.statistics() if self.mirror else {}
+        if method == status.STATUS:
+            return {
+                "clients": len(self.peers),
+                "mirrored_ports": sorted(self.mirror.ports()) if self.mirror else [],
+                "target_pid": self.network.target_pid,
+            }
         raise RequestFailed(f"unknown request {method!r}", errno.ENOSYS)
 
     def handle_stream(self, peer: Peer, request: StreamOpenRequested) -> None:
         if self.outgoing.handles(request.kind):
             self.outgoing.open(peer, request)
         else:
-            peer.refuse_stream(request.stream_id, errno.EPROTONOSUPPORT, f"no {request.kind} streams")
+            peer.refuse_stream(
+                request.stream_id, errno.EPROTONOSUPPORT, f"no {request.kind} streams"
+            )
 
     def connection_lost(self, peer: Peer, reason: str) -> None:
         if peer not in self.peers:
@@ -157,7 +163,6 @@ class AgentServer:
         self.peers.discard(peer)
         if self.mirror is not None:
             self.mirror.drop_peer(peer)
-        self._subscriptions.pop(peer, None)
         if not self.peers:
             self._idle_since = asyncio.get_running_loop().time()
         log.info("client left (%s); %d clients", reason, len(self.peers))

@@ -121,6 +121,22 @@ def build_port_filter(ports: Iterable[int]) -> bytes:
     return bytes(packed)
 
 
+def _bind_all_interfaces(fd: int) -> None:
+    """bind(2) with ifindex 0 (every interface); Python's bind() wants an interface name."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # struct sockaddr_ll: family, protocol (network order), ifindex, hatype, pkttype, halen, addr
+    address = struct.pack(
+        "=H2siHBB8s", socket.AF_PACKET, struct.pack("!H", ETH_P_ALL), 0, 0, 0, 0, b""
+    )
+    if libc.bind(fd, address, len(address)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 class _SockFprog:
     """struct sock_fprog kept alive for the setsockopt call."""
 
@@ -155,15 +171,15 @@ class Sniffer:
         program = _SockFprog(build_port_filter(ports))
         if self._socket is None:
             with self._network.entered():
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+                # Protocol 0 receives nothing until bound: no unfiltered packet is ever queued.
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
             try:
-                # Filter before binding so no unfiltered packet is ever queued.
                 sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program.packed)
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
                 except PermissionError:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-                sock.bind(("", ETH_P_ALL))
+                _bind_all_interfaces(sock.fileno())
                 sock.setblocking(False)
             except BaseException:
                 sock.close()

@@ -341,7 +341,7 @@ class Connection:
             raise RemoteProtocolError(f"frame for stream {stream_id}, which was never opened")
         return None
 
-    def _handle(self, kind: Kind, fields: tuple[Any, ...]) -> events.Event | None:  # noqa: C901
+    def _handle(self, kind: Kind, fields: tuple[Any, ...]) -> events.Event | None:
         if kind is Kind.DATA:
             stream_id, data = fields
             stream = self._peer_stream(stream_id)

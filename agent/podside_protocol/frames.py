@@ -75,7 +75,7 @@ _FIELDS: dict[Kind, tuple[type | tuple[type, ...], ...]] = {
 def encode(kind: Kind, *fields: Any) -> bytes:
     """Encode one frame other than DATA."""
     try:
-        body = msgpack.packb([int(kind), *fields], use_bin_type=True)
+        body: bytes = msgpack.packb([int(kind), *fields], use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as error:
         raise LocalProtocolError(f"cannot encode {kind.name} frame: {error}") from None
     if len(body) > MAX_FRAME_BODY:
@@ -152,8 +152,6 @@ def _decode_body(body: memoryview) -> tuple[Kind, tuple[Any, ...]]:
         raise RemoteProtocolError(f"{kind.name} frame has {len(fields)} fields")
     for field, field_type in zip(fields, expected, strict=True):
         # bool is an int subclass: reject it where a number is meant and vice versa.
-        if not isinstance(field, field_type) or (
-            field_type is int and isinstance(field, bool)
-        ):
+        if not isinstance(field, field_type) or (field_type is int and isinstance(field, bool)):
             raise RemoteProtocolError(f"{kind.name} frame has a field of the wrong type")
     return kind, fields

@@ -158,7 +158,9 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
     if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
     if not args.token:
-        raise PodsideError("the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2)
+        raise PodsideError(
+            "the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2
+        )
     return ExecOptions(
         host=host.strip("[]"),
         port=int(port_text),
@@ -192,11 +194,11 @@ def _parse_port_map(values: list[str]) -> dict[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     options = parse_options(args)
-    logging.basicConfig(
-        level=logging.DEBUG if options.verbose else logging.WARNING,
-        format="podside: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("podside: %(message)s"))
+    podside_logger = logging.getLogger("podside")
+    podside_logger.addHandler(handler)
+    podside_logger.setLevel(logging.DEBUG if options.verbose else logging.WARNING)
     seccomp.set_child_subreaper()
     rules = filter_rules(network=True, udp=options.outgoing or options.dns, files=options.dns)
     process = launcher.LayeredProcess(rules)
@@ -213,11 +215,10 @@ def _say(options: ExecOptions, message: str) -> None:
 
 async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -> int:
     loop = asyncio.get_running_loop()
+    _resolve_command(options.command[0], dict(os.environ))  # fail before connecting anywhere
     session = AgentSession(options.token, description=f"the agent at {options.host}:{options.port}")
     await session.connect_tcp(options.host, options.port)
     assert session.peer is not None and session.welcome is not None
-    target_pid = session.welcome.info.get("target_pid")
-    _say(options, f"connected to {session.description} (pod process {target_pid})")
 
     env = dict(os.environ)
     if options.env:
@@ -255,7 +256,9 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
     def mirrored(connection: MirroredConnection) -> None:
         if options.verbose:
             host, port = connection.source
-            _say(options, f"mirrored a connection from {host}:{port} to port {connection.local_port}")
+            _say(
+                options, f"mirrored a connection from {host}:{port} to port {connection.local_port}"
+            )
 
     incoming = Incoming(
         session.peer,
@@ -282,13 +285,17 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
     try:
         path = _resolve_command(options.command[0], env)
         process.start(launcher.ExecSpec(path, options.command, env))
-        done, _ = await asyncio.wait(
-            [watcher.exited, session.lost], return_when=asyncio.FIRST_COMPLETED
-        )
+        target_pid = session.welcome.info.get("target_pid")
+        _say(options, f"running in the context of {session.description} (pod process {target_pid})")
+        waiting: list[asyncio.Future[Any]] = [watcher.exited, session.lost]
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if watcher.exited in done:
             code = children.exit_code(watcher.exited.result())
         else:
-            _say(options, f"lost the connection to the agent ({session.lost.result()}); stopping the program")
+            _say(
+                options,
+                f"lost the connection to the agent ({session.lost.result()}); stopping the program",
+            )
             code = 1
         return code
     finally:

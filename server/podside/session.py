@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,7 +62,8 @@ class AgentSession:
         except TimeoutError:
             raise PodsideError(f"cannot reach {self.description}: timed out") from None
         except OSError as error:
-            reason = error.strerror or str(error)
+            # asyncio's strerror describes the call; the errno's own text is what users know.
+            reason = os.strerror(error.errno) if error.errno else str(error)
             raise PodsideError(f"cannot reach {self.description}: {reason}") from None
         await self.handshake()
 

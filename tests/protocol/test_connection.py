@@ -198,8 +198,12 @@ def test_peer_exceeding_the_window_is_a_remote_error() -> None:
     pair.agent.accept_stream(stream)
     pair.to_client()
     rogue = b"".join(
-        [encode_data_header(stream, INITIAL_WINDOW), b"y" * INITIAL_WINDOW]
-        + [encode_data_header(stream, 1), b"z"]
+        [
+            encode_data_header(stream, INITIAL_WINDOW),
+            b"y" * INITIAL_WINDOW,
+            encode_data_header(stream, 1),
+            b"z",
+        ]
     )
     with pytest.raises(RemoteProtocolError, match="window"):
         pair.agent.receive_data(rogue)

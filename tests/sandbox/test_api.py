@@ -114,6 +114,7 @@ def test_bad_token_is_401(sandbox: Any) -> None:
 
 def test_restricted_user_gets_a_real_forbidden_message(sandbox: Any, kubeconfig: Any) -> None:
     from kubernetes import config
+
     from podside.sandbox.control import add_restricted_user
     from podside.sandbox.users import Rule
 

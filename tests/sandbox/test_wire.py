@@ -6,6 +6,7 @@ import struct
 import sys
 
 import pytest
+
 from podside.sandbox.api.patch import apply_patch
 from podside.sandbox.api.selectors import parse_label_selector
 from podside.sandbox.node import dns

@@ -1,9 +1,13 @@
-"""A tiny HTTP server for tests: answers every request with who it is, the request line and
-the client address it saw; logs one line per request. Usage: echo_http.py HOST PORT NAME"""
+"""A tiny HTTP server for tests: answers every request with who it is, the request line, the
+client address it saw and a digest of the body; `GET /bytes/N` answers N bytes of a fixed
+pattern. Logs one line per request. Usage: echo_http.py HOST PORT NAME"""
 
+import hashlib
 import http.server
 import json
 import sys
+
+PATTERN = bytes(range(256)) * 256
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -12,21 +16,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        payload = json.dumps(
-            {
-                "server": self.server.name,  # type: ignore[attr-defined]
-                "method": self.command,
-                "path": self.path,
-                "client": self.client_address[0],
-                "body": body.decode(errors="replace"),
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-        print(f"{self.server.name} {self.command} {self.path} from {self.client_address[0]}", flush=True)  # type: ignore[attr-defined]
+        digest = hashlib.sha256(body).hexdigest()
+        if self.command == "GET" and self.path.startswith("/bytes/"):
+            size = int(self.path.split("/")[2])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            for start in range(0, size, len(PATTERN)):
+                self.wfile.write(PATTERN[: min(len(PATTERN), size - start)])
+        else:
+            payload = json.dumps(
+                {
+                    "server": self.server.name,  # type: ignore[attr-defined]
+                    "method": self.command,
+                    "path": self.path,
+                    "client": self.client_address[0],
+                    "length": len(body),
+                    "sha256": digest,
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        name = self.server.name  # type: ignore[attr-defined]
+        print(
+            f"{name} {self.command} {self.path} from {self.client_address[0]} "
+            f"body {len(body)} {digest}",
+            flush=True,
+        )
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 

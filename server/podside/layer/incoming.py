@@ -9,6 +9,7 @@ is read and dropped, because the pod's own app already answered the real client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -124,12 +125,10 @@ class Incoming:
 
     async def unsubscribe_all(self) -> None:
         for remote in list(self._targets):
-            try:
+            with contextlib.suppress(RequestFailed, ConnectionError, TimeoutError):
                 await asyncio.wait_for(
                     self._peer.request(mirror.UNSUBSCRIBE, mirror.subscribe_params(remote)), 2
                 )
-            except (RequestFailed, ConnectionError, TimeoutError):
-                pass
         self._targets.clear()
 
     def close(self) -> None:

@@ -31,10 +31,19 @@ class ExecSpec:
 
 
 def _child(
-    prepared: seccomp.PreparedFilter, report_fd: int, spec_fd: int, exec_error_fd: int
+    prepared: seccomp.PreparedFilter,
+    parent: int,
+    report_fd: int,
+    spec_fd: int,
+    exec_error_fd: int,
 ) -> None:
     """Runs in the forked child; never returns."""
     try:
+        # If podside dies (even by SIGKILL) the program's intercepted calls can only fail:
+        # end the program with it rather than leave it running broken.
+        seccomp.set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for signum in _SIGNALS_RESET:
             signal.signal(signum, signal.SIG_DFL)
@@ -72,12 +81,13 @@ class LayeredProcess:
         error_read, error_write = os.pipe()  # close-on-exec: EOF means the exec succeeded
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             os.close(report_read)
             os.close(spec_write)
             os.close(error_read)
-            _child(prepared, report_write, spec_read, error_write)
+            _child(prepared, parent, report_write, spec_read, error_write)
         os.close(report_write)
         os.close(spec_read)
         os.close(error_write)
@@ -106,7 +116,9 @@ class LayeredProcess:
                     f"this kernel ({os.uname().release}) lacks pidfd_getfd, which podside's "
                     "layer needs (Linux 5.6 or newer)"
                 ) from None
-            raise PodsideError(f"cannot take the seccomp listener from the child: {error}") from None
+            raise PodsideError(
+                f"cannot take the seccomp listener from the child: {error}"
+            ) from None
         self.listener.enable_sync_wakeup()
 
     def start(self, spec: ExecSpec) -> None:

@@ -141,7 +141,9 @@ class UdpRelay(asyncio.DatagramProtocol):
         flow = self._flows.get(addr)
         if flow is None:
             flow = _UdpReturn(self, addr)
-            flow.stream_id = self.peer.open_stream_nowait(STREAM_UDP, open_params(self.remote), flow)
+            flow.stream_id = self.peer.open_stream_nowait(
+                STREAM_UDP, open_params(self.remote), flow
+            )
             self._flows[addr] = flow
         self._last_active[addr] = asyncio.get_running_loop().time()
         connection = self.peer.connection
@@ -207,7 +209,8 @@ class UdpRelays:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 0) if family == socket.AF_INET else ("::1", 0))
             sock.setblocking(False)
-            address = sock.getsockname()[:2]
+            host, port = sock.getsockname()[:2]
+            address = (str(host), int(port))
             self._by_destination[key] = address
             self.original_by_relay[address] = original
         self._loop.call_soon_threadsafe(self._adopt, sock, remote)

@@ -78,6 +78,7 @@ SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 PIDFD_THREAD = os.O_EXCL
 
 
@@ -358,7 +359,7 @@ class Listener:
     def enable_sync_wakeup(self) -> bool:
         """Ask the kernel to hand notifications over on the same CPU (Linux ≥ 6.6)."""
         # Unlike the other notification ioctls, this one takes its argument by value.
-        return _ioctl(self.fd, NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0
+        return bool(_ioctl(self.fd, NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
 
     def receive(self) -> SeccompNotif | None:
         """Block for the next notification; None if its caller went away first."""
@@ -372,17 +373,17 @@ class Listener:
 
     def is_valid(self, notification_id: int) -> bool:
         self._id.value = notification_id
-        return _ioctl(self.fd, NOTIF_ID_VALID, ctypes.addressof(self._id)) == 0
+        return bool(_ioctl(self.fd, NOTIF_ID_VALID, ctypes.addressof(self._id)) == 0)
 
     def respond(self, notification_id: int, value: int = 0, error: int = 0) -> bool:
         """Answer with a result (`value`) or a failure (`error` is a positive errno)."""
         response = SeccompNotifResp(notification_id, value, -error if error else 0, 0)
-        return _ioctl(self.fd, NOTIF_SEND, ctypes.addressof(response)) == 0
+        return bool(_ioctl(self.fd, NOTIF_SEND, ctypes.addressof(response)) == 0)
 
     def allow(self, notification_id: int) -> bool:
         """Let the kernel run the syscall as the program asked."""
         response = SeccompNotifResp(notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-        return _ioctl(self.fd, NOTIF_SEND, ctypes.addressof(response)) == 0
+        return bool(_ioctl(self.fd, NOTIF_SEND, ctypes.addressof(response)) == 0)
 
     def respond_with_fd(self, notification_id: int, source_fd: int, cloexec: bool) -> int:
         """Install `source_fd` in the caller and return it as the syscall's result."""
@@ -414,6 +415,10 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
 
 def set_child_subreaper() -> None:
     _check(_prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+
+
+def set_parent_death_signal(signum: int) -> None:
+    _check(_prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0))
 
 
 def read_memory(pid: int, address: int, length: int) -> bytes:

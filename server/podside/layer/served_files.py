@@ -53,7 +53,9 @@ class ServedFiles:
             os.path.basename(path).encode() for path in contents
         )
         for path, data in contents.items():
-            fd = os.memfd_create(f"podside{path.replace('/', '-')}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            fd = os.memfd_create(
+                f"podside{path.replace('/', '-')}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+            )
             os.write(fd, data)
             fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS)
             self._fds[path.encode()] = fd

@@ -328,16 +328,16 @@ class Supervisor:
             listener.respond(note.id, value=result)
             return True
 
-        blocking = not (flags & _MSG_DONTWAIT) and not (
-            _file_flags(dup) & os.O_NONBLOCK
-        )
+        blocking = not (flags & _MSG_DONTWAIT) and not (_file_flags(dup) & os.O_NONBLOCK)
         if attempt():
             os.close(dup)
             return
         timeout = _receive_timeout(dup)
         self._loop.call_soon_threadsafe(self._work.wait_readable, note.id, dup, attempt, timeout)
 
-    def _write_source(self, tid: int, address_pointer: int, length_pointer: int, raw: bytes) -> None:
+    def _write_source(
+        self, tid: int, address_pointer: int, length_pointer: int, raw: bytes
+    ) -> None:
         decoded = sockaddr.decode(raw)
         if decoded is not None:
             family, address, port = decoded

@@ -1,0 +1,147 @@
+"""Mirror: connections that reach the pod on a port the program listens on are copied to it;
+the pod's own app still answers the real client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.core.agent_client import agent_status
+from tests.topology import PYTHON, SERVERS, Pod, free_port, wait_for
+
+
+class LocalCopy:
+    """The same echo server as the pod's app, run here under podside exec."""
+
+    def __init__(self, log_path: str) -> None:
+        self._log_path = log_path
+
+    def output(self) -> list[str]:
+        with open(self._log_path) as log:
+            return log.read().splitlines()
+
+    def requests(self) -> list[str]:
+        return [
+            line for line in self.output() if line.startswith("local-copy ") and " from " in line
+        ]
+
+
+@contextmanager
+def local_copy(pod: Pod, port: int, *options: str) -> Iterator[LocalCopy]:
+    with tempfile.NamedTemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "podside",
+                "exec",
+                "-v",
+                "--agent",
+                pod.agent_address,
+                "--token",
+                pod.token,
+                *options,
+                "--",
+                PYTHON,
+                str(SERVERS / "echo_http.py"),
+                "0.0.0.0",
+                str(port),
+                "local-copy",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        copy = LocalCopy(log.name)
+        try:
+            wait_for(
+                lambda: any("local-copy listening" in line for line in copy.output()),
+                what="the local copy to listen",
+            )
+            yield copy
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
+def _subscribed(pod: Pod, port: int) -> bool:
+    return port in agent_status(pod)["mirrored_ports"]
+
+
+def test_requests_to_the_pod_are_mirrored_to_the_program(pod: Pod) -> None:
+    with local_copy(pod, 8080) as copy:
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        for index in range(3):
+            answer = subprocess.run(
+                ["curl", "-sS", "-m", "5", f"http://{pod.pod_ip}:8080/mirrored/{index}"],
+                capture_output=True,
+                text=True,
+            )
+            assert json.loads(answer.stdout)["server"] == "pod-app"  # the real client's answer
+        wait_for(lambda: len(copy.requests()) >= 3, what="three mirrored requests")
+        paths = [line.split()[2] for line in copy.requests()]
+    assert paths == ["/mirrored/0", "/mirrored/1", "/mirrored/2"]
+    assert "pod-app GET /mirrored/2" in pod.log("pod-app.log")
+
+
+def test_keep_alive_requests_and_bodies_arrive_in_order(pod: Pod) -> None:
+    body = os.urandom(3 * 1024 * 1024)
+    with tempfile.NamedTemporaryFile() as upload, local_copy(pod, 8080) as copy:
+        upload.write(body)
+        upload.flush()
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        result = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-m",
+                "20",
+                f"http://{pod.pod_ip}:8080/first",
+                "--data-binary",
+                f"@{upload.name}",
+                f"http://{pod.pod_ip}:8080/second",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: len(copy.requests()) >= 2, what="two mirrored requests")
+        first, second = copy.requests()[:2]
+    digest = hashlib.sha256(body).hexdigest()
+    assert first.split()[1:3] == ["POST", "/first"] and first.endswith(f"body {len(body)} {digest}")
+    assert second.split()[1:3] == ["POST", "/second"] and second.endswith(
+        f"body {len(body)} {digest}"
+    )
+
+
+def test_port_map_mirrors_a_pod_port_to_another_local_port(pod: Pod) -> None:
+    local_port = free_port()
+    with local_copy(pod, local_port, "--port-map", f"{local_port}:8080") as copy:
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        subprocess.run(
+            ["curl", "-sS", "-m", "5", f"http://{pod.pod_ip}:8080/mapped"], capture_output=True
+        )
+        wait_for(lambda: len(copy.requests()) >= 1, what="a mirrored request")
+        assert copy.requests()[0].split()[2] == "/mapped"
+
+
+def test_mode_off_subscribes_nothing(pod: Pod) -> None:
+    with local_copy(pod, 8080, "--mode", "off"):
+        time.sleep(0.5)
+        assert agent_status(pod)["mirrored_ports"] == []
+
+
+def test_subscriptions_end_with_the_program(pod: Pod) -> None:
+    with local_copy(pod, 8080):
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+    wait_for(lambda: agent_status(pod)["mirrored_ports"] == [], what="the subscription to end")

@@ -1,0 +1,165 @@
+"""Process semantics: podside's exit code is the program's, signals reach the program, and
+nothing is left behind when it ends."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.core.agent_client import agent_status
+from tests.core.conftest import podside_exec
+from tests.topology import PYTHON, Pod, wait_for
+
+
+def _start(pod: Pod, *command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "podside",
+            "exec",
+            "--agent",
+            pod.agent_address,
+            "--token",
+            pod.token,
+            "--",
+            *command,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_exit_code_is_the_programs(pod: Pod) -> None:
+    assert podside_exec(pod, "sh", "-c", "exit 7").returncode == 7
+    assert podside_exec(pod, "true").returncode == 0
+
+
+def test_a_program_killed_by_a_signal_gives_128_plus_the_signal(pod: Pod) -> None:
+    assert podside_exec(pod, "sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
+
+
+def test_stdin_and_stdout_are_the_programs(pod: Pod) -> None:
+    result = podside_exec(pod, "tr", "a-z", "A-Z", input="hello pod\n")
+    assert result.stdout == "HELLO POD\n"
+
+
+def _trap_program(marker: Path, signame: str) -> list[str]:
+    return [
+        "bash",
+        "-c",
+        f"trap 'echo {signame} > {marker}; exit 0' {signame}; echo ready; "
+        "while true; do sleep 0.1; done",
+    ]
+
+
+def test_sigterm_and_sigint_sent_to_podside_reach_the_program(pod: Pod, tmp_path: Path) -> None:
+    for signum, name in ((signal.SIGTERM, "TERM"), (signal.SIGINT, "INT")):
+        marker = tmp_path / f"got-{name}"
+        process = _start(pod, *_trap_program(marker, name))
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signum)
+        assert process.wait(15) == 0
+        assert marker.read_text().strip() == name
+
+
+def test_terminal_interrupt_reaches_the_program_once(pod: Pod, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal goes to the whole foreground process group: once, not twice."""
+    marker = tmp_path / "interrupts"
+    program = (
+        "import signal, sys, time\n"
+        f"def count(*_): open({str(marker)!r}, 'a').write('x')\n"
+        "signal.signal(signal.SIGINT, count)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(1.5)\n"
+    )
+    command = [
+        PYTHON,
+        "-m",
+        "podside",
+        "exec",
+        "--agent",
+        pod.agent_address,
+        "--token",
+        pod.token,
+        "--",
+        PYTHON,
+        "-c",
+        program,
+    ]
+    pid, terminal = pty.fork()  # the child gets a new session with this pty as its terminal
+    if pid == 0:
+        os.execv(command[0], command)
+    try:
+        output = b""
+        while b"ready" not in output:
+            output += os.read(terminal, 1024)
+        os.write(terminal, b"\x03")  # the line discipline turns this into SIGINT
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert marker.read_text() == "x"
+
+
+def test_children_left_behind_are_stopped(pod: Pod, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    result = podside_exec(
+        pod, "sh", "-c", f"sleep 347 & echo $! > {pid_file}; (sleep 348 &) ; exit 0"
+    )
+    assert result.returncode == 0
+    leftover = int(pid_file.read_text())
+    wait_for(lambda: not Path(f"/proc/{leftover}").exists(), what="the background sleep to end")
+    survivors = subprocess.run(["pgrep", "-f", "^sleep 34[78]$"], capture_output=True, text=True)
+    assert survivors.stdout.strip() == ""
+
+
+def test_nothing_is_left_on_the_agent_after_the_program_ends(pod: Pod) -> None:
+    listening = (
+        "import socket, time; s = socket.socket(); s.bind(('', 8080)); s.listen(); time.sleep(1)"
+    )
+    assert podside_exec(pod, PYTHON, "-c", listening).returncode == 0
+    wait_for(
+        lambda: (
+            agent_status(pod)
+            == {"clients": 0, "mirrored_ports": [], "target_pid": pod.app.pid if pod.app else None}
+        ),
+        what="the agent to forget the session",
+    )
+
+
+def test_program_is_stopped_when_podside_is_killed_hard(pod: Pod) -> None:
+    """SIGKILL cannot be forwarded, but the program must not linger under a dead layer."""
+    process = _start(pod, "sleep", "300")
+    wait_for(
+        lambda: subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True).stdout,
+        what="the program to start",
+    )
+    child = int(
+        subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()[0]
+    )
+    process.kill()
+    process.wait(10)
+    wait_for(
+        lambda: not Path(f"/proc/{child}").exists() or _is_zombie(child),
+        timeout=10,
+        what="the program to die with podside",
+    )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+    finally:
+        time.sleep(0)
