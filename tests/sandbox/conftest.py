@@ -1,5 +1,4 @@
-"""One real sandbox for the whole test session, in a temporary state dir and kubeconfig so a
-developer's own cluster config is never touched; `down` runs at the end even on failure."""
+"""Clients of the test session's sandbox (the `sandbox` fixture itself is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from typing import Any, TypeVar
 import pytest
 
 T = TypeVar("T")
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
@@ -32,30 +29,6 @@ def wait_for(condition: Callable[[], T | None], timeout: float = 30, what: str =
     raise AssertionError(
         f"timed out waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
     )
-
-
-@pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root")
-    from podside.sandbox import control
-    from podside.sandbox.layout import STATE_DIR_ENV, StateDir
-
-    root = tmp_path_factory.mktemp("sandbox")
-    saved = {key: os.environ.get(key) for key in (STATE_DIR_ENV, "KUBECONFIG")}
-    os.environ[STATE_DIR_ENV] = str(root / "state")
-    os.environ["KUBECONFIG"] = str(root / "kubeconfig")
-    state = StateDir.from_env()
-    try:
-        control.up(state)
-        yield state
-    finally:
-        control.down(state)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """up is idempotent, status reports, and down leaves nothing behind.
 
-Named to run last: `down` here ends the session's sandbox (the fixture's own `down` then finds
-nothing to do, which also proves down is idempotent).
+Marked to run last: `down` here ends the session's sandbox (the fixture's own `down` then
+finds nothing to do, which also proves down is idempotent).
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from podside.sandbox import control
+
+pytestmark = pytest.mark.ends_sandbox
 
 
 def test_up_again_is_a_no_op_and_status_reports(sandbox: Any, capsys: Any) -> None:
