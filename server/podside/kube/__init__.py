@@ -1,0 +1,1 @@
+"""The Kubernetes side of podside: kubeconfig and context, targets, the agent in the pod."""

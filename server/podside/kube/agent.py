@@ -1,0 +1,314 @@
+"""The agent in the cluster: an ephemeral container in the target pod (or, targetless, a pod of
+its own), started or reused, and waited for until it runs.
+
+Ephemeral containers can never be removed from a pod, so a running podside agent in the pod is
+reused rather than another one added each session; the agent serves several clients and exits
+by itself `--idle-exit` seconds after its last one left.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+import podside
+from podside.errors import PodsideError
+from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
+from podside.kube.targets import Target
+
+DEFAULT_IMAGE = f"ghcr.io/podside/agent:{podside.__version__}"
+AGENT_REPOSITORY_SUFFIX = "podside/agent"
+TOKEN_ENV = "PODSIDE_AGENT_TOKEN"
+IDLE_EXIT_SECONDS = 300
+PORT_RANGE = (20000, 60000)
+TARGETLESS_LABEL = ("app.kubernetes.io/name", "podside-agent")
+TARGETLESS_CONTAINER = "agent"
+CAPABILITIES = ["NET_ADMIN", "NET_RAW"]  # steal redirects need NET_ADMIN, the sniffer NET_RAW
+# Waiting reasons after which the kubelet will not get the container running by itself soon:
+# better to say so now than at the end of the timeout.
+FAILED_WAITING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
+
+
+@dataclass
+class AgentEndpoint:
+    """Where a running agent listens (inside `pod`, reached by port-forward) and its token."""
+
+    namespace: str
+    pod: str
+    port: int
+    token: str
+    container: str
+    reused: bool
+
+
+def image_repository(image: str) -> str:
+    """`ghcr.io/podside/agent:0.1.0@sha256:..` -> `ghcr.io/podside/agent`."""
+    name = image.split("@", 1)[0]
+    tag_colon = name.rfind(":")
+    return name[:tag_colon] if tag_colon > name.rfind("/") else name
+
+
+def is_agent_image(image: str) -> bool:
+    return image_repository(image).endswith(AGENT_REPOSITORY_SUFFIX)
+
+
+def _random_suffix() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(5))
+
+
+def _agent_container(name: str, image: str, port: int, token: str) -> dict[str, Any]:
+    """The agent's container spec, shared by the ephemeral and the targetless form."""
+    return {
+        "name": name,
+        "image": image,
+        "args": ["--port", str(port), "--idle-exit", str(IDLE_EXIT_SECONDS)],
+        "env": [{"name": TOKEN_ENV, "value": token}],
+        "securityContext": {"capabilities": {"add": CAPABILITIES}},
+    }
+
+
+def _endpoint_of(container: Any, namespace: str, pod: str) -> AgentEndpoint | None:
+    """Port and token of an agent container spec, if it was started the way podside does."""
+    args = list(container.args or [])
+    token = next((e.value for e in container.env or [] if e.name == TOKEN_ENV and e.value), None)
+    if "--port" not in args or token is None:
+        return None
+    try:
+        port = int(args[args.index("--port") + 1])
+    except (IndexError, ValueError):
+        return None
+    return AgentEndpoint(namespace, pod, port, token, container.name, reused=True)
+
+
+def _container_state(statuses: list[Any] | None, name: str) -> Any:
+    status = next((s for s in statuses or [] if s.name == name), None)
+    return status.state if status else None
+
+
+def _reusable_agent(pod: Any, target: Target, image: str) -> AgentEndpoint | None:
+    """A running agent in `pod` attached to the same container, from the same image (another
+    image may speak another protocol version); the newest if there are several."""
+    running = {
+        status.name
+        for status in pod.status.ephemeral_container_statuses or []
+        if status.state and status.state.running
+    }
+    candidates = [
+        container
+        for container in pod.spec.ephemeral_containers or []
+        if container.name in running
+        and is_agent_image(container.image or "")
+        and container.image == image
+        and container.target_container_name == target.container
+    ]
+    # Ephemeral containers are only ever appended, so the last one is the newest.
+    for container in reversed(candidates):
+        endpoint = _endpoint_of(container, target.namespace, target.pod)
+        if endpoint is not None:
+            return endpoint
+    return None
+
+
+def _failure(state: Any, what: str) -> str | None:
+    """Why a container will not run (a failed waiting reason, or it ended), else None."""
+    if state is None:
+        return None
+    if state.waiting and state.waiting.reason in FAILED_WAITING_REASONS:
+        message = f": {state.waiting.message}" if state.waiting.message else ""
+        return f"{what} cannot start: {state.waiting.reason}{message}"
+    if state.terminated:
+        ended = state.terminated
+        detail = f": {ended.message.strip()}" if ended.message else ""
+        return f"{what} exited (code {ended.exit_code}, {ended.reason or 'no reason'}){detail}"
+    return None
+
+
+def _waiting_detail(state: Any) -> str:
+    if state is None or state.waiting is None:
+        return "no container status yet"
+    reason = state.waiting.reason or "waiting"
+    return reason + (f": {state.waiting.message}" if state.waiting.message else "")
+
+
+def _wait_for_pod(
+    ctx: KubeContext,
+    namespace: str,
+    pod_name: str,
+    timeout: float,
+    check: Callable[[Any], bool],
+    on_timeout: Callable[[Any], str],
+) -> None:
+    """Watch the pod until `check(pod)` is true (it raises on failure); on timeout raise with
+    `on_timeout(last pod seen)`. A watch with no resource version starts with the pod as it is,
+    so nothing between the caller's change and the watch is missed."""
+    core = client.CoreV1Api(ctx.api_client)
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while (remaining := deadline - time.monotonic()) > 0:
+        watcher: Any = watch.Watch()  # type: ignore[no-untyped-call]
+        with api_errors(ctx, f"watch pods in namespace {namespace}"):
+            for event in watcher.stream(
+                core.list_namespaced_pod,
+                namespace,
+                field_selector=f"metadata.name={pod_name}",
+                timeout_seconds=max(1, math.ceil(remaining)),
+                _request_timeout=(REQUEST_TIMEOUT[0], remaining + REQUEST_TIMEOUT[0]),
+            ):
+                if event["type"] == "ERROR":
+                    raise PodsideError(
+                        f"watching pod {namespace}/{pod_name} failed: "
+                        f"{event['raw_object'].get('message', event['raw_object'])}"
+                    )
+                if event["type"] == "DELETED":
+                    raise PodsideError(f"pod {namespace}/{pod_name} was deleted")
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    last = event["object"]
+                    if check(last):
+                        watcher.stop()
+                        return
+                if time.monotonic() >= deadline:
+                    watcher.stop()
+                    break
+    raise PodsideError(on_timeout(last))
+
+
+def ensure_agent(
+    ctx: KubeContext,
+    target: Target,
+    *,
+    image: str,
+    progress: Callable[[str], None],
+    timeout: float = 60.0,
+) -> AgentEndpoint:
+    """A running agent in the target's pod: the one already there for the same container and
+    image, else a new ephemeral container (random port, fresh token) once it runs."""
+    core = client.CoreV1Api(ctx.api_client)
+    where = f"pod {target.namespace}/{target.pod}"
+    with api_errors(ctx, f"get pods in namespace {target.namespace}"):
+        pod = core.read_namespaced_pod(
+            target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+    reused = _reusable_agent(pod, target, image)
+    if reused is not None:
+        progress(f"reusing the agent {reused.container} in {where}")
+        return reused
+
+    name = f"podside-agent-{_random_suffix()}"
+    port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
+    token = secrets.token_urlsafe(24)
+    container = {
+        **_agent_container(name, image, port, token),
+        "targetContainerName": target.container,
+    }
+    progress(f"starting the agent in {where} (container {target.container}, image {image})")
+    with api_errors(ctx, f"patch pods/ephemeralcontainers in namespace {target.namespace}"):
+        try:
+            core.patch_namespaced_pod_ephemeralcontainers(
+                target.pod,
+                target.namespace,
+                {"spec": {"ephemeralContainers": [container]}},
+                # Strategic merge adds to the list by name; a merge patch would replace the
+                # list, which the API server refuses once the pod has ephemeral containers.
+                _content_type="application/strategic-merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise PodsideError(
+                    f"cannot add the agent to {where}: {status_message(error)} (the pod is gone, "
+                    "or the cluster is older than Kubernetes 1.25 and has no ephemeral "
+                    "containers; --targetless needs none)"
+                ) from None
+            raise
+
+    def running(pod: Any) -> bool:
+        state = _container_state(pod.status.ephemeral_container_statuses, name)
+        failure = _failure(state, f"the agent {name} in {where}")
+        if failure is not None:
+            raise PodsideError(failure)
+        return bool(state is not None and state.running)
+
+    def on_timeout(pod: Any) -> str:
+        state = _container_state(pod.status.ephemeral_container_statuses, name) if pod else None
+        return (
+            f"the agent {name} in {where} is not running after {timeout:g}s "
+            f"({_waiting_detail(state)}); see `kubectl describe pod -n {target.namespace} "
+            f"{target.pod}`"
+        )
+
+    _wait_for_pod(ctx, target.namespace, target.pod, timeout, running, on_timeout)
+    progress("agent running")
+    return AgentEndpoint(target.namespace, target.pod, port, token, name, reused=False)
+
+
+def ensure_targetless_agent(
+    ctx: KubeContext,
+    *,
+    image: str,
+    progress: Callable[[str], None],
+    timeout: float = 60.0,
+) -> AgentEndpoint:
+    """A pod of its own running the agent in the context's namespace, for outgoing traffic and
+    DNS without a target; it exits (and the pod completes) once idle."""
+    core = client.CoreV1Api(ctx.api_client)
+    namespace = ctx.namespace
+    name = f"podside-agent-{_random_suffix()}"
+    port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
+    token = secrets.token_urlsafe(24)
+    # A plain manifest: the client serializes dicts as they are, as for the patch above.
+    body: Any = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {TARGETLESS_LABEL[0]: TARGETLESS_LABEL[1]}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [_agent_container(TARGETLESS_CONTAINER, image, port, token)],
+        },
+    }
+    where = f"pod {namespace}/{name}"
+    progress(f"starting the agent in a new {where} (image {image})")
+    with api_errors(ctx, f"create pods in namespace {namespace}"):
+        core.create_namespaced_pod(namespace, body, _request_timeout=REQUEST_TIMEOUT)
+
+    def running(pod: Any) -> bool:
+        state = _container_state(pod.status.container_statuses, TARGETLESS_CONTAINER)
+        failure = _failure(state, f"the agent in {where}")
+        if failure is not None:
+            raise PodsideError(failure)
+        if pod.status.phase in ("Failed", "Succeeded"):
+            raise PodsideError(f"{where} ended ({pod.status.phase}) before its agent ran")
+        return bool(pod.status.phase == "Running" and state is not None and state.running)
+
+    def on_timeout(pod: Any) -> str:
+        state = (
+            _container_state(pod.status.container_statuses, TARGETLESS_CONTAINER) if pod else None
+        )
+        phase = pod.status.phase if pod else "unknown"
+        return (
+            f"the agent in {where} is not running after {timeout:g}s ({phase}, "
+            f"{_waiting_detail(state)}); see `kubectl describe pod -n {namespace} {name}`"
+        )
+
+    _wait_for_pod(ctx, namespace, name, timeout, running, on_timeout)
+    progress("agent running")
+    return AgentEndpoint(namespace, name, port, token, TARGETLESS_CONTAINER, reused=False)

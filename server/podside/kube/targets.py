@@ -1,0 +1,334 @@
+"""Targets: what `--target KIND/NAME` names, the running pod and container it comes down to,
+and the list of targets `podside targets` and the editor's picker show."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from podside.errors import PodsideError
+from podside.kube.config import (
+    REQUEST_TIMEOUT,
+    KubeContext,
+    api_errors,
+    did_you_mean,
+    list_namespaces,
+)
+
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of target and how the client names its API calls."""
+
+    name: str  # "deployment", as targets are written
+    plural: str  # "deployments", as RBAC and API paths name it
+    api: Callable[[client.ApiClient], Any]
+    method_suffix: (
+        str  # read_namespaced_<suffix>, list_namespaced_<suffix>, list_<suffix>_for_all_namespaces
+    )
+
+    def read(self, ctx: KubeContext, name: str, namespace: str) -> Any:
+        call = getattr(self.api(ctx.api_client), f"read_namespaced_{self.method_suffix}")
+        return call(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+
+    def list(self, ctx: KubeContext, namespace: str | None, **query: Any) -> list[Any]:
+        """Every object of this kind in `namespace` (None: in all namespaces)."""
+        api = self.api(ctx.api_client)
+        with api_errors(ctx, f"list {self.plural} {_where(namespace)}"):
+            if namespace is None:
+                call = getattr(api, f"list_{self.method_suffix}_for_all_namespaces")
+                found = call(_request_timeout=REQUEST_TIMEOUT, **query)
+            else:
+                call = getattr(api, f"list_namespaced_{self.method_suffix}")
+                found = call(namespace, _request_timeout=REQUEST_TIMEOUT, **query)
+        return list(found.items)
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("pod", "pods", client.CoreV1Api, "pod"),
+        Kind("deployment", "deployments", client.AppsV1Api, "deployment"),
+        Kind("statefulset", "statefulsets", client.AppsV1Api, "stateful_set"),
+        Kind("daemonset", "daemonsets", client.AppsV1Api, "daemon_set"),
+        Kind("replicaset", "replicasets", client.AppsV1Api, "replica_set"),
+        Kind("job", "jobs", client.BatchV1Api, "job"),
+        Kind("service", "services", client.CoreV1Api, "service"),
+    )
+}
+# kubectl's short names and plurals, so `deploy/blog` and `svc/blog` work as they do there.
+KIND_ALIASES: dict[str, str] = {
+    **{name: name for name in KINDS},
+    **{kind.plural: name for name, kind in KINDS.items()},
+    "po": "pod",
+    "deploy": "deployment",
+    "sts": "statefulset",
+    "ds": "daemonset",
+    "rs": "replicaset",
+    "svc": "service",
+}
+# The order `podside targets` lists kinds in: what people usually target first.
+LISTED_KINDS = ("deployment", "statefulset", "daemonset", "replicaset", "job", "service", "pod")
+
+
+@dataclass
+class Target:
+    """A target as the user named it, and the running pod and container it resolved to."""
+
+    kind: str
+    name: str
+    namespace: str
+    pod: str
+    container: str
+    pod_ip: str | None
+
+
+def _where(namespace: str | None) -> str:
+    return f"in namespace {namespace}" if namespace else "in all namespaces"
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """`deploy/blog` -> ("deployment", "blog"); a bare name is a pod."""
+    kind_text, slash, name = text.partition("/")
+    if not slash:
+        kind_text, name = "pod", text
+    kind = KIND_ALIASES.get(kind_text.lower())
+    if kind is None:
+        raise PodsideError(
+            f"unknown target kind {kind_text!r} in {text!r}: use one of "
+            + ", ".join(f"{name}/NAME" for name in KINDS)
+        )
+    if not name or "/" in name:
+        raise PodsideError(f"bad target {text!r}: write KIND/NAME, e.g. deployment/blog")
+    return kind, name
+
+
+def _is_running(pod: Any) -> bool:
+    return (
+        pod.status is not None
+        and pod.status.phase == "Running"
+        and not pod.metadata.deletion_timestamp
+    )
+
+
+def _is_ready(pod: Any) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def _describe_pod_state(pod: Any) -> str:
+    """`Pending (ContainerCreating)`, `Running, not ready`: why a pod is not a usable target."""
+    if pod.metadata.deletion_timestamp:
+        return "terminating"
+    phase = (pod.status.phase if pod.status else None) or "Unknown"
+    reasons = [
+        status.state.waiting.reason
+        for status in (pod.status.container_statuses if pod.status else None) or []
+        if status.state and status.state.waiting and status.state.waiting.reason
+    ]
+    if phase == "Running" and not _is_ready(pod):
+        return "Running, not ready" + (f" ({', '.join(reasons)})" if reasons else "")
+    return phase + (f" ({', '.join(reasons)})" if reasons else "")
+
+
+def label_selector(selector: Any) -> str:
+    """A LabelSelector (matchLabels, matchExpressions) as the `labelSelector` query string."""
+    terms = [f"{key}={value}" for key, value in sorted((selector.match_labels or {}).items())]
+    for expression in selector.match_expressions or []:
+        values = ",".join(expression.values or [])
+        terms.append(
+            {
+                "In": f"{expression.key} in ({values})",
+                "NotIn": f"{expression.key} notin ({values})",
+                "Exists": expression.key,
+                "DoesNotExist": f"!{expression.key}",
+            }[expression.operator]
+        )
+    return ",".join(terms)
+
+
+def _selector_of(kind: str, obj: Any) -> str:
+    if kind == "service":
+        labels = obj.spec.selector or {}
+        return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    return label_selector(obj.spec.selector) if obj.spec.selector else ""
+
+
+def _namespace_exists(ctx: KubeContext) -> bool | None:
+    """None when the user may not read namespaces and so cannot tell."""
+    with api_errors(ctx, f"get namespace {ctx.namespace}"):
+        try:
+            client.CoreV1Api(ctx.api_client).read_namespace(
+                ctx.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status in (403, 404):
+                return None if error.status == 403 else False
+            raise
+    return True
+
+
+def _not_found(ctx: KubeContext, kind: str, name: str, bare: bool) -> PodsideError:
+    """Say what is missing, the namespace or the object, with the closest existing names."""
+    namespace = ctx.namespace
+    if _namespace_exists(ctx) is False:
+        try:
+            hint = did_you_mean(namespace, list_namespaces(ctx), "namespaces")
+        except PodsideError:
+            hint = ""
+        return PodsideError(f"namespace {namespace!r} not found in context {ctx.name}{hint}")
+    candidates = [f"{kind}/{obj.metadata.name}" for obj in KINDS[kind].list(ctx, namespace)]
+    if bare:
+        # A bare name is a pod, but people often mean the workload of that name.
+        for workload in ("deployment", "statefulset", "daemonset"):
+            try:
+                objects = KINDS[workload].list(ctx, namespace)
+            except PodsideError:
+                continue
+            candidates += [f"{workload}/{obj.metadata.name}" for obj in objects]
+    hint = did_you_mean(
+        name,
+        candidates,
+        f"{KINDS[kind].plural} there",
+        key=lambda candidate: candidate.partition("/")[2],
+    )
+    return PodsideError(f"{kind}/{name} not found in namespace {namespace}{hint}")
+
+
+def _read(ctx: KubeContext, kind: str, name: str, bare: bool) -> Any:
+    with api_errors(ctx, f"get {KINDS[kind].plural} {_where(ctx.namespace)}"):
+        try:
+            return KINDS[kind].read(ctx, name, ctx.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    raise _not_found(ctx, kind, name, bare)
+
+
+def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
+    """The newest running and ready pod behind a workload or service."""
+    selector = _selector_of(kind, obj)
+    if not selector:
+        raise PodsideError(
+            f"{kind}/{name} in namespace {ctx.namespace} selects no pods (it has no selector): "
+            "name a pod with --target pod/NAME"
+        )
+    pods = KINDS["pod"].list(ctx, ctx.namespace, label_selector=selector)
+    ready = [pod for pod in pods if _is_running(pod) and _is_ready(pod)]
+    if ready:
+        return max(ready, key=lambda pod: pod.metadata.creation_timestamp)
+    if not pods:
+        raise PodsideError(f"no pod behind {kind}/{name} in namespace {ctx.namespace} ({selector})")
+    states = ", ".join(
+        f"{pod.metadata.name}: {_describe_pod_state(pod)}"
+        for pod in sorted(pods, key=lambda p: p.metadata.name)[:5]
+    )
+    raise PodsideError(
+        f"no ready pod behind {kind}/{name} in namespace {ctx.namespace} ({states}); "
+        "to use one anyway, name it with --target pod/NAME"
+    )
+
+
+def choose_container(pod: Any, container: str | None) -> str:
+    """`container`, else the pod's default-container annotation, else its first container."""
+    names = [c.name for c in pod.spec.containers]
+    if container is not None:
+        if container not in names:
+            raise PodsideError(
+                f"pod {pod.metadata.namespace}/{pod.metadata.name} has no container {container!r}; "
+                f"its containers: {', '.join(names)}"
+            )
+        return container
+    annotated = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+    return str(annotated) if annotated in names else str(names[0])
+
+
+def resolve_target(ctx: KubeContext, target: str, container: str | None = None) -> Target:
+    """The running pod and container that `target` (e.g. `deploy/blog`) stands for in the
+    context's namespace; workloads and services give their newest ready pod."""
+    kind, name = parse_target(target)
+    obj = _read(ctx, kind, name, bare="/" not in target)
+    if kind == "pod":
+        if not _is_running(obj):
+            raise PodsideError(
+                f"pod {ctx.namespace}/{name} is not running ({_describe_pod_state(obj)})"
+            )
+        pod = obj
+    else:
+        pod = _pick_pod(ctx, kind, name, obj)
+    return Target(
+        kind=kind,
+        name=name,
+        namespace=ctx.namespace,
+        pod=pod.metadata.name,
+        container=choose_container(pod, container),
+        pod_ip=pod.status.pod_ip,
+    )
+
+
+def _container_ports(containers: list[Any]) -> list[int]:
+    return sorted({port.container_port for c in containers for port in c.ports or []})
+
+
+def _owned_by(obj: Any, kind: str) -> bool:
+    return any(ref.kind == kind for ref in obj.metadata.owner_references or [])
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
+    return all((labels or {}).get(key) == value for key, value in selector.items())
+
+
+def list_targets(
+    ctx: KubeContext, namespace: str | None, all_namespaces: bool = False
+) -> list[dict[str, Any]]:
+    """Workloads, services with a selector, and pods of `namespace` (default: the context's),
+    or of every namespace: `{"kind", "name", "namespace", "containers", "ports"}` each, sorted
+    by namespace, then kind (LISTED_KINDS order), then name.
+
+    A service's ports are its own (`port`), its containers those of the pods it selects.
+    """
+    where = None if all_namespaces else namespace or ctx.namespace
+    found = {kind: KINDS[kind].list(ctx, where) for kind in LISTED_KINDS}
+    targets: list[dict[str, Any]] = []
+
+    def add(kind: str, obj: Any, containers: list[str], ports: list[int]) -> None:
+        targets.append(
+            {
+                "kind": kind,
+                "name": obj.metadata.name,
+                "namespace": obj.metadata.namespace,
+                "containers": containers,
+                "ports": ports,
+            }
+        )
+
+    for kind in ("deployment", "statefulset", "daemonset", "replicaset", "job"):
+        for obj in found[kind]:
+            if kind == "replicaset" and _owned_by(obj, "Deployment"):
+                continue  # a deployment's replicasets are its own business
+            containers = obj.spec.template.spec.containers
+            add(kind, obj, [c.name for c in containers], _container_ports(containers))
+    for service in found["service"]:
+        selector = service.spec.selector
+        if not selector:
+            continue
+        selected = [
+            pod
+            for pod in found["pod"]
+            if pod.metadata.namespace == service.metadata.namespace
+            and _labels_match(selector, pod.metadata.labels)
+        ]
+        containers = sorted({c.name for pod in selected for c in pod.spec.containers})
+        add("service", service, containers, sorted({p.port for p in service.spec.ports or []}))
+    for pod in found["pod"]:
+        containers = pod.spec.containers
+        add("pod", pod, [c.name for c in containers], _container_ports(containers))
+    order = {kind: index for index, kind in enumerate(LISTED_KINDS)}
+    targets.sort(key=lambda t: (t["namespace"], order[t["kind"]], t["name"]))
+    return targets
