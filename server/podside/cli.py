@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "exec": "podside.exec_command",
     "agent": "podside.agent_command",
     "sandbox": "podside.sandbox.cli",
+    "targets": "podside.targets_command",
 }
 
 
