@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "agent": "podside.agent_command",
     "sandbox": "podside.sandbox.cli",
     "targets": "podside.targets_command",
+    "lsp": "podside.lsp_command",
 }
 
 

@@ -1,0 +1,158 @@
+"""From a `podside` launch configuration to the concrete debug configuration of its runtime.
+
+The templates in `launch_templates/` say how each runtime's debuggee is wrapped by
+`podside exec`; this module only fills in their placeholders (see that folder's README), so
+adding a runtime is adding a file there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podside.errors import PodsideError
+
+# The templates live at the top of the source tree, beside server/ (podside is installed
+# editable by `make install`).
+TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "launch_templates"
+
+_PLACEHOLDER = re.compile(r"\{\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>\?|=[^}]*)?\}\}")
+_MISSING = object()
+_MODES = ("mirror", "off")
+
+
+@dataclass(frozen=True)
+class ResolvedLaunch:
+    """What the extension needs to start the real debugger."""
+
+    debug_configuration: dict[str, Any]
+    # How to start the debug adapter when VS Code has none for the concrete type.
+    adapter: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"debugConfiguration": self.debug_configuration, "adapter": self.adapter}
+
+
+def load_templates(directory: Path = TEMPLATES_DIR) -> dict[str, dict[str, Any]]:
+    templates = {}
+    for path in sorted(directory.glob("*.json")):
+        template = json.loads(path.read_text())
+        templates[template["runtime"]] = template
+    return templates
+
+
+def podside_command() -> list[str]:
+    """How to run the podside of this backend, whatever PATH the debugger has."""
+    return [sys.executable, "-m", "podside"]
+
+
+def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
+    """The wrapper: everything before the debuggee's own argv, ending with `--`."""
+    target = launch.get("target")
+    if not isinstance(target, str) or "/" not in target:
+        raise PodsideError(
+            'the launch configuration needs a target such as "target": "deployment/blog"'
+        )
+    argv = [*podside, "exec", "--target", target]
+    if launch.get("context"):
+        argv += ["--context", str(launch["context"])]
+    if launch.get("namespace"):
+        argv += ["-n", str(launch["namespace"])]
+    mode = launch.get("mode")
+    if mode is not None:
+        if mode not in _MODES:
+            raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
+        argv += ["--mode", mode]
+    for item in launch.get("execArgs", []):
+        argv.append(str(item))
+    return [*argv, "--"]
+
+
+def resolve(
+    launch: dict[str, Any],
+    session_id: str,
+    templates: dict[str, dict[str, Any]],
+    podside: list[str] | None = None,
+) -> ResolvedLaunch:
+    runtime = launch.get("runtime")
+    if runtime not in templates:
+        raise PodsideError(
+            f"runtime {runtime!r} has no launch template; use one of {', '.join(sorted(templates))}"
+        )
+    wrapper = exec_argv(launch, podside or podside_command())
+    values = {
+        "name": f"{launch.get('name') or 'podside'}",
+        **launch,
+        "exec": wrapper,
+        "execProgram": wrapper[0],
+        "execArgs": wrapper[1:],
+        "execLine": shlex.join(wrapper),
+        "sessionId": session_id,
+        "backendPython": sys.executable,
+    }
+    template = templates[runtime]
+    configuration = _fill(template["debugConfiguration"], values, where=runtime)
+    adapter = template.get("adapter")
+    return ResolvedLaunch(
+        debug_configuration=configuration,
+        adapter=None if adapter is None else _fill(adapter, values, where=runtime),
+    )
+
+
+def _fill(node: Any, values: dict[str, Any], where: str) -> Any:
+    if isinstance(node, dict):
+        filled = {key: _fill(value, values, where) for key, value in node.items()}
+        return {key: value for key, value in filled.items() if value is not _MISSING}
+    if isinstance(node, list):
+        items: list[Any] = []
+        for element in node:
+            value = _fill(element, values, where)
+            if value is _MISSING:
+                continue
+            if isinstance(element, str) and _whole(element) and isinstance(value, list):
+                items.extend(value)
+            else:
+                items.append(value)
+        return items
+    if isinstance(node, str):
+        return _fill_string(node, values, where)
+    return node
+
+
+def _whole(text: str) -> bool:
+    match = _PLACEHOLDER.fullmatch(text)
+    return match is not None
+
+
+def _lookup(match: re.Match[str], values: dict[str, Any], where: str) -> Any:
+    name, rest = match["name"], match["rest"] or ""
+    if name in values and values[name] is not None:
+        return values[name]
+    if rest == "?":
+        return _MISSING
+    if rest.startswith("="):
+        default = rest[1:]
+        try:
+            return json.loads(default)
+        except ValueError:
+            return default
+    raise PodsideError(f"the {where} launch configuration needs {name!r}")
+
+
+def _fill_string(text: str, values: dict[str, Any], where: str) -> Any:
+    whole = _PLACEHOLDER.fullmatch(text)
+    if whole is not None:
+        return _lookup(whole, values, where)
+
+    def replace(match: re.Match[str]) -> str:
+        value = _lookup(match, values, where)
+        if value is _MISSING:
+            return ""
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return _PLACEHOLDER.sub(replace, text)

@@ -1,0 +1,263 @@
+"""The sessions the backend owns: one per debug launch or per program it runs itself.
+
+A session is born in `podside.resolveLaunch` (the debugger then starts the wrapped debuggee)
+or in `podside.startSession` (the backend runs `podside exec` as its own child). Either way
+the backend listens on a Unix socket named in the wrapped process's `PODSIDE_EVENTS`, where
+`podside exec` writes one JSON object per line:
+
+    {"event": "progress", "message": "agent starting"}
+    {"event": "state", "state": "running"}
+    {"event": "traffic", "id": ..., "time": ..., "method": ..., "path": ..., "status": ...,
+     "duration": ..., "mode": "mirror", "localPort": 8080, "request": "<base64 bytes>"}
+
+Each becomes a notification to the editor, and traffic is kept for replay. Stopping a session
+closes that socket (the wrapped `podside exec` ends when it closes) and ends a child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podside.errors import PodsideError
+
+log = logging.getLogger(__name__)
+
+EVENTS_ENV = "PODSIDE_EVENTS"
+# Recorded requests kept per session for replay; older ones are forgotten first.
+TRAFFIC_KEPT = 200
+STOP_GRACE_SECONDS = 5.0
+# One line of the child's output that is not an event is shown as progress, cut to this.
+LINE_LIMIT = 300
+
+Notify = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Session:
+    id: str
+    target: str
+    kind: str  # "debug": the debugger runs the wrapped debuggee; "process": our child
+    events_path: Path
+    state: str = "starting"
+    message: str = ""
+    process: asyncio.subprocess.Process | None = None
+    traffic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server: asyncio.AbstractServer | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.id,
+            "target": self.target,
+            "kind": self.kind,
+            "state": self.state,
+            "message": self.message,
+        }
+
+
+class Sessions:
+    """Every session of this backend, and the notifications they cause."""
+
+    def __init__(self, notify: Notify) -> None:
+        self._notify = notify
+        self._sessions: dict[str, Session] = {}
+        self._ids = itertools.count(1)
+        self._directory = Path(tempfile.mkdtemp(prefix="podside-lsp-"))
+        # Watchers of our children, held so that they are not collected while running.
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise PodsideError(f"no session {session_id!r} in this editor") from None
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        return [session.describe() for session in self._sessions.values()]
+
+    async def open(self, target: str, kind: str) -> Session:
+        session_id = f"s{next(self._ids)}"
+        session = Session(
+            id=session_id,
+            target=target,
+            kind=kind,
+            events_path=self._directory / f"{session_id}.sock",
+        )
+        session.server = await asyncio.start_unix_server(
+            lambda reader, writer: self._follow(session, reader, writer),
+            path=str(session.events_path),
+        )
+        self._sessions[session_id] = session
+        self._set_state(session, "starting")
+        return session
+
+    async def run(self, session: Session, argv: list[str], cwd: str | None) -> None:
+        """Run the wrapped program as our child; its end ends the session."""
+        env = {**os.environ, EVENTS_ENV: str(session.events_path)}
+        try:
+            session.process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as error:
+            await self.close(session, "failed", f"cannot run {argv[0]}: {error.strerror}")
+            raise PodsideError(session.message) from None
+        watcher = asyncio.create_task(self._watch(session, session.process))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, session: Session, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        last_line = ""
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()[:LINE_LIMIT]
+            if line:
+                last_line = line
+                self._notify("podside/progress", {"sessionId": session.id, "message": line})
+        code = await process.wait()
+        if session.state in ("stopping", "stopped"):
+            await self.close(session, "stopped", "stopped")
+        elif code == 0:
+            await self.close(session, "stopped", "the program exited")
+        else:
+            await self.close(session, "failed", _one_line(last_line) or f"exit status {code}")
+
+    async def _follow(
+        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        session.writers.append(writer)
+        try:
+            async for raw in reader:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    log.warning("session %s: not a JSON event: %r", session.id, raw[:80])
+                    continue
+                if isinstance(event, dict):
+                    self._on_event(session, event)
+        finally:
+            if writer in session.writers:
+                session.writers.remove(writer)
+            writer.close()
+
+    def _on_event(self, session: Session, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            message = _one_line(str(event.get("message", "")))
+            self._notify("podside/progress", {"sessionId": session.id, "message": message})
+        elif kind == "state" and session.state not in ("stopping", "stopped", "failed"):
+            self._set_state(session, str(event.get("state")), str(event.get("message", "")))
+        elif kind == "traffic":
+            self._record(session, event)
+
+    def _record(self, session: Session, event: dict[str, Any]) -> None:
+        record = {key: value for key, value in event.items() if key != "event"}
+        request_id = str(record.get("id", len(session.traffic) + 1))
+        record["id"] = request_id
+        session.traffic[request_id] = record
+        while len(session.traffic) > TRAFFIC_KEPT:
+            del session.traffic[next(iter(session.traffic))]
+        shown = ("id", "time", "method", "path", "status", "duration", "mode")
+        self._notify(
+            "podside/traffic",
+            {"sessionId": session.id, **{key: record.get(key) for key in shown}},
+        )
+
+    def _set_state(self, session: Session, state: str, message: str = "") -> None:
+        session.state = state
+        session.message = message
+        self._notify("podside/sessionState", session.describe())
+
+    async def stop(self, session_id: str) -> dict[str, Any]:
+        session = self.get(session_id)
+        if session.state in ("stopped", "failed"):
+            return session.describe()
+        self._set_state(session, "stopping")
+        process = session.process
+        if process is not None and process.returncode is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+            except TimeoutError:
+                _signal_group(process, signal.SIGKILL)
+                await process.wait()
+        await self.close(session, "stopped", "stopped")
+        return session.describe()
+
+    async def close(self, session: Session, state: str, message: str) -> None:
+        if session.server is not None:
+            session.server.close()
+            session.server = None
+        for writer in list(session.writers):
+            writer.close()
+        session.events_path.unlink(missing_ok=True)
+        if session.state not in ("stopped", "failed"):
+            self._set_state(session, state, message)
+
+    async def replay(self, session_id: str, request_id: str, with_debugger: bool) -> dict[str, Any]:
+        """Send a recorded request to the local program again; answers its status line."""
+        session = self.get(session_id)
+        record = session.traffic.get(request_id)
+        if record is None:
+            raise PodsideError(f"session {session_id} has no recorded request {request_id!r}")
+        if with_debugger and session.kind != "debug":
+            raise PodsideError(
+                f"session {session_id} runs without a debugger; start it with Run with cluster context"
+            )
+        if session.state != "running":
+            raise PodsideError(f"session {session_id} is {session.state}, not running")
+        if "request" not in record or "localPort" not in record:
+            raise PodsideError(f"request {request_id!r} was recorded without its bytes")
+        payload = base64.b64decode(record["request"])
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(record["localPort"]))
+        except OSError as error:
+            raise PodsideError(
+                f"the program does not accept connections on port {record['localPort']}: "
+                f"{error.strerror}"
+            ) from None
+        try:
+            writer.write(payload)
+            await writer.drain()
+            status_line = await reader.readline()
+        finally:
+            writer.close()
+        return {"sessionId": session_id, "requestId": request_id, "status": _status(status_line)}
+
+    async def stop_all(self) -> None:
+        for session_id in list(self._sessions):
+            await self.stop(session_id)
+
+
+def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:LINE_LIMIT] if lines else ""
+
+
+def _status(status_line: bytes) -> int | None:
+    parts = status_line.split()
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None

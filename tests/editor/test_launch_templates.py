@@ -1,0 +1,93 @@
+"""launch_templates/: every runtime resolves, and the placeholder rules hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from podside.errors import PodsideError
+from podside.lsp import launch
+
+TEMPLATES = launch.load_templates()
+PODSIDE = ["/venv/bin/python", "-m", "podside"]
+
+
+def base(runtime: str, /, **fields: object) -> dict[str, object]:
+    """A launch configuration; `fields` may override anything, `runtime` too."""
+    return {
+        "name": "demo",
+        "type": "podside",
+        "request": "launch",
+        "runtime": runtime,
+        "target": "deployment/blog",
+        "program": "/src/app",
+        "command": "./server --port 8080",
+        **fields,
+    }
+
+
+def test_there_is_a_template_for_python_node_go_and_any_command() -> None:
+    assert set(TEMPLATES) == {"python", "node", "go", "command"}
+
+
+@pytest.mark.parametrize("runtime", sorted(TEMPLATES))
+def test_every_template_resolves_without_placeholders_left(runtime: str) -> None:
+    resolved = launch.resolve(base(runtime), "s1", TEMPLATES, PODSIDE)
+    text = repr(resolved.to_json())
+    assert "{{" not in text
+    assert resolved.debug_configuration["podsideSessionId"] == "s1"
+
+
+def test_node_runs_the_runtime_through_podside_exec() -> None:
+    configuration = launch.resolve(
+        base("node", namespace="shop", mode="mirror"), "s1", TEMPLATES, PODSIDE
+    ).debug_configuration
+    assert configuration["type"] == "node"
+    assert configuration["runtimeExecutable"] == "/venv/bin/python"
+    assert configuration["runtimeArgs"] == [
+        *("-m", "podside", "exec", "--target", "deployment/blog"),
+        *("-n", "shop", "--mode", "mirror", "--", "node"),
+    ]
+
+
+def test_go_wraps_delve_so_the_program_it_starts_is_wrapped_too() -> None:
+    adapter = launch.resolve(base("go"), "s1", TEMPLATES, PODSIDE).adapter
+    assert adapter is not None
+    assert adapter["command"][3:] == [
+        *("exec", "--target", "deployment/blog", "--"),
+        *("dlv", "dap", "--listen=127.0.0.1:0"),
+    ]
+
+
+def test_the_command_template_runs_the_line_in_a_terminal() -> None:
+    configuration = launch.resolve(base("command"), "s1", TEMPLATES, PODSIDE).debug_configuration
+    assert configuration["type"] == "node-terminal"
+    assert configuration["command"] == (
+        "/venv/bin/python -m podside exec --target deployment/blog -- ./server --port 8080"
+    )
+
+
+def test_optional_fields_are_dropped_and_defaults_apply() -> None:
+    configuration = launch.resolve(base("python"), "s1", TEMPLATES, PODSIDE).debug_configuration
+    assert "cwd" not in configuration
+    assert configuration["args"] == []
+    assert configuration["justMyCode"] is True
+    with_cwd = launch.resolve(base("python", cwd="/src", justMyCode=False), "s1", TEMPLATES)
+    assert with_cwd.debug_configuration["cwd"] == "/src"
+    assert with_cwd.debug_configuration["justMyCode"] is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"runtime": "cobol"}, "runtime 'cobol' has no launch template"),
+        ({"target": "blog"}, '"target": "deployment/blog"'),
+        ({"mode": "steal"}, "mode 'steal' is not one of mirror, off"),
+        ({"program": None}, "the python launch configuration needs 'program'"),
+    ],
+)
+def test_a_bad_launch_configuration_is_a_one_line_error(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(PodsideError) as raised:
+        launch.resolve(base("python", **fields), "s1", TEMPLATES, PODSIDE)
+    assert message in raised.value.message

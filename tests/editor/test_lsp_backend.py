@@ -1,0 +1,184 @@
+"""`podside lsp` as the extension sees it: commands answered, sessions owned, one-line errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pygls.exceptions import JsonRpcException
+
+from tests.editor.conftest import Backend
+
+SANDBOX_CONTEXT = "podside-sandbox"
+
+
+def test_lists_the_sandbox_context_as_current(backend: Backend) -> None:
+    answer = backend.command("podside.listContexts")
+    assert SANDBOX_CONTEXT in answer["contexts"]
+    assert answer["current"] == SANDBOX_CONTEXT
+
+
+def test_lists_namespaces_of_a_context(backend: Backend) -> None:
+    namespaces = backend.command("podside.listNamespaces", {"context": SANDBOX_CONTEXT})
+    assert "default" in namespaces
+
+
+def test_lists_workloads_and_pods_of_a_namespace(backend: Backend) -> None:
+    targets = backend.command(
+        "podside.listTargets", {"context": SANDBOX_CONTEXT, "namespace": "default"}
+    )
+    blog = next(t for t in targets if t["kind"] == "deployment" and t["name"] == "blog")
+    assert blog == {
+        "kind": "deployment",
+        "name": "blog",
+        "namespace": "default",
+        "containers": ["blog"],
+        "ports": [8080],
+    }
+    pods = [t for t in targets if t["kind"] == "pod" and t["name"].startswith("blog-")]
+    assert pods and pods[0]["ports"] == [8080]
+
+
+def test_an_unknown_context_is_a_one_line_error(backend: Backend) -> None:
+    with pytest.raises(JsonRpcException) as raised:
+        backend.command("podside.listNamespaces", {"context": "no-such-context"})
+    message = str(raised.value)
+    assert "no-such-context" in message
+    assert "\n" not in message
+
+
+def python_launch(**fields: Any) -> dict[str, Any]:
+    return {
+        "name": "blog",
+        "type": "podside",
+        "request": "launch",
+        "runtime": "python",
+        "target": "deployment/blog",
+        "context": SANDBOX_CONTEXT,
+        "program": "/work/examples/blog/app.py",
+        **fields,
+    }
+
+
+def test_resolve_launch_wraps_the_python_interpreter_with_podside_exec(backend: Backend) -> None:
+    answer = backend.command("podside.resolveLaunch", python_launch())
+    configuration = answer["debugConfiguration"]
+    python = configuration["python"]
+    assert python[python.index("exec") :][:6] == [
+        "exec",
+        "--target",
+        "deployment/blog",
+        "--context",
+        SANDBOX_CONTEXT,
+        "--",
+    ]
+    assert python[-1] == "python3"
+    assert configuration["program"] == "/work/examples/blog/app.py"
+    assert configuration["podsideSessionId"] == answer["sessionId"]
+    assert "PODSIDE_EVENTS" in configuration["env"]
+    assert answer["adapter"]["command"][-2:] == ["-m", "debugpy.adapter"]
+    backend.wait_for(
+        "podside/sessionState",
+        lambda p: p["sessionId"] == answer["sessionId"] and p["state"] == "starting",
+    )
+
+
+def test_a_launch_without_target_fails_in_one_line_and_opens_no_session(backend: Backend) -> None:
+    launch = python_launch()
+    del launch["target"]
+    with pytest.raises(JsonRpcException) as raised:
+        backend.command("podside.resolveLaunch", launch)
+    assert "deployment/blog" in str(raised.value)
+    assert backend.command("podside.listSessions") == []
+
+
+class Recorder(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_session_events_become_notifications_and_traffic_can_be_replayed(
+    backend: Backend,
+) -> None:
+    program = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    program.paths = []  # type: ignore[attr-defined]
+    threading.Thread(target=program.serve_forever, daemon=True).start()
+    answer = backend.command("podside.resolveLaunch", python_launch())
+    session_id = answer["sessionId"]
+    events_path = answer["debugConfiguration"]["env"]["PODSIDE_EVENTS"]
+
+    # What the wrapped `podside exec` reports while the debuggee runs.
+    request = b"GET /posts/7 HTTP/1.1\r\nHost: blog\r\n\r\n"
+    events = [
+        {"event": "progress", "message": "agent starting in pod blog-1"},
+        {"event": "state", "state": "running"},
+        {
+            "event": "traffic",
+            "id": "r1",
+            "time": "2025-01-01T00:00:00Z",
+            "method": "GET",
+            "path": "/posts/7",
+            "status": 200,
+            "duration": 0.004,
+            "mode": "mirror",
+            "localPort": program.server_address[1],
+            "request": base64.b64encode(request).decode(),
+        },
+    ]
+    with socket.socket(socket.AF_UNIX) as exec_side:
+        exec_side.connect(events_path)
+        exec_side.sendall(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+        backend.wait_for("podside/progress", lambda p: p["message"].startswith("agent starting"))
+        backend.wait_for("podside/sessionState", lambda p: p["state"] == "running")
+        traffic = backend.wait_for("podside/traffic", lambda p: p["id"] == "r1")
+        assert traffic == {
+            "sessionId": session_id,
+            "id": "r1",
+            "time": "2025-01-01T00:00:00Z",
+            "method": "GET",
+            "path": "/posts/7",
+            "status": 200,
+            "duration": 0.004,
+            "mode": "mirror",
+        }
+
+        replayed = backend.command(
+            "podside.replayRequest",
+            {"sessionId": session_id, "requestId": "r1", "withDebugger": True},
+        )
+        assert replayed["status"] == 204
+        assert program.paths == ["/posts/7"]  # type: ignore[attr-defined]
+
+        stopped = backend.command("podside.stopSession", {"sessionId": session_id})
+        assert stopped["state"] == "stopped"
+        exec_side.settimeout(5)
+        assert exec_side.recv(1) == b"", "stopping the session closes the wrapped exec's socket"
+    program.shutdown()
+
+
+def test_a_session_whose_podside_exec_fails_reports_failed_in_one_line(backend: Backend) -> None:
+    session = backend.command(
+        "podside.startSession",
+        {
+            "target": "deployment/no-such-workload",
+            "context": SANDBOX_CONTEXT,
+            "command": ["true"],
+        },
+    )
+    failed = backend.wait_for(
+        "podside/sessionState",
+        lambda p: p["sessionId"] == session["sessionId"] and p["state"] == "failed",
+        timeout=60,
+    )
+    assert failed["message"]
+    assert "\n" not in failed["message"]
