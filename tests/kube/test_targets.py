@@ -317,4 +317,7 @@ def test_targets_command_errors_are_one_line(sandbox: Any, tmp_path: Any) -> Non
     nothing = _podside("targets", "--kubeconfig", str(tmp_path / "absent"))
     assert nothing.returncode == 1
     assert "no kubeconfig found" in nothing.stderr and "podside sandbox up" in nothing.stderr
-    assert "Traceback" not in missing.stderr + nothing.stderr
+    typo = _podside("targets", "-n", "defualt")
+    assert typo.returncode == 1
+    assert "namespace 'defualt' not found" in typo.stderr and "did you mean default?" in typo.stderr
+    assert "Traceback" not in missing.stderr + nothing.stderr + typo.stderr

@@ -160,29 +160,34 @@ def _selector_of(kind: str, obj: Any) -> str:
     return label_selector(obj.spec.selector) if obj.spec.selector else ""
 
 
-def _namespace_exists(ctx: KubeContext) -> bool | None:
-    """None when the user may not read namespaces and so cannot tell."""
-    with api_errors(ctx, f"get namespace {ctx.namespace}"):
+def _missing_namespace(ctx: KubeContext, namespace: str) -> PodsideError | None:
+    """An error naming the closest namespaces if `namespace` does not exist; None if it does,
+    or if the user may not read namespaces and so cannot tell."""
+    with api_errors(ctx, f"get namespace {namespace}"):
         try:
             client.CoreV1Api(ctx.api_client).read_namespace(
-                ctx.namespace, _request_timeout=REQUEST_TIMEOUT
+                namespace, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as error:
-            if error.status in (403, 404):
-                return None if error.status == 403 else False
-            raise
-    return True
+            if error.status == 403:
+                return None
+            if error.status != 404:
+                raise
+        else:
+            return None
+    try:
+        hint = did_you_mean(namespace, list_namespaces(ctx), "namespaces")
+    except PodsideError:
+        hint = ""
+    return PodsideError(f"namespace {namespace!r} not found in context {ctx.name}{hint}")
 
 
 def _not_found(ctx: KubeContext, kind: str, name: str, bare: bool) -> PodsideError:
     """Say what is missing, the namespace or the object, with the closest existing names."""
     namespace = ctx.namespace
-    if _namespace_exists(ctx) is False:
-        try:
-            hint = did_you_mean(namespace, list_namespaces(ctx), "namespaces")
-        except PodsideError:
-            hint = ""
-        return PodsideError(f"namespace {namespace!r} not found in context {ctx.name}{hint}")
+    missing_namespace = _missing_namespace(ctx, namespace)
+    if missing_namespace is not None:
+        return missing_namespace
     candidates = [f"{kind}/{obj.metadata.name}" for obj in KINDS[kind].list(ctx, namespace)]
     if bare:
         # A bare name is a pod, but people often mean the workload of that name.
@@ -329,6 +334,11 @@ def list_targets(
     for pod in found["pod"]:
         containers = pod.spec.containers
         add("pod", pod, [c.name for c in containers], _container_ports(containers))
+    if where is not None and not targets:
+        # Listing a namespace that does not exist is not an error to the API server.
+        missing_namespace = _missing_namespace(ctx, where)
+        if missing_namespace is not None:
+            raise missing_namespace
     order = {kind: index for index, kind in enumerate(LISTED_KINDS)}
     targets.sort(key=lambda t: (t["namespace"], order[t["kind"]], t["name"]))
     return targets
