@@ -6,7 +6,7 @@ APT_PACKAGES := iproute2 nftables libnftables1 python3-nftables busybox-static d
 	musl-tools gdb curl nginx-light wrk socat procps
 INSTALL_STAMP := .venv/.installed
 
-.PHONY: install demo test lint typecheck unit bench e2e clean
+.PHONY: install demo test lint typecheck unit bench e2e clean extension vsix
 
 install: $(INSTALL_STAMP)
 
@@ -43,3 +43,16 @@ bench: install
 
 clean:
 	rm -rf .venv .cache build *.egg-info
+
+# The editor extension: npm workspace at the root (package.json), sources in editor-extension/.
+extension:
+	npm ci --no-audit --no-fund
+	npm run check
+	npm test
+
+vsix: extension
+	npm run vsix
+
+# Real VS Code (code-server) in a real browser against the sandbox; see tests/editor/e2e/.
+e2e: install vsix
+	tests/editor/e2e/run

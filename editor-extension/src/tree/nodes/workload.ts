@@ -1,0 +1,21 @@
+// A deployment, statefulset or daemonset: a target itself, and expands to its pods.
+import type { TreeItemSpec } from "../../seam";
+import type { Target } from "../target";
+
+export interface WorkloadNode {
+  kind: "workload";
+  context: string;
+  target: Target;
+  pods: Target[];
+}
+
+export function workloadItem(node: WorkloadNode): TreeItemSpec {
+  return {
+    label: `${node.target.kind}/${node.target.name}`,
+    description: node.target.ports.length ? `:${node.target.ports.join(", :")}` : undefined,
+    tooltip: `containers: ${node.target.containers.join(", ")}`,
+    expandable: node.pods.length > 0,
+    contextValue: "podside.target",
+    icon: "layers",
+  };
+}

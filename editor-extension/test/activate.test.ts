@@ -1,0 +1,76 @@
+// Activation registers everything the manifest declares, and notifications reach the views.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { registerAll } from "../src/activate";
+import { BLOG, BLOG_POD, FakeBackend, FakeSeam, sandboxBackend } from "./fakes";
+
+const ROOT = join(__dirname, "..", "..");
+const manifest = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+
+test("every command and view in package.json is registered", () => {
+  const seam = new FakeSeam();
+  registerAll(seam, sandboxBackend());
+  const commands = manifest.contributes.commands.map((command: { command: string }) => command.command).sort();
+  assert.deepEqual([...seam.commands.keys()].sort(), commands);
+  assert.deepEqual([...seam.trees.keys()].sort(), manifest.contributes.views.podside.map((view: { id: string }) => view.id).sort());
+  assert.ok(seam.debug.has("podside"));
+});
+
+test("the configuration snippets are the launch templates' snippets", () => {
+  const snippets = ["python", "node", "go", "command"].map(
+    (runtime) => JSON.parse(readFileSync(join(ROOT, "..", "launch_templates", `${runtime}.json`), "utf8")).snippet,
+  );
+  assert.deepEqual(manifest.contributes.debuggers[0].configurationSnippets, snippets);
+});
+
+test("session state goes to the status bar, and a failure to a notification", () => {
+  const seam = new FakeSeam();
+  const backend = new FakeBackend({});
+  registerAll(seam, backend);
+  backend.notify("podside/sessionState", { sessionId: "s1", target: "deployment/blog", state: "running", message: "" });
+  assert.equal(seam.status, "$(plug) podside: deployment/blog running");
+  backend.notify("podside/sessionState", { sessionId: "s1", target: "deployment/blog", state: "failed", message: "no pod of deployment/blog is running" });
+  assert.deepEqual(seam.errors, ["podside: deployment/blog: no pod of deployment/blog is running"]);
+});
+
+test("traffic notifications appear newest first in the traffic view", async () => {
+  const seam = new FakeSeam();
+  const backend = new FakeBackend({});
+  registerAll(seam, backend);
+  const request = { sessionId: "s1", time: "t", method: "GET", status: 200, duration: 0.004, mode: "mirror" };
+  backend.notify("podside/traffic", { ...request, id: "r1", path: "/" });
+  backend.notify("podside/traffic", { ...request, id: "r2", path: "/posts" });
+  const traffic = seam.trees.get("podside.traffic")!;
+  const items = (await traffic.children(undefined)).map((event) => traffic.item(event));
+  assert.deepEqual(items.map((item) => [item.label, item.description]), [["GET /posts", "200 4 ms · mirror"], ["GET /", "200 4 ms · mirror"]]);
+});
+
+test("Run with cluster context on a workload asks for the program and starts a podside launch", async () => {
+  const seam = new FakeSeam();
+  registerAll(seam, sandboxBackend());
+  seam.program = "/src/app.py";
+  await seam.commands.get("podside.runWithClusterContext")!({ kind: "workload", context: "podside-sandbox", target: BLOG, pods: [BLOG_POD] });
+  assert.deepEqual(seam.started, [
+    {
+      type: "podside",
+      request: "launch",
+      name: "Run with cluster context: deployment/blog",
+      runtime: "python",
+      target: "deployment/blog",
+      context: "podside-sandbox",
+      namespace: "default",
+      program: "/src/app.py",
+    },
+  ]);
+});
+
+test("Run with cluster context prefers the workspace's configuration for that target", async () => {
+  const seam = new FakeSeam();
+  registerAll(seam, sandboxBackend());
+  seam.configurations = [{ type: "podside", request: "launch", name: "blog", runtime: "python", target: "deployment/blog", program: "app.py", args: ["-v"] }];
+  await seam.commands.get("podside.runWithClusterContext")!({ kind: "workload", context: "podside-sandbox", target: BLOG, pods: [] });
+  assert.deepEqual(seam.started[0]?.args, ["-v"]);
+  assert.equal(seam.started[0]?.context, "podside-sandbox");
+});

@@ -1,0 +1,54 @@
+// The podside debug type: the backend resolves, the adapter is remembered, the end stops the session.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PodsideDebug, runtimeFor } from "../src/debug/launch";
+import { FakeBackend, FakeSeam } from "./fakes";
+
+const LAUNCH = { type: "podside", request: "launch", name: "blog", runtime: "python", target: "deployment/blog", program: "/src/app.py" };
+const RESOLVED = {
+  debugConfiguration: { type: "podside", request: "launch", name: "blog", runtime: "python", podsideSessionId: "s1" },
+  adapter: { command: ["/venv/bin/python", "-m", "debugpy.adapter"] },
+  sessionId: "s1",
+};
+
+test("a podside launch is resolved by the backend with the default mode", async () => {
+  const seam = new FakeSeam();
+  seam.settings.defaultMode = "off";
+  const backend = new FakeBackend({ "podside.resolveLaunch": RESOLVED });
+  const debug = new PodsideDebug(seam, backend);
+  const configuration = await debug.resolve(undefined, LAUNCH);
+  assert.deepEqual(configuration, RESOLVED.debugConfiguration);
+  assert.deepEqual(backend.calls[0], ["podside.resolveLaunch", { mode: "off", ...LAUNCH }]);
+  assert.deepEqual(debug.adapter(configuration!), RESOLVED.adapter);
+});
+
+test("a resolved configuration is not resolved twice", async () => {
+  const backend = new FakeBackend({});
+  const debug = new PodsideDebug(new FakeSeam(), backend);
+  const configuration = await debug.resolve(undefined, RESOLVED.debugConfiguration);
+  assert.deepEqual(configuration, RESOLVED.debugConfiguration);
+  assert.equal(backend.calls.length, 0);
+});
+
+test("a backend error cancels the launch and shows its one line", async () => {
+  const seam = new FakeSeam();
+  const debug = new PodsideDebug(seam, new FakeBackend({ "podside.resolveLaunch": new Error("mode 'steal' is not one of mirror, off") }));
+  assert.equal(await debug.resolve(undefined, LAUNCH), undefined);
+  assert.deepEqual(seam.errors, ["mode 'steal' is not one of mirror, off"]);
+});
+
+test("the end of the debug session stops the podside session", async () => {
+  const backend = new FakeBackend({ "podside.resolveLaunch": RESOLVED, "podside.stopSession": {} });
+  const debug = new PodsideDebug(new FakeSeam(), backend);
+  const configuration = await debug.resolve(undefined, LAUNCH);
+  debug.terminated(configuration!);
+  assert.deepEqual(backend.calls.at(-1), ["podside.stopSession", { sessionId: "s1" }]);
+  assert.equal(debug.adapter(configuration!), undefined);
+});
+
+test("the runtime follows the program's file name", () => {
+  assert.equal(runtimeFor("/src/app.py"), "python");
+  assert.equal(runtimeFor("/src/index.mjs"), "node");
+  assert.equal(runtimeFor("/src/main.go"), "go");
+  assert.equal(runtimeFor("/src/server"), "command");
+});
