@@ -237,12 +237,22 @@ def test_list_targets_shows_workloads_services_and_pods(
     api_client: Any, core: Any, ctx: Any, namespace: str
 ) -> None:
     _populate(api_client, core, ctx, namespace)
+    run_pod(core, namespace, "done", ["true"], restartPolicy="Never")
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "agent", "labels": {"app.kubernetes.io/name": "podside-agent"}},
+            "spec": _template("agent")["spec"],
+        },
+    )
+    wait_for(lambda: pod_phase(core, namespace, "done") == "Succeeded", what="done to finish")
     listed = list_targets(ctx, namespace)
     names = [
         (t["kind"], t["name"].rsplit("-", 2)[0] if t["kind"] == "pod" else t["name"])
         for t in listed
     ]
-    # The deployment's own replicaset and the selector-less service are not targets.
+    # Not targets: the deployment's own replicaset, the selector-less service, a finished pod
+    # and podside's own agent pod.
     assert names == [
         ("deployment", "web"),
         ("replicaset", "loose"),

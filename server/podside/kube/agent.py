@@ -22,14 +22,13 @@ from kubernetes.client.exceptions import ApiException
 import podside
 from podside.errors import PodsideError
 from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
-from podside.kube.targets import Target
+from podside.kube.targets import AGENT_POD_LABEL, Target
 
 DEFAULT_IMAGE = f"ghcr.io/podside/agent:{podside.__version__}"
 AGENT_REPOSITORY_SUFFIX = "podside/agent"
 TOKEN_ENV = "PODSIDE_AGENT_TOKEN"
 IDLE_EXIT_SECONDS = 300
 PORT_RANGE = (20000, 60000)
-TARGETLESS_LABEL = ("app.kubernetes.io/name", "podside-agent")
 TARGETLESS_CONTAINER = "agent"
 CAPABILITIES = ["NET_ADMIN", "NET_RAW"]  # steal redirects need NET_ADMIN, the sniffer NET_RAW
 # Waiting reasons after which the kubelet will not get the container running by itself soon:
@@ -279,7 +278,7 @@ def ensure_targetless_agent(
     body: Any = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {TARGETLESS_LABEL[0]: TARGETLESS_LABEL[1]}},
+        "metadata": {"name": name, "labels": dict([AGENT_POD_LABEL])},
         "spec": {
             "restartPolicy": "Never",
             "containers": [_agent_container(TARGETLESS_CONTAINER, image, port, token)],

@@ -20,6 +20,8 @@ from podside.kube.config import (
 )
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+# The label of podside's own targetless agent pods, which are never targets themselves.
+AGENT_POD_LABEL = ("app.kubernetes.io/name", "podside-agent")
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,15 @@ class Kind:
     name: str  # "deployment", as targets are written
     plural: str  # "deployments", as RBAC and API paths name it
     api: Callable[[client.ApiClient], Any]
-    method_suffix: (
-        str  # read_namespaced_<suffix>, list_namespaced_<suffix>, list_<suffix>_for_all_namespaces
-    )
+    # The client's calls are read_namespaced_<suffix>, list_namespaced_<suffix> and
+    # list_<suffix>_for_all_namespaces.
+    method_suffix: str
 
     def read(self, ctx: KubeContext, name: str, namespace: str) -> Any:
         call = getattr(self.api(ctx.api_client), f"read_namespaced_{self.method_suffix}")
         return call(name, namespace, _request_timeout=REQUEST_TIMEOUT)
 
-    def list(self, ctx: KubeContext, namespace: str | None, **query: Any) -> list[Any]:
+    def list_in(self, ctx: KubeContext, namespace: str | None, **query: Any) -> list[Any]:
         """Every object of this kind in `namespace` (None: in all namespaces)."""
         api = self.api(ctx.api_client)
         with api_errors(ctx, f"list {self.plural} {_where(namespace)}"):
@@ -188,12 +190,12 @@ def _not_found(ctx: KubeContext, kind: str, name: str, bare: bool) -> PodsideErr
     missing_namespace = _missing_namespace(ctx, namespace)
     if missing_namespace is not None:
         return missing_namespace
-    candidates = [f"{kind}/{obj.metadata.name}" for obj in KINDS[kind].list(ctx, namespace)]
+    candidates = [f"{kind}/{obj.metadata.name}" for obj in KINDS[kind].list_in(ctx, namespace)]
     if bare:
         # A bare name is a pod, but people often mean the workload of that name.
         for workload in ("deployment", "statefulset", "daemonset"):
             try:
-                objects = KINDS[workload].list(ctx, namespace)
+                objects = KINDS[workload].list_in(ctx, namespace)
             except PodsideError:
                 continue
             candidates += [f"{workload}/{obj.metadata.name}" for obj in objects]
@@ -224,7 +226,7 @@ def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
             f"{kind}/{name} in namespace {ctx.namespace} selects no pods (it has no selector): "
             "name a pod with --target pod/NAME"
         )
-    pods = KINDS["pod"].list(ctx, ctx.namespace, label_selector=selector)
+    pods = KINDS["pod"].list_in(ctx, ctx.namespace, label_selector=selector)
     ready = [pod for pod in pods if _is_running(pod) and _is_ready(pod)]
     if ready:
         return max(ready, key=lambda pod: pod.metadata.creation_timestamp)
@@ -285,6 +287,11 @@ def _owned_by(obj: Any, kind: str) -> bool:
     return any(ref.kind == kind for ref in obj.metadata.owner_references or [])
 
 
+def _is_podside_agent(pod: Any) -> bool:
+    key, value = AGENT_POD_LABEL
+    return bool((pod.metadata.labels or {}).get(key) == value)
+
+
 def _labels_match(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
     return all((labels or {}).get(key) == value for key, value in selector.items())
 
@@ -299,7 +306,7 @@ def list_targets(
     A service's ports are its own (`port`), its containers those of the pods it selects.
     """
     where = None if all_namespaces else namespace or ctx.namespace
-    found = {kind: KINDS[kind].list(ctx, where) for kind in LISTED_KINDS}
+    found = {kind: KINDS[kind].list_in(ctx, where) for kind in LISTED_KINDS}
     targets: list[dict[str, Any]] = []
 
     def add(kind: str, obj: Any, containers: list[str], ports: list[int]) -> None:
@@ -332,6 +339,9 @@ def list_targets(
         containers = sorted({c.name for pod in selected for c in pod.spec.containers})
         add("service", service, containers, sorted({p.port for p in service.spec.ports or []}))
     for pod in found["pod"]:
+        finished = pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
+        if finished or _is_podside_agent(pod):
+            continue  # nothing runs there to target, or it is podside's own
         containers = pod.spec.containers
         add("pod", pod, [c.name for c in containers], _container_ports(containers))
     if where is not None and not targets:
