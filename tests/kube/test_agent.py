@@ -131,3 +131,16 @@ def test_targetless_agent_is_a_pod_of_its_own(core: Any, ctx: Any, namespace: st
         lambda: _listening(core, namespace, endpoint.pod, "agent", endpoint.port),
         what="the agent listening",
     )
+
+
+def test_an_agent_not_running_in_time_is_an_error_naming_the_pod(
+    core: Any, ctx: Any, namespace: str
+) -> None:
+    _two_container_pod(core, namespace)
+    # No time at all: the wait gives up before it looks, whatever the kubelet does.
+    with pytest.raises(PodsideError) as error:
+        ensure_agent(
+            ctx, resolve_target(ctx, "app"), image=DEFAULT_IMAGE, progress=lambda _: None, timeout=0
+        )
+    assert f"in pod {namespace}/app is not running after 0s (" in error.value.message
+    assert error.value.message.endswith(f"see `kubectl describe pod -n {namespace} app`")
