@@ -208,6 +208,14 @@ def api_errors(ctx: KubeContext, doing: str) -> Iterator[None]:
     except ConfigException as error:
         # Credentials are refreshed lazily (exec plugins, auth providers) during a call.
         raise PodsideError(f"cannot authenticate with context {ctx.name}: {error}") from None
+    except ValueError as error:
+        # The client validates every answer against its models (pydantic), so an object a
+        # server of another version shapes differently fails here rather than in our code.
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PodsideError(
+            f"cannot {doing}: the API server at {ctx.configuration.host} answered with an "
+            f"object the Kubernetes client cannot read ({first_line})"
+        ) from None
 
 
 def list_namespaces(ctx: KubeContext) -> list[str]:
