@@ -47,18 +47,48 @@ def add_parser(subparsers: Any) -> None:
         description="Run CMD on this machine as if it ran in the pod: its outgoing "
         "connections and DNS lookups leave from the pod, it gets the pod's environment, and "
         "connections that reach the pod on the ports it listens on are mirrored to it.",
-        usage="podside exec --agent HOST:PORT --token TOKEN [options] -- CMD [ARGS...]",
+        usage="podside exec (--target KIND/NAME | --targetless | --agent HOST:PORT) [options] "
+        "-- CMD [ARGS...]",
     )
-    target = parser.add_argument_group("which agent")
+    target = parser.add_argument_group("which pod")
+    target.add_argument(
+        "-t",
+        "--target",
+        metavar="KIND/NAME",
+        help="the pod to run in the context of: pod/, deployment/, statefulset/, daemonset/, "
+        "replicaset/, job/ or service/NAME",
+    )
+    target.add_argument("--container", help="the target container (multi-container pods)")
+    target.add_argument(
+        "--targetless",
+        action="store_true",
+        help="no target pod: an agent pod in the namespace, for outgoing traffic and DNS only",
+    )
+    target.add_argument("--context", help="kubeconfig context (default: the current one)")
+    target.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    target.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    target.add_argument(
+        "--agent-image",
+        help="the agent's container image (default: ghcr.io/podside/agent:<this version>)",
+    )
+    target.add_argument(
+        "--agent-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the agent to run (default: 60)",
+    )
     target.add_argument(
         "--agent",
         metavar="HOST:PORT",
-        help="an agent already running and reachable from here (started with --listen)",
+        help="instead of Kubernetes: an agent already running and reachable from here",
     )
     target.add_argument(
         "--token",
         default=os.environ.get("PODSIDE_TOKEN"),
-        help="the agent's session token (default: $PODSIDE_TOKEN)",
+        help="with --agent: the agent's session token (default: $PODSIDE_TOKEN)",
     )
     network = parser.add_argument_group("outgoing traffic and DNS")
     network.add_argument(
@@ -125,10 +155,21 @@ def add_parser(subparsers: Any) -> None:
 
 
 @dataclass
+class KubeTarget:
+    target: str | None  # None: targetless
+    container: str | None
+    context: str | None
+    namespace: str | None
+    kubeconfig: str | None
+    image: str | None
+    timeout: float
+
+
+@dataclass
 class ExecOptions:
-    host: str
-    port: int
+    agent: tuple[str, int] | None  # --agent HOST:PORT
     token: str
+    kube: KubeTarget | None
     command: list[str]
     outgoing: bool
     dns: bool
@@ -152,19 +193,46 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
             exit_code=2,
         )
-    if not args.agent:
-        raise PodsideError("say which agent to use: --agent HOST:PORT", exit_code=2)
-    host, separator, port_text = args.agent.rpartition(":")
-    if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
-    if not args.token:
+    chosen = [
+        flag
+        for flag, value in (
+            ("--target", args.target),
+            ("--targetless", args.targetless),
+            ("--agent", args.agent),
+        )
+        if value
+    ]
+    if len(chosen) != 1:
         raise PodsideError(
-            "the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2
+            "say which pod: one of --target KIND/NAME, --targetless or --agent HOST:PORT"
+            + (f" (not {' and '.join(chosen)})" if chosen else ""),
+            exit_code=2,
+        )
+    agent = None
+    kube = None
+    if args.agent:
+        host, separator, port_text = args.agent.rpartition(":")
+        if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
+        if not args.token:
+            raise PodsideError(
+                "the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2
+            )
+        agent = (host.strip("[]"), int(port_text))
+    else:
+        kube = KubeTarget(
+            target=args.target,
+            container=args.container,
+            context=args.context,
+            namespace=args.namespace,
+            kubeconfig=args.kubeconfig,
+            image=args.agent_image,
+            timeout=args.agent_timeout,
         )
     return ExecOptions(
-        host=host.strip("[]"),
-        port=int(port_text),
-        token=args.token,
+        agent=agent,
+        token=args.token or "",
+        kube=kube,
         command=command,
         outgoing=not args.no_outgoing,
         dns=not args.no_dns,
@@ -216,8 +284,7 @@ def _say(options: ExecOptions, message: str) -> None:
 async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -> int:
     loop = asyncio.get_running_loop()
     _resolve_command(options.command[0], dict(os.environ))  # fail before connecting anywhere
-    session = AgentSession(options.token, description=f"the agent at {options.host}:{options.port}")
-    await session.connect_tcp(options.host, options.port)
+    session = await _connect(options)
     assert session.peer is not None and session.welcome is not None
 
     env = dict(os.environ)
@@ -312,6 +379,18 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
         watcher.close()
         if served is not None:
             served.close()
+
+
+async def _connect(options: ExecOptions) -> AgentSession:
+    if options.agent is not None:
+        host, port = options.agent
+        session = AgentSession(options.token, description=f"the agent at {host}:{port}")
+        await session.connect_tcp(host, port)
+        return session
+    assert options.kube is not None
+    from podside.kube import connect
+
+    return await connect.agent_session(options.kube, progress=lambda line: _say(options, line))
 
 
 async def _ask(session: AgentSession, method: str, params: dict[str, Any], what: str) -> Any:

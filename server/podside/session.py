@@ -37,6 +37,10 @@ HANDSHAKE_TIMEOUT_SECONDS = 10.0
 StreamHandler = Callable[[StreamOpenRequested], bool]
 
 
+class AgentUnreachable(PodsideError):
+    """The transport closed before the handshake: the agent may not be listening yet."""
+
+
 class AgentSession:
     def __init__(self, token: str, *, description: str) -> None:
         """`description` names the agent in messages, e.g. "the agent at 10.0.0.5:7000"."""
@@ -60,11 +64,11 @@ class AgentSession:
         try:
             await asyncio.wait_for(loop.create_connection(self.new_peer, host, port), timeout)
         except TimeoutError:
-            raise PodsideError(f"cannot reach {self.description}: timed out") from None
+            raise AgentUnreachable(f"cannot reach {self.description}: timed out") from None
         except OSError as error:
             # asyncio's strerror describes the call; the errno's own text is what users know.
             reason = os.strerror(error.errno) if error.errno else str(error)
-            raise PodsideError(f"cannot reach {self.description}: {reason}") from None
+            raise AgentUnreachable(f"cannot reach {self.description}: {reason}") from None
         await self.handshake()
 
     async def attach(self, open_transport: Callable[[Callable[[], Peer]], Awaitable[Any]]) -> None:
@@ -80,7 +84,7 @@ class AgentSession:
             self.peer.abort("handshake timeout")
             raise PodsideError(f"{self.description} did not answer the handshake") from None
         except ConnectionError as error:
-            raise PodsideError(f"{self.description} closed the connection: {error}") from None
+            raise AgentUnreachable(f"{self.description} closed the connection: {error}") from None
         if isinstance(event, Rejected):
             self.peer.abort("rejected")
             if event.code == "version":

@@ -1,0 +1,65 @@
+"""From `--target` to a session: resolve the pod, start (or reuse) its agent, port-forward.
+
+The Kubernetes client is synchronous, so its calls run in the default executor; the agent may
+be running but not yet listening when its container is reported running, so the port-forward
+and handshake are retried for a short while when the agent refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from podside.kube.portforward import open_port_forward
+from podside.session import AgentSession, AgentUnreachable
+
+if TYPE_CHECKING:
+    from podside.exec_command import KubeTarget
+
+# From "container running" to "agent listening" takes the agent's start-up time.
+LISTEN_GRACE_SECONDS = 20.0
+
+
+async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> AgentSession:
+    from podside.kube import agent, config, targets
+
+    loop = asyncio.get_running_loop()
+
+    def in_thread(function: Callable[[], Any]) -> Any:
+        return loop.run_in_executor(None, function)
+
+    context = await in_thread(
+        lambda: config.load_context(kube.context, kube.namespace, kube.kubeconfig)
+    )
+    image = kube.image or agent.DEFAULT_IMAGE
+    named = kube.target
+    if named is None:
+        endpoint = await in_thread(
+            lambda: agent.ensure_targetless_agent(
+                context, image=image, progress=progress, timeout=kube.timeout
+            )
+        )
+    else:
+        target = await in_thread(lambda: targets.resolve_target(context, named, kube.container))
+        endpoint = await in_thread(
+            lambda: agent.ensure_agent(
+                context, target, image=image, progress=progress, timeout=kube.timeout
+            )
+        )
+    description = f"the agent in pod {endpoint.namespace}/{endpoint.pod}"
+    deadline = loop.time() + LISTEN_GRACE_SECONDS
+    while True:
+        session = AgentSession(endpoint.token, description=description)
+        try:
+            await session.attach(
+                lambda factory: open_port_forward(
+                    context.configuration, endpoint.namespace, endpoint.pod, endpoint.port, factory
+                )
+            )
+        except AgentUnreachable:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        return session
