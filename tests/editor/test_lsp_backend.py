@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,6 +17,7 @@ from pygls.exceptions import JsonRpcException
 from tests.editor.conftest import Backend
 
 SANDBOX_CONTEXT = "podside-sandbox"
+SANDBOX_DEFAULT = ("--context", SANDBOX_CONTEXT, "-n", "default")
 
 
 def test_lists_the_sandbox_context_as_current(backend: Backend) -> None:
@@ -42,6 +45,19 @@ def test_lists_workloads_and_pods_of_a_namespace(backend: Backend) -> None:
     }
     pods = [t for t in targets if t["kind"] == "pod" and t["name"].startswith("blog-")]
     assert pods and pods[0]["ports"] == [8080]
+
+
+def test_targets_are_the_same_objects_as_podside_targets_json(backend: Backend) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "podside", "targets", "-o", "json", *SANDBOX_DEFAULT],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    answer = backend.command(
+        "podside.listTargets", {"context": SANDBOX_CONTEXT, "namespace": "default"}
+    )
+    assert answer == json.loads(listed.stdout)
 
 
 def test_an_unknown_context_is_a_one_line_error(backend: Backend) -> None:

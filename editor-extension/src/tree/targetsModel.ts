@@ -3,8 +3,6 @@ import { oneLine, type Backend, type TreeItemSpec, type TreeModel } from "../sea
 import { itemOf, type TargetNode } from "./node";
 import { podsOf, type Target } from "./target";
 
-const WORKLOAD_KINDS = new Set(["deployment", "statefulset", "daemonset"]);
-
 export class TargetsModel implements TreeModel<TargetNode> {
   onChanged?: () => void;
 
@@ -44,7 +42,8 @@ export class TargetsModel implements TreeModel<TargetNode> {
           namespace: node.namespace,
         });
         const pods = targets.filter((target) => target.kind === "pod");
-        const workloads = targets.filter((target) => WORKLOAD_KINDS.has(target.kind));
+        // Everything but pods (deployments, services, jobs...) is a workload-like target.
+        const workloads = targets.filter((target) => target.kind !== "pod");
         const owned = new Set(workloads.flatMap((workload) => podsOf(workload, pods)));
         const nodes: TargetNode[] = [
           ...workloads.map((target) => ({ kind: "workload" as const, context: node.context, target, pods: podsOf(target, pods) })),

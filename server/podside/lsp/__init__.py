@@ -1,6 +1,6 @@
 """`podside lsp`: the backend the editor extension talks to (pygls over stdio).
 
-`server` declares the commands and notifications, `cluster` answers the target picker,
+`server` declares the commands and notifications (the target picker is `podside.kube`),
 `launch` turns a `podside` launch configuration into a concrete debug configuration from
 `launch_templates/`, and `sessions` keeps the sessions the backend owns.
 """

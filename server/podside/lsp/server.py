@@ -19,7 +19,8 @@ from pygls.lsp.server import LanguageServer
 
 from podside import __version__
 from podside.errors import PodsideError
-from podside.lsp import cluster, launch
+from podside.kube import config, targets
+from podside.lsp import launch
 from podside.lsp.sessions import EVENTS_ENV, Sessions
 
 
@@ -79,20 +80,22 @@ def build_server() -> PodsideServer:
 
     @command("podside.listContexts")
     async def list_contexts(ls: PodsideServer, params: dict[str, Any]) -> Any:
-        contexts, current = await asyncio.to_thread(cluster.list_contexts)
+        contexts, current = await asyncio.to_thread(config.list_contexts)
         return {"contexts": contexts, "current": current}
 
     @command("podside.listNamespaces")
     async def list_namespaces(ls: PodsideServer, params: dict[str, Any]) -> Any:
         context = _string(params, "context", required=False)
-        return await asyncio.to_thread(cluster.list_namespaces, context)
+        return await asyncio.to_thread(lambda: config.list_namespaces(config.load_context(context)))
 
     @command("podside.listTargets")
     async def list_targets(ls: PodsideServer, params: dict[str, Any]) -> Any:
         context = _string(params, "context", required=False)
         namespace = _string(params, "namespace", required=False)
         every = bool(params.get("allNamespaces", False))
-        return await asyncio.to_thread(cluster.list_targets, context, namespace, every)
+        return await asyncio.to_thread(
+            lambda: targets.list_targets(config.load_context(context, namespace), namespace, every)
+        )
 
     @command("podside.resolveLaunch")
     async def resolve_launch(ls: PodsideServer, params: dict[str, Any]) -> Any:

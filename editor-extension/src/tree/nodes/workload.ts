@@ -1,4 +1,4 @@
-// A deployment, statefulset or daemonset: a target itself, and expands to its pods.
+// A workload (deployment, statefulset, job, service...): a target itself; expands to its pods.
 import type { TreeItemSpec } from "../../seam";
 import type { Target } from "../target";
 
