@@ -74,6 +74,7 @@ class BlogHandler(BaseHTTPRequestHandler):
             }
             posts.append(post)
         outcome = audit("created", post)
+        print(f"  audit call to {AUDITOR_URL}/events: {outcome}", flush=True)
         self.send_json(201, {"post": post, "audit": outcome})
 
     def log_message(self, format: str, *args: object) -> None:
@@ -86,7 +87,7 @@ class BlogHandler(BaseHTTPRequestHandler):
 
 def main() -> None:
     server = ThreadingHTTPServer(("0.0.0.0", PORT), BlogHandler)
-    print(f"{TITLE}: listening on :{PORT}, auditing to {AUDITOR_URL}", flush=True)
+    print(f"{TITLE!r}: listening on :{PORT}, auditing to {AUDITOR_URL}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
