@@ -115,9 +115,10 @@ class PodNetwork:
         return sock
 
     def read_file(self, path: str, limit: int) -> bytes:
-        """Read `path` inside the target's root, symlinks resolved within that root."""
-        if self.target_pid is None:
-            raise OSError(errno.ESRCH, "no target process (start the agent with --target-pid)")
+        """Read `path` inside the target's root, symlinks resolved within that root.
+
+        Without a target (a targetless agent pod) the agent's own root is the pod's.
+        """
         if not path.startswith("/"):
             raise OSError(errno.EINVAL, f"not an absolute path: {path}")
         fd = self._open_in_root(path)
@@ -128,7 +129,8 @@ class PodNetwork:
         return data
 
     def _open_in_root(self, path: str) -> int:
-        root = os.open(f"/proc/{self.target_pid}/root", os.O_PATH | os.O_DIRECTORY)
+        owner = self.target_pid or os.getpid()
+        root = os.open(f"/proc/{owner}/root", os.O_PATH | os.O_DIRECTORY)
         try:
             # struct open_how { u64 flags; u64 mode; u64 resolve; }
             how = struct.pack("QQQ", os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT)
@@ -144,7 +146,7 @@ class PodNetwork:
             code = ctypes.get_errno()
             if code != errno.ENOSYS:
                 raise OSError(code, os.strerror(code), path)
-            return os.open(f"/proc/{self.target_pid}/root{path}", os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(f"/proc/{owner}/root{path}", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             os.close(root)
 

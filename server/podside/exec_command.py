@@ -288,7 +288,8 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
     assert session.peer is not None and session.welcome is not None
 
     env = dict(os.environ)
-    if options.env:
+    targetless = options.kube is not None and options.kube.target is None
+    if options.env and not targetless:
         remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
         env = merge(
             env,

@@ -34,19 +34,33 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
     )
     image = kube.image or agent.DEFAULT_IMAGE
     named = kube.target
-    if named is None:
-        endpoint = await in_thread(
-            lambda: agent.ensure_targetless_agent(
+    target = None
+    if named is not None:
+        target = await in_thread(lambda: targets.resolve_target(context, named, kube.container))
+
+    def start_agent() -> Any:
+        if target is None:
+            return agent.ensure_targetless_agent(
                 context, image=image, progress=progress, timeout=kube.timeout
             )
+        return agent.ensure_agent(
+            context, target, image=image, progress=progress, timeout=kube.timeout
         )
-    else:
-        target = await in_thread(lambda: targets.resolve_target(context, named, kube.container))
-        endpoint = await in_thread(
-            lambda: agent.ensure_agent(
-                context, target, image=image, progress=progress, timeout=kube.timeout
-            )
-        )
+
+    # A reused agent may reach its idle exit just as this session connects: then one new
+    # agent is started before giving up.
+    for attempt in range(2):
+        endpoint = await in_thread(start_agent)
+        try:
+            return await _connect(context, endpoint)
+        except AgentUnreachable:
+            if attempt or not endpoint.reused:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _connect(context: Any, endpoint: Any) -> AgentSession:
+    loop = asyncio.get_running_loop()
     description = f"the agent in pod {endpoint.namespace}/{endpoint.pod}"
     deadline = loop.time() + LISTEN_GRACE_SECONDS
     while True:
