@@ -15,10 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 TOUR_SECONDS = 14.0
 BLOG = Path(__file__).resolve().parents[2] / "examples" / "blog" / "app.py"
+
+
+@dataclass
+class Seen:
+    requests: int = 0
+    audits: int = 0
+    title: str = ""
 
 
 def say(text: str) -> None:
@@ -54,7 +62,7 @@ def main() -> int:
         text=True,
     )
     assert program.stdout is not None
-    seen = {"requests": 0, "audits": 0, "title": ""}
+    seen = Seen()
 
     def narrate() -> None:
         assert program.stdout is not None
@@ -62,24 +70,24 @@ def main() -> int:
             line = line.rstrip()
             print(f"   [local blog] {line}", flush=True)
             if match := re.match(r"'(.*)': listening", line):
-                seen["title"] = match.group(1)
+                seen.title = match.group(1)
             elif re.match(r"(GET|POST) /", line):
-                seen["requests"] += 1
+                seen.requests += 1
             elif "audit call" in line and "audited" in line:
-                seen["audits"] += 1
+                seen.audits += 1
 
     reader = threading.Thread(target=narrate, daemon=True)
     reader.start()
     deadline = time.monotonic() + 60
-    while not seen["title"] and program.poll() is None and time.monotonic() < deadline:
+    while not seen.title and program.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    if program.poll() is not None or not seen["title"]:
+    if program.poll() is not None or not seen.title:
         reader.join(2)
         print("the local blog did not start", file=sys.stderr)
         program.kill()
         return 1
     say(
-        f"BLOG_TITLE comes from the pod's environment: {seen['title']!r}; "
+        f"BLOG_TITLE comes from the pod's environment: {seen.title!r}; "
         f"now waiting {TOUR_SECONDS:.0f} s for the traffic deployment's requests"
     )
     time.sleep(TOUR_SECONDS)
@@ -90,14 +98,14 @@ def main() -> int:
         program.kill()
     reader.join(5)
     say(
-        f"done: the local copy received {seen['requests']} mirrored requests and called the "
-        f"auditor {seen['audits']} times through the pod; the pod itself kept serving."
+        f"done: the local copy received {seen.requests} mirrored requests and called the "
+        f"auditor {seen.audits} times through the pod; the pod itself kept serving."
     )
     print(
         "   try it yourself:  podside exec --target deployment/blog -- python3 examples/blog/app.py"
     )
     print("   stop the sandbox:  podside sandbox down")
-    ok = seen["requests"] > 0 and seen["audits"] > 0
+    ok = seen.requests > 0 and seen.audits > 0
     if not ok:
         print("podside demo: expected mirrored requests and audit calls", file=sys.stderr)
     return 0 if ok else 1
