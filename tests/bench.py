@@ -326,8 +326,17 @@ def mirroring(pod: Pod) -> None:
         f"({base_new / 5:,.0f} unmirrored)"
     )
     report(
-        f"- requests the local program received: **{mirrored:,} of {sent:,}**; "
-        f"packets the agent's socket dropped: **{dropped}**; bytes skipped: {after['skipped_bytes']}"
+        f"- the agent followed {after['connections'] - before['connections']:,} connections: "
+        f"packets dropped by its socket **{dropped}**, bytes given up in gaps "
+        f"**{after['skipped_bytes'] - before['skipped_bytes']}**"
+    )
+    behind = (after["skipped_connections"] - before["skipped_connections"]) + (
+        after["overflowed_connections"] - before["overflowed_connections"]
+    )
+    report(
+        f"- the local program (a Python asyncio sink under the layer, sharing the 2 cores) "
+        f"received **{mirrored:,} of {sent:,}** requests; {behind:,} connections were dropped "
+        "for it because it fell behind (the pod is never slowed to wait for it)"
     )
     report(
         f"- the pod app's own latency p50 at light load (1 connection) while mirrored: keep-alive {keep_alive_p50:.0f} µs vs "

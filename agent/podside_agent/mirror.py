@@ -48,6 +48,8 @@ class Mirror:
         self._reading = False
         self._ticker: asyncio.TimerHandle | None = None
         self.skipped_bytes = 0
+        self.skipped_connections = 0
+        self.overflowed_connections = 0
         self.connections = 0
 
     # --- subscriptions -------------------------------------------------------------------------
@@ -74,6 +76,8 @@ class Mirror:
         stats = self._sniffer.statistics()
         stats["connections"] = self.connections
         stats["skipped_bytes"] = self.skipped_bytes
+        stats["skipped_connections"] = self.skipped_connections
+        stats["overflowed_connections"] = self.overflowed_connections
         return stats
 
     def close(self) -> None:
@@ -123,6 +127,7 @@ class Mirror:
                 return
             for peer, stream_id in list(receivers):
                 if peer.send_data(stream_id, action.data) > SUBSCRIBER_BACKLOG_LIMIT:
+                    self.overflowed_connections += 1
                     log.warning("dropping a mirrored connection: subscriber too slow")
                     peer.reset_stream(stream_id, "subscriber fell too far behind")
                     receivers.remove((peer, stream_id))
@@ -138,6 +143,9 @@ class Mirror:
             streams: list[tuple[Peer, int]] = []
             self._streams[action.key] = streams
             for peer in peers:
+                if peer.writing_paused:
+                    self.skipped_connections += 1  # the subscriber is not keeping up
+                    continue
                 sink = _SubscriberEnd(streams, peer)
                 sink.stream_id = peer.open_stream_nowait(mirror.STREAM, params, sink)
                 streams.append((peer, sink.stream_id))

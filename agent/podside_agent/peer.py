@@ -86,10 +86,16 @@ class PeerHandler(Protocol):
 class Peer(asyncio.Protocol):
     """One protocol connection driven by asyncio."""
 
-    def __init__(self, connection: Connection, handler: PeerHandler) -> None:
+    def __init__(
+        self, connection: Connection, handler: PeerHandler, *, ping_interval: float = 0.0
+    ) -> None:
         self.connection = connection
         self.handler = handler
         self.transport: ByteTransport | None = None
+        # True while the transport's buffer is above its high-water mark (the peer reads slowly).
+        self.writing_paused = False
+        self._ping_interval = ping_interval
+        self._last_ping = 0.0
         self.endpoints: dict[int, StreamEndpoint] = {}
         self.closed = asyncio.get_running_loop().create_future()
         self.last_heard = asyncio.get_running_loop().time()
@@ -107,7 +113,12 @@ class Peer(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        self.last_heard = self._loop.time()
+        now = self._loop.time()
+        self.last_heard = now
+        if self._ping_interval and now - self._last_ping >= self._ping_interval:
+            # Pinging here too keeps the heartbeat going while the loop is too busy for its
+            # timers to run on time (a flood of mirrored connections, for one).
+            self.send_ping()
         try:
             events = self.connection.receive_data(data)
         except RemoteProtocolError as error:
@@ -125,7 +136,19 @@ class Peer(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lose(str(exc) if exc else "connection closed")
 
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+
     # --- sending -------------------------------------------------------------------------------
+
+    def send_ping(self) -> None:
+        if self.connection.state.value == "open":
+            self._last_ping = self._loop.time()
+            self.connection.ping()
+            self.schedule_flush()
 
     def schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -427,7 +450,11 @@ class SocketRelay(asyncio.Protocol):
             return
         self._stream_done = True
         if transport.can_write_eof() and not transport.is_closing():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:
+                # The local side is already gone (ENOTCONN): nothing left to tell it.
+                transport.abort()
         if self._discard_output and not self._socket_done:
             self._linger = asyncio.get_running_loop().call_later(
                 self.LINGER_SECONDS, self._give_up_lingering

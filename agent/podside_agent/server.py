@@ -172,9 +172,18 @@ class AgentServer:
     async def _watch(self) -> None:
         """Drop silent clients (their program or port-forward died) and exit when idle."""
         loop = asyncio.get_running_loop()
+        period = min(1.0, self.heartbeat_timeout / 3)
+        previous = loop.time()
         while True:
-            await asyncio.sleep(min(1.0, self.heartbeat_timeout / 3))
+            await asyncio.sleep(period)
             now = loop.time()
+            late, previous = now - previous > 2 * period, now
+            if late:
+                # This loop itself was held up, so it may not have read what clients sent:
+                # do not blame them for our own lag.
+                for peer in self.peers:
+                    peer.last_heard = max(peer.last_heard, now - period)
+                continue
             for peer in list(self.peers):
                 if now - peer.last_heard > self.heartbeat_timeout:
                     log.warning("dropping a client silent for %.1f s", now - peer.last_heard)

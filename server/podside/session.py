@@ -56,7 +56,7 @@ class AgentSession:
     def new_peer(self) -> Peer:
         """The protocol side of the transport (asyncio protocol factory)."""
         connection = Connection(Role.CLIENT, self._token, name=f"podside/{__version__}")
-        self.peer = Peer(connection, self)
+        self.peer = Peer(connection, self, ping_interval=HEARTBEAT_SECONDS)
         return self.peer
 
     async def connect_tcp(self, host: str, port: int, timeout: float = 10.0) -> None:
@@ -113,11 +113,7 @@ class AgentSession:
             if silence > SILENCE_LIMIT_SECONDS:
                 self.peer.abort(f"no answer for {silence:.0f} s")
                 return
-            try:
-                self.peer.connection.ping()
-            except Exception:
-                return
-            self.peer.schedule_flush()
+            self.peer.send_ping()
 
     async def close(self) -> None:
         self._closing = True

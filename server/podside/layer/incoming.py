@@ -24,6 +24,9 @@ from podside_protocol import StreamOpenRequested, mirror
 log = logging.getLogger(__name__)
 
 _PORT_RETRIES = 20
+# Mirrored connections open at once; past this the program is not keeping up and new ones are
+# refused (the agent drops them for this session) so the session itself stays responsive.
+MAX_DELIVERIES = 512
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Incoming:
         self._targets: dict[int, tuple[str, int]] = {}  # remote port -> program's address
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open_deliveries = 0
+        self.refused_deliveries = 0
 
     @property
     def subscribed_ports(self) -> dict[int, tuple[str, int]]:
@@ -104,6 +109,11 @@ class Incoming:
         if target is None:
             self._peer.refuse_stream(request.stream_id, errno.ECONNREFUSED, "not listening")
             return True
+        if self._open_deliveries >= MAX_DELIVERIES:
+            self.refused_deliveries += 1
+            self._peer.refuse_stream(request.stream_id, errno.EAGAIN, "the program is behind")
+            return True
+        self._open_deliveries += 1
         task = self._loop.create_task(self._deliver(request.stream_id, remote, source, target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -112,16 +122,22 @@ class Incoming:
     async def _deliver(
         self, stream_id: int, remote: int, source: tuple[str, int], target: tuple[str, int]
     ) -> None:
-        relay = SocketRelay(self._peer, stream_id, discard_output=True)
+        relay = SocketRelay(
+            self._peer, stream_id, discard_output=True, on_closed=self._delivery_ended
+        )
         try:
             await self._loop.create_connection(lambda: relay, target[0], target[1])
         except OSError as error:
+            self._delivery_ended()
             self._peer.refuse_stream(stream_id, error.errno or errno.ECONNREFUSED, str(error))
             return
         self._peer.accept_stream(stream_id, relay.endpoint)
         self._peer.send_eof(stream_id)  # nothing ever goes back on a mirrored connection
         if self._on_connection is not None:
             self._on_connection(MirroredConnection(target[1], remote, source))
+
+    def _delivery_ended(self) -> None:
+        self._open_deliveries -= 1
 
     async def unsubscribe_all(self) -> None:
         for remote in list(self._targets):
