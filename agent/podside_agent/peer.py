@@ -369,8 +369,11 @@ class SocketRelay(asyncio.Protocol):
         *,
         discard_output: bool = False,
         on_closed: Callable[[], None] | None = None,
+        watch: tuple[Callable[[bytes], None], Callable[[bytes], None]] | None = None,
     ) -> None:
+        """`watch` = (bytes from the stream, bytes from the socket): read-only observers."""
         self.peer = peer
+        self._watch = watch
         self.stream_id = stream_id
         self.endpoint: StreamEndpoint = _RelayEndpoint(self)
         self.transport: asyncio.Transport | None = None
@@ -396,6 +399,8 @@ class SocketRelay(asyncio.Protocol):
             self.stream_eof()
 
     def data_received(self, data: bytes) -> None:
+        if self._watch is not None:
+            self._watch[1](data)
         if self._discard_output:
             return
         if self.peer.send_data(self.stream_id, data) and self.transport is not None:
@@ -437,6 +442,8 @@ class SocketRelay(asyncio.Protocol):
         if transport.is_closing():
             self.peer.acknowledge(self.stream_id, len(data))
             return
+        if self._watch is not None:
+            self._watch[0](data)
         transport.write(data)
         if self._write_paused:
             self._unacknowledged += len(data)

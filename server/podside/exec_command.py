@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from podside.environment import merge, parse_assignments
 from podside.errors import PodsideError
+from podside.events import EventReporter
 from podside.layer import children, launcher, seccomp
+from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
 from podside.layer.proxy import TcpProxy, UdpRelays
 from podside.layer.routing import LocalRule, Router, parse_local_rule
@@ -282,12 +287,34 @@ def _say(options: ExecOptions, message: str) -> None:
 
 
 async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -> int:
+    local_env = dict(os.environ)
+    events = await EventReporter.from_environment(local_env)  # never passed on to the program
+    try:
+        return await _run_with_events(options, process, events, local_env)
+    except PodsideError as error:
+        events.state("failed", error.message)
+        raise
+    finally:
+        events.close()
+
+
+async def _run_with_events(
+    options: ExecOptions,
+    process: launcher.LayeredProcess,
+    events: EventReporter,
+    local_env: dict[str, str],
+) -> int:
     loop = asyncio.get_running_loop()
-    _resolve_command(options.command[0], dict(os.environ))  # fail before connecting anywhere
-    session = await _connect(options)
+
+    def progress(message: str) -> None:
+        _say(options, message)
+        events.progress(message)
+
+    _resolve_command(options.command[0], local_env)  # fail before connecting anywhere
+    session = await _connect(options, progress)
     assert session.peer is not None and session.welcome is not None
 
-    env = dict(os.environ)
+    env = dict(local_env)
     targetless = options.kube is not None and options.kube.target is None
     if options.env and not targetless:
         remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
@@ -328,12 +355,19 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
                 options, f"mirrored a connection from {host}:{port} to port {connection.local_port}"
             )
 
+    def exchanged(exchange: Exchange, local_port: int) -> None:
+        events.traffic(exchange, local_port, "mirror")
+        if options.verbose:
+            took = f" in {exchange.duration * 1000:.1f} ms" if exchange.duration else ""
+            _say(options, f"mirrored {exchange.method} {exchange.path} -> {exchange.status}{took}")
+
     incoming = Incoming(
         session.peer,
         port_map=options.port_map,
         enabled=options.mirror,
         on_connection=mirrored,
-        on_error=lambda message: _say(options, message),
+        on_error=progress,
+        on_exchange=exchanged if events.active or options.verbose else None,
     )
     session.stream_handlers.append(incoming.handle_stream)
     children.block_forwarded_signals()
@@ -354,17 +388,27 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
         path = _resolve_command(options.command[0], env)
         process.start(launcher.ExecSpec(path, options.command, env))
         target_pid = session.welcome.info.get("target_pid")
-        _say(options, f"running in the context of {session.description} (pod process {target_pid})")
-        waiting: list[asyncio.Future[Any]] = [watcher.exited, session.lost]
+        progress(f"running in the context of {session.description} (pod process {target_pid})")
+        events.state("running")
+        waiting: list[asyncio.Future[Any]] = [watcher.exited, session.lost, events.closed]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if watcher.exited in done:
+        if events.closed in done and watcher.exited not in done:
+            # The editor stopped the session: end the program as SIGTERM would.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(watcher.exited), 10)
+        if watcher.exited.done():
             code = children.exit_code(watcher.exited.result())
-        else:
+        elif session.lost.done():
             _say(
                 options,
                 f"lost the connection to the agent ({session.lost.result()}); stopping the program",
             )
             code = 1
+        else:
+            code = 128 + signal.SIGTERM  # stopped from the editor; the rest is killed below
+        events.state("stopped")
         return code
     finally:
         await children.terminate_descendants(watcher)
@@ -382,7 +426,7 @@ async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -
             served.close()
 
 
-async def _connect(options: ExecOptions) -> AgentSession:
+async def _connect(options: ExecOptions, progress: Callable[[str], None]) -> AgentSession:
     if options.agent is not None:
         host, port = options.agent
         session = AgentSession(options.token, description=f"the agent at {host}:{port}")
@@ -391,7 +435,7 @@ async def _connect(options: ExecOptions) -> AgentSession:
     assert options.kube is not None
     from podside.kube import connect
 
-    return await connect.agent_session(options.kube, progress=lambda line: _say(options, line))
+    return await connect.agent_session(options.kube, progress=progress)
 
 
 async def _ask(session: AgentSession, method: str, params: dict[str, Any], what: str) -> Any:

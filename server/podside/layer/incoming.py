@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from podside.layer import seccomp, sockaddr
+from podside.layer.http_watch import Exchange, HttpWatch
 from podside_agent.peer import Peer, RequestFailed, SocketRelay
 from podside_protocol import StreamOpenRequested, mirror
 
@@ -47,12 +48,15 @@ class Incoming:
         enabled: bool,
         on_connection: Callable[[MirroredConnection], None] | None = None,
         on_error: Callable[[str], None] | None = None,
+        on_exchange: Callable[[Exchange, int], None] | None = None,
     ) -> None:
+        """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set."""
         self._peer = peer
         self._port_map = port_map  # local -> remote
         self._enabled = enabled
         self._on_connection = on_connection
         self._on_error = on_error
+        self._on_exchange = on_exchange
         self._targets: dict[int, tuple[str, int]] = {}  # remote port -> program's address
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,8 +126,17 @@ class Incoming:
     async def _deliver(
         self, stream_id: int, remote: int, source: tuple[str, int], target: tuple[str, int]
     ) -> None:
+        watch = None
+        if self._on_exchange is not None:
+            report, port = self._on_exchange, target[1]
+            http = HttpWatch(lambda exchange: report(exchange, port))
+            watch = (http.to_program, http.from_program)
         relay = SocketRelay(
-            self._peer, stream_id, discard_output=True, on_closed=self._delivery_ended
+            self._peer,
+            stream_id,
+            discard_output=True,
+            on_closed=self._delivery_ended,
+            watch=watch,
         )
         try:
             await self._loop.create_connection(lambda: relay, target[0], target[1])

@@ -1,0 +1,84 @@
+"""Events for whoever started podside: the editor's backend listens on a Unix socket named by
+`PODSIDE_EVENTS` and gets one JSON object per line (progress, state, traffic).
+
+The socket also carries the session's life: when the backend closes it (the user stopped the
+session in the editor), podside ends the program as if it had been sent SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from typing import Any
+
+from podside.layer.http_watch import Exchange
+
+log = logging.getLogger(__name__)
+
+EVENTS_ENV = "PODSIDE_EVENTS"
+
+
+class EventReporter:
+    """Writes events to the backend, or nowhere when podside runs on its own."""
+
+    def __init__(self) -> None:
+        self._writer: asyncio.StreamWriter | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def from_environment(cls, environment: dict[str, str]) -> EventReporter:
+        """Connect to the socket named in `environment` (and drop it from there)."""
+        reporter = cls()
+        path = environment.pop(EVENTS_ENV, None)
+        if path:
+            try:
+                reader, reporter._writer = await asyncio.open_unix_connection(path)
+            except OSError as error:
+                log.warning("cannot reach the editor's events socket %s: %s", path, error)
+            else:
+                asyncio.get_running_loop().create_task(reporter._watch(reader))
+        return reporter
+
+    async def _watch(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):
+                pass
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(json.dumps(event).encode() + b"\n")
+
+    def progress(self, message: str) -> None:
+        self._send({"event": "progress", "message": message})
+
+    def state(self, state: str, message: str = "") -> None:
+        self._send({"event": "state", "state": state, "message": message})
+
+    def traffic(self, exchange: Exchange, local_port: int, mode: str) -> None:
+        event: dict[str, Any] = {
+            "event": "traffic",
+            "id": str(exchange.id),
+            "time": exchange.started,
+            "method": exchange.method,
+            "path": exchange.path,
+            "status": exchange.status,
+            "duration": exchange.duration,
+            "mode": mode,
+            "localPort": local_port,
+        }
+        if exchange.request is not None:
+            event["request"] = base64.b64encode(exchange.request).decode()
+        self._send(event)
+
+    @property
+    def active(self) -> bool:
+        return self._writer is not None
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
