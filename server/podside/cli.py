@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from podside import __version__
+from podside.config import apply_config
 from podside.errors import PodsideError
 
 # subcommand name -> module that provides add_parser(subparsers) and run(args) -> int
@@ -21,7 +22,10 @@ SUBCOMMANDS: dict[str, str] = {
     "sandbox": "podside.sandbox.cli",
     "targets": "podside.targets_command",
     "lsp": "podside.lsp_command",
+    "schema": "podside.schema_command",
 }
+# subcommands whose options also come from the config file (podside.config)
+CONFIGURED = frozenset({"exec"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise KeyError(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # args.command may be the subcommand's own positional (exec's CMD): ask its module.
+        for name in CONFIGURED:
+            if args.run.__module__ == SUBCOMMANDS[name]:
+                args = apply_config(parser, _subparser(parser, name), argv, args)
         return int(args.run(args))
     except PodsideError as error:
         print(f"podside: {error.message}", file=sys.stderr)

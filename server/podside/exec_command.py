@@ -155,6 +155,36 @@ def add_parser(subparsers: Any) -> None:
     output.add_argument(
         "-v", "--verbose", action="store_true", help="also print each mirrored connection"
     )
+    files_group = parser.add_argument_group("files")
+    files_group.add_argument(
+        "--fs",
+        choices=("local", "read", "write"),
+        default="local",
+        help="local: every file is this machine's (default); read: the program reads the pod's "
+        "files where they are remote (see --fs-remote); write: it also writes them there",
+    )
+    files_group.add_argument(
+        "--no-fs", dest="fs", action="store_const", const="local", help="same as --fs local"
+    )
+    files_group.add_argument(
+        "--fs-remote",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="paths matching REGEX are the pod's (repeatable)",
+    )
+    files_group.add_argument(
+        "--fs-local",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="paths matching REGEX stay this machine's; wins over --fs-remote (repeatable)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (default: .podside/config.json or .toml here or in a folder above)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     parser.set_defaults(run=run)
 
