@@ -35,6 +35,18 @@ def random_suffix(length: int = 5) -> str:
     return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(length))
 
 
+_INITIAL_STATUS: dict[str, dict[str, int]] = {
+    "ReplicaSet": {"replicas": 0},
+    "StatefulSet": {"replicas": 0, "availableReplicas": 0},
+    "DaemonSet": {
+        "currentNumberScheduled": 0,
+        "numberMisscheduled": 0,
+        "desiredNumberScheduled": 0,
+        "numberReady": 0,
+    },
+}
+
+
 @dataclass(frozen=True)
 class Event:
     """One change: `object` is the new state (the last state for DELETED), `old` the previous."""
@@ -113,6 +125,9 @@ class Store:
         metadata.setdefault("generation", 1)
         for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
             metadata.pop(transient, None)
+        # A real server starts the status with the counters its Go types never omit; clients
+        # whose models require them reject the object otherwise.
+        obj["status"] = {**_INITIAL_STATUS.get(resource.kind, {}), **(obj.get("status") or {})}
         return self._commit("ADDED", resource, key, obj, None)
 
     def update(self, resource: Resource, obj: Object, *, expected_version: str | None) -> Object:
