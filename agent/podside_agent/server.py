@@ -15,7 +15,7 @@ import socket
 import uuid
 from typing import Any
 
-from podside_agent import __version__
+from podside_agent import __version__, capabilities
 from podside_agent.mirror import Mirror
 from podside_agent.outgoing import Outgoing
 from podside_agent.peer import Peer, RequestFailed
@@ -31,6 +31,7 @@ from podside_protocol import (
     files,
     status,
 )
+from podside_protocol import capabilities as capabilities_messages
 from podside_protocol import mirror as mirror_messages
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class AgentServer:
             return {"port": port}
         if method == mirror_messages.STATS:
             return self.mirror.statistics() if self.mirror else {}
+        if method == capabilities_messages.CAPABILITIES:
+            return capabilities.check(self.network)
         if method == status.STATUS:
             return {
                 "clients": len(self.peers),

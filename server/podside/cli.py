@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "targets": "podside.targets_command",
     "lsp": "podside.lsp_command",
     "schema": "podside.schema_command",
+    "doctor": "podside.doctor_command",
 }
 # subcommands whose options also come from the config file (podside.config)
 CONFIGURED = frozenset({"exec"})
