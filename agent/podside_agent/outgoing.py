@@ -51,7 +51,8 @@ class Outgoing:
             peer.refuse_stream(stream_id, error.errno or errno.EIO, error.strerror or str(error))
             return
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, destination), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, destination)
         except TimeoutError:
             sock.close()
             peer.refuse_stream(stream_id, errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
@@ -63,13 +64,14 @@ class Outgoing:
             return
         local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
         relay = SocketRelay(peer, stream_id)
+        # Answer at once: the program's connect() is waiting for this. Bytes that arrive before
+        # the transport below exists wait in the relay, unacknowledged.
+        peer.accept_stream(stream_id, relay.endpoint, opened_info(local, remote))
         try:
             await loop.create_connection(lambda: relay, sock=sock)
         except OSError as error:
             sock.close()
-            peer.refuse_stream(stream_id, error.errno or errno.EIO, str(error))
-            return
-        peer.accept_stream(stream_id, relay.endpoint, opened_info(local, remote))
+            peer.reset_stream(stream_id, str(error))
 
     async def _open_udp(self, peer: Peer, stream_id: int, destination: Address) -> None:
         loop = asyncio.get_running_loop()

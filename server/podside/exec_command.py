@@ -27,6 +27,7 @@ from podside.layer import children, launcher, seccomp
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
 from podside.layer.proxy import TcpProxy, UdpRelays
+from podside.layer.remote_files import PathPolicy, RemoteFiles
 from podside.layer.routing import LocalRule, Router, parse_local_rule
 from podside.layer.served_files import (
     HOSTS,
@@ -217,6 +218,9 @@ class ExecOptions:
     port_map: dict[int, int] = field(default_factory=dict)
     quiet: bool = False
     verbose: bool = False
+    fs: str = "local"
+    fs_remote: list[str] = field(default_factory=list)
+    fs_local: list[str] = field(default_factory=list)
 
 
 def parse_options(args: argparse.Namespace) -> ExecOptions:
@@ -280,7 +284,24 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         port_map=_parse_port_map(args.port_map),
         quiet=args.quiet,
         verbose=args.verbose,
+        fs=_fs_mode(args.fs),
+        fs_remote=args.fs_remote,
+        fs_local=args.fs_local,
     )
+
+
+def _fs_mode(mode: str) -> str:
+    if mode == "write":
+        raise PodsideError("--fs write is not available yet: use --fs read", exit_code=2)
+    return mode
+
+
+def _path_policy(options: ExecOptions, local_env: dict[str, str]) -> PathPolicy:
+    """Remote paths per --fs-remote/--fs-local; the project, $HOME and the program stay here."""
+    program = os.path.realpath(_resolve_command(options.command[0], local_env))
+    prefix = os.path.dirname(os.path.dirname(program))
+    roots = [os.getcwd(), local_env.get("HOME", ""), prefix]
+    return PathPolicy(options.fs_remote, options.fs_local, roots)
 
 
 def _parse_port_map(values: list[str]) -> dict[int, int]:
@@ -303,7 +324,9 @@ def run(args: argparse.Namespace) -> int:
     podside_logger.addHandler(handler)
     podside_logger.setLevel(logging.DEBUG if options.verbose else logging.WARNING)
     seccomp.set_child_subreaper()
-    rules = filter_rules(network=True, udp=options.outgoing or options.dns, files=options.dns)
+    rules = filter_rules(
+        network=True, udp=options.outgoing or options.dns, files=options.dns, stats=options.fs != "local"
+    )
     process = launcher.LayeredProcess(rules)
     try:
         return asyncio.run(_run_session(options, process))
@@ -358,6 +381,10 @@ async def _run_with_events(
     else:
         env.update(options.overrides)
 
+    remote_files = None
+    if options.fs != "local":
+        policy = _path_policy(options, local_env)
+        remote_files = RemoteFiles(session.peer, loop, process.listener, policy)
     router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
     served = None
     if options.dns:
@@ -410,6 +437,7 @@ async def _run_with_events(
         registry=registry,
         udp_relays=udp_relays,
         on_listen=incoming.program_listens,
+        remote=remote_files,
     )
     supervisor.start()
     watcher = children.ChildWatcher(process.pid)
@@ -454,6 +482,8 @@ async def _run_with_events(
         watcher.close()
         if served is not None:
             served.close()
+        if remote_files is not None:
+            remote_files.close()
 
 
 async def _connect(options: ExecOptions, progress: Callable[[str], None]) -> AgentSession:

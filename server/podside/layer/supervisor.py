@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from podside.layer import seccomp, sockaddr
 from podside.layer.proxy import UdpRelays
+from podside.layer.remote_files import RemoteFiles, StatCall
 from podside.layer.routing import Router
 from podside.layer.served_files import ServedFiles
 from podside.layer.tunnels import TunnelRegistry, TunnelWork, ensure_bound, is_v6only, socket_type
@@ -40,6 +41,8 @@ _O_ACCMODE = 0o3
 _O_CLOEXEC = 0o2000000
 _O_PATH = 0o10000000
 _AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2")
 _MAX_DATAGRAM = 65535
 _PIDFD_CACHE = 256
 _UINT32 = struct.Struct("=I")
@@ -53,16 +56,20 @@ class Notification:
     args: tuple[int, ...]
 
 
-def filter_rules(*, network: bool, udp: bool, files: bool) -> seccomp.FilterRules:
-    """The syscalls to stop for the features that are on."""
+def filter_rules(
+    *, network: bool, udp: bool, files: bool, stats: bool = False
+) -> seccomp.FilterRules:
+    """The syscalls to stop for the features that are on (`stats`: --fs read|write)."""
     always: set[str] = set()
     when_arg_set: list[tuple[str, int]] = []
     if network:
         always |= {"connect", "getpeername", "listen"}
     if udp:
         when_arg_set += [("sendto", 4), ("recvfrom", 4)]
-    if files:
+    if files or stats:
         always |= {"open", "openat", "openat2"}
+    if stats:
+        always |= set(_STAT_CALLS)
     return seccomp.FilterRules(always=frozenset(always), when_arg_set=tuple(when_arg_set))
 
 
@@ -78,6 +85,7 @@ class Supervisor:
         registry: TunnelRegistry,
         udp_relays: UdpRelays,
         on_listen: object,
+        remote: RemoteFiles | None = None,
     ) -> None:
         self.listener = listener
         self._loop = loop
@@ -87,6 +95,7 @@ class Supervisor:
         self._registry = registry
         self._udp = udp_relays
         self._on_listen = on_listen
+        self._remote = remote
         self._pidfds: OrderedDict[int, int] = OrderedDict()
         self._stop_read, self._stop_write = os.pipe()
         self._thread = threading.Thread(target=self._run, name="podside-supervisor", daemon=True)
@@ -100,6 +109,7 @@ class Supervisor:
             "open": self._on_open,
             "openat": self._on_open,
             "openat2": self._on_open,
+            **dict.fromkeys(_STAT_CALLS, self._on_stat),
         }
 
     def start(self) -> None:
@@ -389,8 +399,8 @@ class Supervisor:
 
     def _on_open(self, note: Notification) -> None:
         listener = self.listener
-        served = self._served
-        if served is None:
+        served, remote = self._served, self._remote
+        if served is None and remote is None:
             listener.allow(note.id)
             return
         if note.syscall == "open":
@@ -403,12 +413,12 @@ class Supervisor:
                 flags = note.args[2]
         path = seccomp.read_c_string(note.tid, path_pointer)
         if not path.startswith(b"/"):
-            if os.path.basename(path) not in served.basenames:
+            if remote is None and os.path.basename(path) not in served.basenames:  # type: ignore[union-attr]
                 listener.allow(note.id)
                 return
             path = self._absolute(note.tid, directory, path)
-        if path not in served or flags & _O_ACCMODE or flags & _O_PATH:
-            listener.allow(note.id)
+        if served is None or path not in served or flags & _O_ACCMODE or flags & _O_PATH:
+            self._open_remote(note, path, flags)
             return
         if not listener.is_valid(note.id):
             return
@@ -417,6 +427,54 @@ class Supervisor:
             listener.respond_with_fd(note.id, fd, cloexec=bool(flags & _O_CLOEXEC))
         finally:
             os.close(fd)
+
+    def _open_remote(self, note: Notification, raw_path: bytes, flags: int) -> None:
+        """--fs read: opens for reading of remote paths; writing opens stay here."""
+        remote = self._remote
+        if remote is None or flags & _O_ACCMODE or not raw_path.startswith(b"/"):
+            self.listener.allow(note.id)
+            return
+        path = remote.remote_path(os.fsdecode(raw_path))
+        if remote.is_remote(path) is False:
+            self.listener.allow(note.id)
+            return
+        remote.open_later(note.id, path, bool(flags & _O_CLOEXEC))
+
+    def _on_stat(self, note: Notification) -> None:
+        """--fs read: stat and access of remote paths answer what the pod's open would see."""
+        remote = self._remote
+        if remote is None:
+            self.listener.allow(note.id)
+            return
+        args = note.args
+        directory, follow = _AT_FDCWD, True
+        if note.syscall in ("stat", "lstat", "access"):
+            path_pointer, argument = args[0], args[1]
+            follow = note.syscall != "lstat"
+        elif note.syscall == "newfstatat":
+            directory, path_pointer, argument = _signed(args[0]), args[1], args[2]
+            follow = not args[3] & _AT_SYMLINK_NOFOLLOW
+        elif note.syscall == "statx":
+            directory, path_pointer, argument = _signed(args[0]), args[1], args[4]
+            follow = not args[2] & _AT_SYMLINK_NOFOLLOW
+        else:  # faccessat, faccessat2
+            directory, path_pointer, argument = _signed(args[0]), args[1], args[2]
+            if note.syscall == "faccessat2":
+                follow = not args[3] & _AT_SYMLINK_NOFOLLOW
+        path = seccomp.read_c_string(note.tid, path_pointer) if path_pointer else b""
+        if not path:
+            self.listener.allow(note.id)  # fstat of a descriptor (AT_EMPTY_PATH)
+            return
+        if not path.startswith(b"/"):
+            path = self._absolute(note.tid, directory, path)
+        text = remote.remote_path(os.fsdecode(path))
+        if remote.is_remote(text) is False:
+            self.listener.allow(note.id)
+            return
+        kind = note.syscall if note.syscall == "statx" else "stat"
+        if "access" in note.syscall:
+            kind = "access"
+        remote.stat_later(note.id, note.tid, text, StatCall(kind, follow, argument))
 
     def _absolute(self, tid: int, directory: int, path: bytes) -> bytes:
         base = f"/proc/{tid}/cwd" if directory == _AT_FDCWD else f"/proc/{tid}/fd/{directory}"
