@@ -91,6 +91,11 @@ class Pod:
         return f"198.19.{self.block}.128/25"
 
     @property
+    def pod_files(self) -> Path:
+        """Mounted on /srv in the pod's mount namespace only (see POD_ONLY_FILES)."""
+        return self.workdir / "pod-srv"
+
+    @property
     def pod_netns(self) -> str:
         return f"{self.name}-pod"
 
@@ -101,6 +106,20 @@ class Pod:
     @property
     def agent_address(self) -> str:
         return f"{self.pod_ip}:{self.agent_port}"
+
+    def podside_exec(self, *options: str) -> list[str]:
+        """`podside exec` against this pod's agent, up to (not including) the `--`."""
+        return [
+            PYTHON,
+            "-m",
+            "podside",
+            "exec",
+            "--agent",
+            self.agent_address,
+            "--token",
+            self.token,
+            *options,
+        ]
 
     def in_pod(self, *command: str) -> list[str]:
         return ["ip", "netns", "exec", self.pod_netns, *command]
@@ -275,6 +294,7 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
     hosts.write_text(
         f"127.0.0.1 localhost\n{pod.pod_ip} test-pod\n{pod.cluster_ip} hosts-only-name\n"
     )
+    _write_pod_only_files(pod.pod_files)
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/pod-home",
@@ -283,8 +303,10 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
         "SHARED_NAME": "pod-value",
         **pod_env,
     }
+    # /srv/podside-config (a folder only the pod has) stands for a ConfigMap volume.
     script = (
-        'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
+        'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && '
+        'mount --bind "$3" /srv && shift 3 && exec "$@"'
     )
     pod.app = pod.spawn(
         pod.in_pod(
@@ -298,6 +320,7 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
             "sh",
             str(resolv),
             str(hosts),
+            str(pod.pod_files),
             PYTHON,
             str(SERVERS / "echo_http.py"),
             "0.0.0.0",
@@ -308,6 +331,28 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
         env=env,
     )
     wait_for(lambda: _reachable_in(pod.pod_netns, pod.pod_ip, 8080), what="the pod's app")
+
+
+POD_CONFIG = "/srv/podside-config"
+POD_LARGE_FILE = "/srv/podside-config/large.bin"
+POD_LARGE_SIZE = 5 * 1024 * 1024 + 12345  # several of the agent's chunks, and a partial one
+
+
+def pod_large_contents() -> bytes:
+    return bytes(index * 7 % 251 for index in range(POD_LARGE_SIZE))
+
+
+def _write_pod_only_files(folder: Path) -> None:
+    """A ConfigMap-like volume: a `..data` folder and symlinks to it, plus one large file."""
+    config = folder / "podside-config"
+    data = config / "..2026_01_01"
+    data.mkdir(parents=True)
+    (data / "app.json").write_text('{"greeting": "hello from the pod"}\n')
+    (data / "mode").write_text("production\n")
+    (config / "..data").symlink_to(data.name)
+    for name in ("app.json", "mode"):
+        (config / name).symlink_to(f"..data/{name}")
+    (config / "large.bin").write_bytes(pod_large_contents())
 
 
 def _reachable_in(netns: str, host: str, port: int) -> bool:

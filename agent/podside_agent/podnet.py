@@ -16,14 +16,13 @@ import ctypes.util
 import errno
 import os
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 
+from podside_agent import files
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _CLONE_NEWNET = 0x40000000
-_SYS_OPENAT2 = 437
-_RESOLVE_IN_ROOT = 0x10
 
 
 def _setns(fd: int, nstype: int) -> None:
@@ -129,26 +128,7 @@ class PodNetwork:
         return data
 
     def _open_in_root(self, path: str) -> int:
-        owner = self.target_pid or os.getpid()
-        root = os.open(f"/proc/{owner}/root", os.O_PATH | os.O_DIRECTORY)
-        try:
-            # struct open_how { u64 flags; u64 mode; u64 resolve; }
-            how = struct.pack("QQQ", os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT)
-            result = _libc.syscall(
-                ctypes.c_long(_SYS_OPENAT2),
-                ctypes.c_int(root),
-                ctypes.c_char_p(path.lstrip("/").encode() or b"."),
-                ctypes.c_char_p(how),
-                ctypes.c_size_t(len(how)),
-            )
-            if result >= 0:
-                return int(result)
-            code = ctypes.get_errno()
-            if code != errno.ENOSYS:
-                raise OSError(code, os.strerror(code), path)
-            return os.open(f"/proc/{owner}/root{path}", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            os.close(root)
+        return files.open_in_root(self.target_pid or os.getpid(), path, os.O_RDONLY)
 
     def environment(self) -> dict[str, str]:
         if self.target_pid is None:

@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from podside_agent import __version__, capabilities
+from podside_agent import files as agent_files
 from podside_agent.mirror import Mirror
 from podside_agent.outgoing import Outgoing
 from podside_agent.peer import Peer, RequestFailed
@@ -142,6 +143,8 @@ class AgentServer:
             return {"port": port}
         if method == mirror_messages.STATS:
             return self.mirror.statistics() if self.mirror else {}
+        if method in files.FILE_METHODS:
+            return agent_files.handle(self.network.target_pid or os.getpid(), method, dict(params))
         if method == capabilities_messages.CAPABILITIES:
             return capabilities.check(self.network)
         if method == status.STATUS:

@@ -15,3 +15,12 @@ MAX_READ = 4 * 1024 * 1024
 
 def read_params(path: str) -> dict[str, Any]:
     return {"path": path}
+
+
+# --fs: the program's own opens and stats of remote paths (see podside_agent.files).
+OPEN = "file.open"  # {path} -> {stat, data: first CHUNK bytes} or {stat, entries: [[name, is_dir]]}
+READ_CHUNK = "file.chunk"  # {path, offset, length} -> {data}
+STAT = "file.stat"  # {path, follow} -> {stat: {mode, size, ino, ..., mtime_ns}}
+LIST = "file.list"  # {path} -> {names}
+CHUNK = 1024 * 1024
+FILE_METHODS = frozenset({OPEN, READ_CHUNK, STAT, LIST})

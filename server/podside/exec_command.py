@@ -325,7 +325,10 @@ def run(args: argparse.Namespace) -> int:
     podside_logger.setLevel(logging.DEBUG if options.verbose else logging.WARNING)
     seccomp.set_child_subreaper()
     rules = filter_rules(
-        network=True, udp=options.outgoing or options.dns, files=options.dns, stats=options.fs != "local"
+        network=True,
+        udp=options.outgoing or options.dns,
+        files=options.dns,
+        stats=options.fs != "local",
     )
     process = launcher.LayeredProcess(rules)
     try:
