@@ -357,7 +357,7 @@ def main() -> int:
         f"podside benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"kernel {os.uname().release}"
     )
-    sections = sys.argv[1:] or ["outgoing", "syscalls", "startup", "mirror", "kube"]
+    sections = sys.argv[1:] or ["outgoing", "syscalls", "startup", "mirror", "files", "kube"]
     with make_pod() as pod:
         pod.start_agent()
         pod.spawn(pod.in_cluster(PYTHON, BLAST, "serve", pod.cluster_ip, "9000"), "blast.log")
@@ -370,6 +370,10 @@ def main() -> int:
             startup(pod)
         if "mirror" in sections:
             mirroring(pod)
+        if "files" in sections:
+            from tests.files.bench_files import files_startup
+
+            files_startup(pod, report)
     if "kube" in sections:
         from tests.bench_kube import kube
 
