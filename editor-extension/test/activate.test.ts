@@ -25,6 +25,11 @@ test("the configuration snippets are the launch templates' snippets", () => {
   assert.deepEqual(manifest.contributes.debuggers[0].configurationSnippets, snippets);
 });
 
+test("breakpoints can be set in every language the debug type serves, without another extension", () => {
+  const languages = manifest.contributes.breakpoints.map((breakpoint: { language: string }) => breakpoint.language).sort();
+  assert.deepEqual(languages, [...manifest.contributes.debuggers[0].languages].sort());
+});
+
 test("session state goes to the status bar, and a failure to a notification", () => {
   const seam = new FakeSeam();
   const backend = new FakeBackend({});
