@@ -36,15 +36,7 @@ def report(line: str) -> None:
 def podside(pod: Pod, *command: str, capture: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            PYTHON,
-            "-m",
-            "podside",
-            "exec",
-            "-q",
-            "--agent",
-            pod.agent_address,
-            "--token",
-            pod.token,
+            *pod.podside_exec("-q"),
             "--",
             *command,
         ],
@@ -260,15 +252,7 @@ def mirroring(pod: Pod) -> None:
     with tempfile.NamedTemporaryFile("w+") as log:
         sink = subprocess.Popen(
             [
-                PYTHON,
-                "-m",
-                "podside",
-                "exec",
-                "-q",
-                "--agent",
-                pod.agent_address,
-                "--token",
-                pod.token,
+                *pod.podside_exec("-q"),
                 "--",
                 PYTHON,
                 "-c",

@@ -30,14 +30,7 @@ def podside_exec(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            PYTHON,
-            "-m",
-            "podside",
-            "exec",
-            "--agent",
-            pod.agent_address,
-            "--token",
-            pod.token,
+            *pod.podside_exec(),
             *options,
             "--",
             *command,

@@ -10,19 +10,12 @@ import time
 from podside_protocol import Connection, Role
 from tests.core.agent_client import agent_status
 from tests.core.conftest import podside_exec
-from tests.topology import PYTHON, Pod, wait_for
+from tests.topology import Pod, wait_for
 
 
 def test_two_sessions_at_once(pod: Pod) -> None:
     command = [
-        PYTHON,
-        "-m",
-        "podside",
-        "exec",
-        "--agent",
-        pod.agent_address,
-        "--token",
-        pod.token,
+        *pod.podside_exec(),
         "--",
         "sh",
         "-c",

@@ -35,14 +35,7 @@ def test_events_report_progress_state_and_each_mirrored_exchange(pod: Pod, tmp_p
     threading.Thread(target=collect, daemon=True).start()
     program = subprocess.Popen(
         [
-            PYTHON,
-            "-m",
-            "podside",
-            "exec",
-            "--agent",
-            pod.agent_address,
-            "--token",
-            pod.token,
+            *pod.podside_exec(),
             "--",
             PYTHON,
             str(SERVERS / "echo_http.py"),
@@ -91,15 +84,7 @@ def test_verbose_prints_each_mirrored_request(pod: Pod, tmp_path: Path) -> None:
     with errors.open("w") as sink:
         program = subprocess.Popen(
             [
-                PYTHON,
-                "-m",
-                "podside",
-                "exec",
-                "-v",
-                "--agent",
-                pod.agent_address,
-                "--token",
-                pod.token,
+                *pod.podside_exec("-v"),
                 "--",
                 PYTHON,
                 str(SERVERS / "echo_http.py"),
@@ -133,14 +118,7 @@ def test_the_program_never_sees_the_backends_socket(pod: Pod, tmp_path: Path) ->
     listener.listen()
     result = subprocess.run(
         [
-            PYTHON,
-            "-m",
-            "podside",
-            "exec",
-            "--agent",
-            pod.agent_address,
-            "--token",
-            pod.token,
+            *pod.podside_exec(),
             "--",
             "sh",
             "-c",

@@ -37,15 +37,7 @@ def local_copy(pod: Pod, port: int, *options: str) -> Iterator[LocalCopy]:
     with tempfile.NamedTemporaryFile("w+") as log:
         process = subprocess.Popen(
             [
-                PYTHON,
-                "-m",
-                "podside",
-                "exec",
-                "-v",
-                "--agent",
-                pod.agent_address,
-                "--token",
-                pod.token,
+                *pod.podside_exec("-v"),
                 *options,
                 "--",
                 PYTHON,

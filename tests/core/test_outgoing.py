@@ -58,14 +58,7 @@ def test_bytes_arrive_intact_in_both_directions(pod: Pod) -> None:
     size = 24 * 1024 * 1024 + 123
     download = subprocess.run(
         [
-            PYTHON,
-            "-m",
-            "podside",
-            "exec",
-            "--agent",
-            pod.agent_address,
-            "--token",
-            pod.token,
+            *pod.podside_exec(),
             "--",
             "curl",
             "-sS",

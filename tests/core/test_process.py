@@ -18,14 +18,7 @@ from tests.topology import PYTHON, Pod, wait_for
 def _start(pod: Pod, *command: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            PYTHON,
-            "-m",
-            "podside",
-            "exec",
-            "--agent",
-            pod.agent_address,
-            "--token",
-            pod.token,
+            *pod.podside_exec(),
             "--",
             *command,
         ],
@@ -81,14 +74,7 @@ def test_terminal_interrupt_reaches_the_program_once(pod: Pod, tmp_path: Path) -
         "time.sleep(1.5)\n"
     )
     command = [
-        PYTHON,
-        "-m",
-        "podside",
-        "exec",
-        "--agent",
-        pod.agent_address,
-        "--token",
-        pod.token,
+        *pod.podside_exec(),
         "--",
         PYTHON,
         "-c",
