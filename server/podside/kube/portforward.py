@@ -136,7 +136,8 @@ class PortForwardTransport:
                         continue
                     message = message[:1] + message[3:]
                 if channel == 0:
-                    self._protocol.data_received(message[1:])
+                    # A view, not a slice: the decoder copies what it keeps anyway.
+                    self._protocol.data_received(memoryview(message)[1:])  # type: ignore[arg-type]
                 elif channel == 1:
                     self._error_text += message[1:]
         except ConnectionClosed as closed:
