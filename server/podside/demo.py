@@ -33,10 +33,27 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
+def _wait_for_ready_blog(timeout: float = 60.0) -> bool:
+    from kubernetes import client, config
+
+    core = client.CoreV1Api(config.new_client_from_config(context="podside-sandbox"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pod in core.list_namespaced_pod("default", label_selector="app=blog").items:
+            conditions = pod.status.conditions or []
+            if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                return True
+        time.sleep(0.5)
+    return False
+
+
 def main() -> int:
     podside = [sys.executable, "-m", "podside"]
     say("podside sandbox up: a Kubernetes-compatible cluster on this machine")
     if subprocess.run([*podside, "sandbox", "up"]).returncode != 0:
+        return 1
+    if not _wait_for_ready_blog():
+        print("the sandbox's blog did not become ready within 60 s", file=sys.stderr)
         return 1
     subprocess.run(["kubectl", "--context", "podside-sandbox", "get", "pods", "-o", "wide"])
     if not BLOG.exists():
