@@ -34,13 +34,15 @@ def say(text: str) -> None:
 
 
 def _wait_for_ready_blog(timeout: float = 60.0) -> bool:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    core = client.CoreV1Api(config.new_client_from_config(context="podside-sandbox"))
+    from podside.kube.config import load_context
+
+    core = client.CoreV1Api(load_context("podside-sandbox").api_client)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pod in core.list_namespaced_pod("default", label_selector="app=blog").items:
-            conditions = pod.status.conditions or []
+            conditions = (pod.status.conditions if pod.status else None) or []
             if any(c.type == "Ready" and c.status == "True" for c in conditions):
                 return True
         time.sleep(0.5)
