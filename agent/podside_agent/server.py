@@ -21,6 +21,7 @@ from podside_agent.mirror import Mirror
 from podside_agent.outgoing import Outgoing
 from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
+from podside_agent.steal import Steal
 from podside_protocol import (
     Connection,
     Hello,
@@ -34,6 +35,7 @@ from podside_protocol import (
 )
 from podside_protocol import capabilities as capabilities_messages
 from podside_protocol import mirror as mirror_messages
+from podside_protocol import steal as steal_messages
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class AgentServer:
         self.peers: set[Peer] = set()
         self.outgoing = Outgoing(network)
         self.mirror: Mirror | None = None
+        self.steal = Steal(network)
         self.stopped = asyncio.get_running_loop().create_future()
         self._idle_since = asyncio.get_running_loop().time()
         self._server: asyncio.Server | None = None
@@ -76,6 +79,7 @@ class AgentServer:
             peer.close("agent shutting down")
         if self.mirror is not None:
             self.mirror.close()
+        self.steal.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if not self.stopped.done():
@@ -147,13 +151,30 @@ class AgentServer:
             return agent_files.handle(self.network.target_pid or os.getpid(), method, dict(params))
         if method == capabilities_messages.CAPABILITIES:
             return capabilities.check(self.network)
+        if method == steal_messages.PREPARE:
+            return self._steal_prepare()
+        if method == steal_messages.SUBSCRIBE:
+            return self._steal(peer, steal_messages.parse_subscribe(params))
+        if method == steal_messages.UNSUBSCRIBE:
+            port = steal_messages.port_of(params)
+            self.steal.unsubscribe(peer, port)
+            return {"port": port}
         if method == status.STATUS:
             return {
                 "clients": len(self.peers),
                 "mirrored_ports": sorted(self.mirror.ports()) if self.mirror else [],
+                "stolen_ports": self.steal.ports(),
                 "target_pid": self.network.target_pid,
             }
         raise RequestFailed(f"unknown request {method!r}", errno.ENOSYS)
+
+    async def _steal_prepare(self) -> dict[str, Any]:
+        await self.steal.prepare()
+        return {}
+
+    async def _steal(self, peer: Peer, subscription: steal_messages.Subscription) -> dict[str, Any]:
+        await self.steal.subscribe(peer, subscription)
+        return {"port": subscription.port}
 
     def handle_stream(self, peer: Peer, request: StreamOpenRequested) -> None:
         if self.outgoing.handles(request.kind):
@@ -169,6 +190,7 @@ class AgentServer:
         self.peers.discard(peer)
         if self.mirror is not None:
             self.mirror.drop_peer(peer)
+        self.steal.drop_peer(peer)
         if not self.peers:
             self._idle_since = asyncio.get_running_loop().time()
         log.info("client left (%s); %d clients", reason, len(self.peers))

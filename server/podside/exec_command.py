@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from podside.layer.tunnels import TunnelRegistry, TunnelWork
 from podside.session import AgentSession
 from podside_agent.peer import RequestFailed
 from podside_protocol import environment, files
+from podside_protocol import steal as steal_messages
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +143,29 @@ def add_parser(subparsers: Any) -> None:
     incoming = parser.add_argument_group("incoming traffic")
     incoming.add_argument(
         "--mode",
-        choices=("mirror", "off"),
+        choices=("mirror", "steal", "off"),
         default="mirror",
         help="mirror: copy connections that reach the pod to the program (default); "
-        "off: no incoming traffic",
+        "steal: the program answers them instead of the pod's app (needs NET_ADMIN for the "
+        "agent); off: no incoming traffic",
+    )
+    incoming.add_argument(
+        "--http-filter",
+        action="append",
+        default=[],
+        metavar="'NAME: REGEX'",
+        help="steal only HTTP requests with a header NAME matching REGEX (repeatable, all must "
+        "match); the others still reach the pod's app",
+    )
+    incoming.add_argument(
+        "--path-filter",
+        metavar="REGEX",
+        help="steal only HTTP requests whose path matches REGEX",
+    )
+    incoming.add_argument(
+        "--method-filter",
+        metavar="METHOD[,METHOD...]",
+        help="steal only HTTP requests with one of these methods, e.g. GET,POST",
     )
     incoming.add_argument(
         "--port-map",
@@ -215,6 +238,7 @@ class ExecOptions:
     overrides: dict[str, str]
     local_rules: list[LocalRule]
     mirror: bool
+    steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
     quiet: bool = False
     verbose: bool = False
@@ -280,7 +304,8 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         include_env=args.include_env,
         overrides=parse_assignments(args.env),
         local_rules=[parse_local_rule(text) for text in args.outgoing_local],
-        mirror=args.mode == "mirror",
+        mirror=args.mode != "off",
+        steal=_parse_steal(args),
         port_map=_parse_port_map(args.port_map),
         quiet=args.quiet,
         verbose=args.verbose,
@@ -302,6 +327,46 @@ def _path_policy(options: ExecOptions, local_env: dict[str, str]) -> PathPolicy:
     prefix = os.path.dirname(os.path.dirname(program))
     roots = [os.getcwd(), local_env.get("HOME", ""), prefix]
     return PathPolicy(options.fs_remote, options.fs_local, roots)
+
+
+def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None:
+    filters = [
+        flag
+        for flag, value in (
+            ("--http-filter", args.http_filter),
+            ("--path-filter", args.path_filter),
+            ("--method-filter", args.method_filter),
+        )
+        if value
+    ]
+    if args.mode != "steal":
+        if filters:
+            raise PodsideError(f"{filters[0]} needs --mode steal", exit_code=2)
+        return None
+    headers = []
+    for text in args.http_filter:
+        name, separator, pattern = text.partition(":")
+        if not separator or not name.strip():
+            raise PodsideError(f"--http-filter {text!r}: expected 'Header-Name: REGEX'", 2)
+        headers.append((name.strip(), _regex(pattern.strip(), "--http-filter")))
+    methods = tuple(
+        method.strip().upper() for method in (args.method_filter or "").split(",") if method.strip()
+    )
+    path = None if args.path_filter is None else _regex(args.path_filter, "--path-filter")
+    owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
+    return steal_messages.Subscription(
+        port=1,  # each port the program listens on
+        filter=steal_messages.HttpFilter(tuple(headers), path, methods),
+        owner=owner,
+    )
+
+
+def _regex(pattern: str, flag: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise PodsideError(f"{flag} {pattern!r}: not a valid regex ({error})", 2) from None
+    return pattern
 
 
 def _parse_port_map(values: list[str]) -> dict[int, int]:
@@ -415,11 +480,14 @@ async def _run_with_events(
                 options, f"mirrored a connection from {host}:{port} to port {connection.local_port}"
             )
 
+    mode = "steal" if options.steal is not None else "mirror"
+
     def exchanged(exchange: Exchange, local_port: int) -> None:
-        events.traffic(exchange, local_port, "mirror")
+        events.traffic(exchange, local_port, mode)
         if options.verbose:
             took = f" in {exchange.duration * 1000:.1f} ms" if exchange.duration else ""
-            _say(options, f"mirrored {exchange.method} {exchange.path} -> {exchange.status}{took}")
+            verb = "stole" if options.steal is not None else "mirrored"
+            _say(options, f"{verb} {exchange.method} {exchange.path} -> {exchange.status}{took}")
 
     incoming = Incoming(
         session.peer,
@@ -428,7 +496,13 @@ async def _run_with_events(
         on_connection=mirrored,
         on_error=progress,
         on_exchange=exchanged if events.active or options.verbose else None,
+        steal=options.steal,
     )
+    if options.steal is not None:
+        try:
+            await session.request(steal_messages.PREPARE, {})
+        except RequestFailed as error:
+            raise PodsideError(f"--mode steal: {session.description}: {error}") from None
     session.stream_handlers.append(incoming.handle_stream)
     children.block_forwarded_signals()
     supervisor = Supervisor(
@@ -451,8 +525,21 @@ async def _run_with_events(
         target_pid = session.welcome.info.get("target_pid")
         progress(f"running in the context of {session.description} (pod process {target_pid})")
         events.state("running")
-        waiting: list[asyncio.Future[Any]] = [watcher.exited, session.lost, events.closed]
+        waiting: list[asyncio.Future[Any]] = [
+            watcher.exited,
+            session.lost,
+            events.closed,
+            incoming.failed,
+        ]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if incoming.failed in done and watcher.exited not in done:
+            _say(options, f"{incoming.failed.result()}; stopping the program")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(watcher.exited), 10)
+            events.state("failed", incoming.failed.result())
+            return 1
         if events.closed in done and watcher.exited not in done:
             # The editor stopped the session: end the program as SIGTERM would.
             with contextlib.suppress(ProcessLookupError):

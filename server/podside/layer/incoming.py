@@ -4,12 +4,18 @@ When the program listens on port P, the pod's port P (or the one `--port-map` na
 subscribed on the agent. Each mirrored connection the agent then reports is delivered by
 connecting to the program on this machine and writing the client's bytes; the program's answer
 is read and dropped, because the pod's own app already answered the real client.
+
+With steal (`steal` set: the whole port, or the requests its HTTP filter matches) the port is
+stolen instead, and each `steal` stream the agent opens is relayed to the program both ways:
+the program's answer goes back to the pod's client. A steal the agent refuses ends the session
+(`failed`), since the user asked for the program to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -21,6 +27,7 @@ from podside.layer import seccomp, sockaddr
 from podside.layer.http_watch import Exchange, HttpWatch
 from podside_agent.peer import Peer, RequestFailed, SocketRelay
 from podside_protocol import StreamOpenRequested, mirror
+from podside_protocol import steal as steal_messages
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,12 @@ class Incoming:
         on_connection: Callable[[MirroredConnection], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         on_exchange: Callable[[Exchange, int], None] | None = None,
+        steal: steal_messages.Subscription | None = None,
     ) -> None:
-        """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set."""
+        """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set.
+
+        `steal`: steal instead of mirror, with this filter, owner and probes (its port is
+        ignored: each port the program listens on is stolen)."""
         self._peer = peer
         self._port_map = port_map  # local -> remote
         self._enabled = enabled
@@ -62,6 +73,8 @@ class Incoming:
         self._tasks: set[asyncio.Task[None]] = set()
         self._open_deliveries = 0
         self.refused_deliveries = 0
+        self._steal = steal
+        self.failed: asyncio.Future[str] = self._loop.create_future()
 
     @property
     def subscribed_ports(self) -> dict[int, tuple[str, int]]:
@@ -94,18 +107,33 @@ class Incoming:
 
     async def _subscribe(self, remote: int) -> None:
         try:
-            await self._peer.request(mirror.SUBSCRIBE, mirror.subscribe_params(remote))
+            if self._steal is not None:
+                subscription = dataclasses.replace(self._steal, port=remote)
+                params = steal_messages.subscribe_params(subscription)
+                await self._peer.request(steal_messages.SUBSCRIBE, params)
+            else:
+                await self._peer.request(mirror.SUBSCRIBE, mirror.subscribe_params(remote))
         except (RequestFailed, ConnectionError) as error:
             self._targets.pop(remote, None)
-            if self._on_error is not None:
-                self._on_error(f"cannot mirror port {remote}: {error}")
+            verb = "steal" if self._steal is not None else "mirror"
+            message = f"cannot {verb} port {remote}: {error}"
+            if self._steal is not None and not self.failed.done():
+                self.failed.set_result(message)
+            elif self._on_error is not None:
+                self._on_error(message)
 
     def handle_stream(self, request: StreamOpenRequested) -> bool:
         """Take a stream the agent opened, if it is ours; returns whether it was."""
-        if request.kind != mirror.STREAM:
+        if request.kind not in (mirror.STREAM, steal_messages.STREAM):
             return False
+        stolen = request.kind == steal_messages.STREAM
         try:
-            remote, source, _destination = mirror.parse_stream_params(request.params)
+            if stolen:
+                remote, source, _destination, _filtered = steal_messages.parse_stream_params(
+                    request.params
+                )
+            else:
+                remote, source, _destination = mirror.parse_stream_params(request.params)
         except Exception:
             self._peer.refuse_stream(request.stream_id, errno.EINVAL, "bad mirror parameters")
             return True
@@ -118,13 +146,21 @@ class Incoming:
             self._peer.refuse_stream(request.stream_id, errno.EAGAIN, "the program is behind")
             return True
         self._open_deliveries += 1
-        task = self._loop.create_task(self._deliver(request.stream_id, remote, source, target))
+        task = self._loop.create_task(
+            self._deliver(request.stream_id, remote, source, target, stolen=stolen)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
     async def _deliver(
-        self, stream_id: int, remote: int, source: tuple[str, int], target: tuple[str, int]
+        self,
+        stream_id: int,
+        remote: int,
+        source: tuple[str, int],
+        target: tuple[str, int],
+        *,
+        stolen: bool = False,
     ) -> None:
         watch = None
         if self._on_exchange is not None:
@@ -134,7 +170,7 @@ class Incoming:
         relay = SocketRelay(
             self._peer,
             stream_id,
-            discard_output=True,
+            discard_output=not stolen,
             on_closed=self._delivery_ended,
             watch=watch,
         )
@@ -145,7 +181,8 @@ class Incoming:
             self._peer.refuse_stream(stream_id, error.errno or errno.ECONNREFUSED, str(error))
             return
         self._peer.accept_stream(stream_id, relay.endpoint)
-        self._peer.send_eof(stream_id)  # nothing ever goes back on a mirrored connection
+        if not stolen:
+            self._peer.send_eof(stream_id)  # nothing ever goes back on a mirrored connection
         if self._on_connection is not None:
             self._on_connection(MirroredConnection(target[1], remote, source))
 
@@ -154,10 +191,13 @@ class Incoming:
 
     async def unsubscribe_all(self) -> None:
         for remote in list(self._targets):
+            method, params = (
+                (steal_messages.UNSUBSCRIBE, steal_messages.unsubscribe_params(remote))
+                if self._steal is not None
+                else (mirror.UNSUBSCRIBE, mirror.subscribe_params(remote))
+            )
             with contextlib.suppress(RequestFailed, ConnectionError, TimeoutError):
-                await asyncio.wait_for(
-                    self._peer.request(mirror.UNSUBSCRIBE, mirror.subscribe_params(remote)), 2
-                )
+                await asyncio.wait_for(self._peer.request(method, params), 2)
         self._targets.clear()
 
     def close(self) -> None:

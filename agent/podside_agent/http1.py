@@ -1,0 +1,297 @@
+"""HTTP/1 message framing, sans-io: where each request or response starts and ends.
+
+The steal router uses it to send each request of a keep-alive connection where it belongs and
+to know when the answer is complete. It never rewrites anything: `Head.raw` and every `Body`
+are the exact bytes received (chunk sizes and trailers included), so forwarding them passes the
+message on byte for byte.
+
+`MessageReader(REQUEST)` / `MessageReader(RESPONSE)`: `receive_data(bytes)` (b"" is the end of
+the connection), then `next_event()` until it returns `NEED_DATA` or `PAUSED`. After a
+message's `End` the reader pauses until `start_next()`, so the caller decides when the next
+request may go (its answer must come back first). A response reader is told the method it
+answers (`expect(method)`): HEAD and 1xx/204/304 answers carry no body. A 101 answer, or a 2xx
+answer to CONNECT, ends HTTP on the connection: `End` then `PAUSED` for good, and `detach()`
+returns what was received after it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+MAX_HEAD = 64 * 1024
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+REQUEST = "request"
+RESPONSE = "response"
+
+
+class FramingError(Exception):
+    """The bytes are not HTTP/1 this module can frame."""
+
+
+class Sentinel(enum.Enum):
+    NEED_DATA = "need data"
+    PAUSED = "paused"
+
+
+NEED_DATA = Sentinel.NEED_DATA
+PAUSED = Sentinel.PAUSED
+
+
+@dataclass
+class Head:
+    raw: bytes
+    start: tuple[str, str, str]  # (method, target, version) or (version, status, reason)
+    headers: list[tuple[str, str]]  # names lower-cased, values stripped, in order
+
+    def header(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name]
+
+    @property
+    def method(self) -> str:
+        return self.start[0]
+
+    @property
+    def target(self) -> str:
+        return self.start[1]
+
+    @property
+    def status(self) -> int:
+        return int(self.start[1])
+
+    @property
+    def upgrade(self) -> bool:
+        """A request that may turn the connection into something else."""
+        if self.method == "CONNECT":
+            return True
+        tokens = {t.strip().lower() for v in self.header("connection") for t in v.split(",")}
+        return "upgrade" in tokens and bool(self.header("upgrade"))
+
+
+@dataclass
+class Body:
+    data: bytes
+
+
+@dataclass
+class End:
+    pass
+
+
+Event = Head | Body | End
+
+
+def looks_like_http1_request(data: bytes) -> bool | None:
+    """True/False once the first bytes decide it, None while too few have arrived."""
+    if H2_PREFACE.startswith(data[: len(H2_PREFACE)]) and data:
+        return None if len(data) < len(H2_PREFACE) else False
+    space = data.find(b" ")
+    method = data if space < 0 else data[:space]
+    if not method or not all(byte in _TOKEN for byte in method) or len(method) > 32:
+        return False if data else None
+    if space < 0:
+        return None
+    line_end = data.find(b"\r\n")
+    if line_end < 0:
+        return None if len(data) < MAX_HEAD else False
+    return data[:line_end].rsplit(b" ", 1)[-1].startswith(b"HTTP/1.")
+
+
+def _parse_head(raw: bytes, kind: str) -> Head:
+    lines = raw[:-4].split(b"\r\n")
+    try:
+        text = lines[0].decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
+        raise FramingError("bad start line") from None
+    if kind == REQUEST:
+        parts = text.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0]:
+            raise FramingError(f"not an HTTP/1 request line: {text[:80]!r}")
+        start = (parts[0], parts[1], parts[2])
+    else:
+        parts = text.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise FramingError(f"not an HTTP/1 status line: {text[:80]!r}")
+        start = (parts[0], parts[1], parts[2] if len(parts) > 2 else "")
+    headers = []
+    for line in lines[1:]:
+        name, separator, value = line.partition(b":")
+        if not separator or not name or name != name.strip():
+            raise FramingError(f"bad header line: {line[:80]!r}")
+        headers.append((name.decode("latin-1").lower(), value.strip().decode("latin-1")))
+    return Head(raw, start, headers)
+
+
+class _State(enum.Enum):
+    HEAD = "head"
+    LENGTH = "length"
+    CHUNK_SIZE = "chunk size"
+    CHUNK_DATA = "chunk data"
+    TRAILERS = "trailers"
+    UNTIL_CLOSE = "until close"
+    END = "end"  # the message is complete: End is the next event
+    DONE = "done"  # paused after End
+    SWITCHED = "switched"  # no more HTTP on this connection
+
+
+class MessageReader:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._buffer = bytearray()
+        self._state = _State.HEAD
+        self._left = 0
+        self._closed = False
+        self._methods: list[str] = []  # requests whose answers are expected, oldest first
+        self._switch_after = False
+
+    def expect(self, method: str) -> None:
+        """A response reader: the next answer is for a request with this method."""
+        self._methods.append(method)
+
+    def receive_data(self, data: bytes) -> None:
+        if data:
+            self._buffer += data
+        else:
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """The end of the connection was received."""
+        return self._closed
+
+    @property
+    def switched(self) -> bool:
+        """The last message ended HTTP on this connection (101, CONNECT)."""
+        return self._state is _State.SWITCHED
+
+    @property
+    def in_message(self) -> bool:
+        """Part of a message was returned and its End was not yet."""
+        return self._state not in (_State.HEAD, _State.DONE, _State.SWITCHED)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def start_next(self) -> None:
+        if self._state is _State.DONE:
+            self._state = _State.HEAD
+
+    def detach(self) -> bytes:
+        """Stop framing; what was received and not yet returned."""
+        self._state = _State.SWITCHED
+        data, self._buffer = bytes(self._buffer), bytearray()
+        return data
+
+    def next_event(self) -> Event | Sentinel:
+        state = self._state
+        if state is _State.HEAD:
+            return self._head()
+        if state is _State.END:
+            self._state = _State.SWITCHED if self._switch_after else _State.DONE
+            return End()
+        if state is _State.DONE or state is _State.SWITCHED:
+            return PAUSED
+        if state is _State.TRAILERS:
+            return self._line(_State.TRAILERS)
+        if state is _State.CHUNK_SIZE:
+            return self._line(_State.CHUNK_SIZE)
+        if not self._buffer:
+            if state is _State.UNTIL_CLOSE and self._closed:
+                self._state = _State.END
+                return self.next_event()
+            return self._need()
+        if state is _State.UNTIL_CLOSE:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            return Body(data)
+        # LENGTH or CHUNK_DATA: a known number of bytes
+        data = bytes(self._buffer[: self._left])
+        del self._buffer[: self._left]
+        self._left -= len(data)
+        if not self._left:
+            self._state = _State.END if state is _State.LENGTH else _State.CHUNK_SIZE
+        return Body(data)
+
+    def _need(self) -> Sentinel:
+        if self._closed:
+            raise FramingError("the connection ended inside a message")
+        return NEED_DATA
+
+    def _line(self, state: _State) -> Event | Sentinel:
+        line_end = self._buffer.find(b"\r\n")
+        if line_end < 0:
+            if len(self._buffer) > MAX_HEAD:
+                raise FramingError("a chunk line is too long")
+            return self._need()
+        line = bytes(self._buffer[: line_end + 2])
+        del self._buffer[: line_end + 2]
+        if state is _State.TRAILERS:
+            if line_end == 0:
+                self._state = _State.END
+            return Body(line)
+        try:
+            size = int(line[:line_end].split(b";")[0].strip(), 16)
+        except ValueError:
+            raise FramingError("bad chunk size") from None
+        if size:
+            self._state, self._left = _State.CHUNK_DATA, size + 2
+        else:
+            self._state = _State.TRAILERS
+        return Body(line)
+
+    def _head(self) -> Event | Sentinel:
+        if self.kind == REQUEST:
+            # Tolerate the empty lines some clients send between requests (RFC 9112 2.2).
+            while self._buffer.startswith(b"\r\n"):
+                del self._buffer[:2]
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD:
+                raise FramingError("a message head is too long")
+            if self._closed and self._buffer:
+                raise FramingError("the connection ended inside a message head")
+            return NEED_DATA
+        raw = bytes(self._buffer[: end + 4])
+        del self._buffer[: end + 4]
+        head = _parse_head(raw, self.kind)
+        self._state = self._body_state(head)
+        return head
+
+    def _body_state(self, head: Head) -> _State:
+        encodings = [
+            token.strip().lower()
+            for value in head.header("transfer-encoding")
+            for token in value.split(",")
+        ]
+        lengths = head.header("content-length")
+        if self.kind == RESPONSE:
+            status = head.status
+            if 100 <= status < 200 and status != 101:
+                return _State.HEAD  # interim (100 Continue): the final answer follows
+            method = self._methods.pop(0) if self._methods else "GET"
+            if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+                self._switch_after = True
+                return _State.END
+            if method == "HEAD" or status in (204, 304):
+                return _State.END
+            if encodings:
+                return _State.CHUNK_SIZE if encodings[-1] == "chunked" else _State.UNTIL_CLOSE
+            if lengths:
+                return self._length(lengths)
+            return _State.UNTIL_CLOSE
+        if encodings:
+            if encodings[-1] != "chunked":
+                raise FramingError("a request body of unknown length")
+            return _State.CHUNK_SIZE
+        return self._length(lengths) if lengths else _State.END
+
+    def _length(self, values: list[str]) -> _State:
+        if len({part.strip() for value in values for part in value.split(",")}) != 1:
+            raise FramingError("conflicting Content-Length headers")
+        text = values[0].split(",")[0].strip()
+        if not text.isdigit():
+            raise FramingError(f"bad Content-Length {text!r}")
+        self._left = int(text)
+        return _State.LENGTH if self._left else _State.END

@@ -1,0 +1,148 @@
+"""Steal feature: the program answers the pod's traffic on a port instead of the pod's app.
+
+`steal.prepare` asks the agent to set steal up (nftables context, transparent listener) without
+stealing anything, so a session learns at start whether steal can work there. `steal.subscribe`
+steals a port for this client, the whole port or only the HTTP requests matching a filter;
+`steal.unsubscribe` gives it back. For each stolen connection (whole port) or each client
+connection with requests for this client (filtered), the agent opens a `steal` stream; the
+client relays it to its program both ways.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from podside_protocol.addresses import Address, from_wire, to_wire
+from podside_protocol.errors import RemoteProtocolError
+from podside_protocol.mirror import port_of
+
+__all__ = ["port_of"]
+
+PREPARE = "steal.prepare"
+SUBSCRIBE = "steal.subscribe"
+UNSUBSCRIBE = "steal.unsubscribe"
+STREAM = "steal"
+
+
+@dataclass(frozen=True)
+class HttpFilter:
+    """Which HTTP/1 requests a filtered steal takes: all given conditions must hold.
+
+    `headers`: (name, regex) pairs, a regex searched in the value of any header of that name
+    (names compare case-insensitively); `path`: a regex searched in the request target;
+    `methods`: upper-case method names.
+    """
+
+    headers: tuple[tuple[str, str], ...] = ()
+    path: str | None = None
+    methods: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.headers or self.path or self.methods)
+
+    def describe(self) -> str:
+        parts = [f"{name}: {pattern}" for name, pattern in self.headers]
+        if self.path:
+            parts.append(f"path ~ {self.path}")
+        if self.methods:
+            parts.append("method " + "|".join(self.methods))
+        return ", ".join(parts) or "everything"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A kubelet probe of the pod spec: requests for it always reach the pod's app."""
+
+    port: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Subscription:
+    port: int
+    filter: HttpFilter = field(default_factory=HttpFilter)
+    owner: str = ""  # who steals, for the message another session gets when refused
+    probes: tuple[Probe, ...] = ()
+
+
+def subscribe_params(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "port": subscription.port,
+        "owner": subscription.owner,
+        "headers": [[name, pattern] for name, pattern in subscription.filter.headers],
+        "path": subscription.filter.path,
+        "methods": list(subscription.filter.methods),
+        "probes": [[probe.port, probe.path] for probe in subscription.probes],
+    }
+
+
+def _regex(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise RemoteProtocolError(f"invalid {what} {value!r}")
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise RemoteProtocolError(f"invalid {what} regex {value!r}: {error}") from None
+    return value
+
+
+def parse_subscribe(params: dict[str, Any]) -> Subscription:
+    port = port_of(params)
+    owner = params.get("owner", "")
+    headers = params.get("headers") or []
+    path = params.get("path")
+    methods = params.get("methods") or []
+    probes = params.get("probes") or []
+    if not isinstance(owner, str) or not isinstance(headers, list):
+        raise RemoteProtocolError("invalid steal subscription")
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise RemoteProtocolError(f"invalid methods {methods!r}")
+    pairs = []
+    for pair in headers:
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise RemoteProtocolError(f"invalid header filter {pair!r}")
+        pairs.append((pair[0], _regex(pair[1], "header")))
+    probe_list = []
+    if not isinstance(probes, list):
+        raise RemoteProtocolError(f"invalid probes {probes!r}")
+    for probe in probes:
+        if not isinstance(probe, list) or len(probe) != 2 or not isinstance(probe[1], str):
+            raise RemoteProtocolError(f"invalid probe {probe!r}")
+        probe_list.append(Probe(port_of({"port": probe[0]}), probe[1]))
+    return Subscription(
+        port=port,
+        filter=HttpFilter(
+            headers=tuple(pairs),
+            path=None if path is None else _regex(path, "path"),
+            methods=tuple(method.upper() for method in methods),
+        ),
+        owner=owner,
+        probes=tuple(probe_list),
+    )
+
+
+def unsubscribe_params(port: int) -> dict[str, Any]:
+    return {"port": port}
+
+
+def stream_params(
+    port: int, source: Address, destination: Address, *, filtered: bool
+) -> dict[str, Any]:
+    return {
+        "port": port,
+        "source": to_wire(source),
+        "destination": to_wire(destination),
+        "filtered": filtered,
+    }
+
+
+def parse_stream_params(params: dict[str, Any]) -> tuple[int, Address, Address, bool]:
+    return (
+        port_of(params),
+        from_wire(params.get("source")),
+        from_wire(params.get("destination")),
+        bool(params.get("filtered")),
+    )
