@@ -37,7 +37,7 @@ class LocalProgram:
 
 @contextmanager
 def stealing(
-    pod: Pod, *options: str, name: str = "local", wait: bool = True
+    pod: Pod, *options: str, name: str = "local", wait: bool = True, port: int = 8080
 ) -> Iterator[LocalProgram]:
     """`podside exec --mode steal OPTIONS -- echo_http.py 0.0.0.0 8080 NAME` against the pod."""
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
@@ -54,12 +54,13 @@ def stealing(
                 pod.token,
                 "--mode",
                 "steal",
+                *(() if port == 8080 else ("--port-map", f"{port}:8080")),
                 *options,
                 "--",
                 PYTHON,
                 str(SERVERS / "echo_http.py"),
                 "0.0.0.0",
-                "8080",
+                str(port),
                 name,
             ],
             stdout=log,

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
+import signal
 
-from tests.steal.conftest import agent_status, ask, nft_tables, redirected_ports, stealing
-from tests.topology import Pod, wait_for
+from tests.steal.conftest import (
+    LocalProgram,
+    agent_status,
+    ask,
+    nft_tables,
+    redirected_ports,
+    stealing,
+)
+from tests.topology import PYTHON, Pod, run, wait_for
 
 
 def test_whole_port_steal_answers_with_the_program_and_gives_the_port_back(pod: Pod) -> None:
@@ -25,3 +35,102 @@ def test_whole_port_steal_answers_with_the_program_and_gives_the_port_back(pod: 
     wait_for(lambda: not redirected_ports(pod), what="the redirect to go")
     assert ask(pod)["server"] == "pod-app"
     assert agent_status(pod)["stolen_ports"] == {}
+
+
+def test_a_filter_takes_only_matching_requests_on_one_keep_alive_connection(pod: Pod) -> None:
+    with stealing(pod, "--http-filter", "X-Dev: ^alice$", "--method-filter", "GET,POST"):
+        connection = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=10)
+        for index in range(4):
+            mine = ask(pod, f"/m/{index}", headers={"X-Dev": "alice"}, connection=connection)
+            assert (mine["server"], mine["path"]) == ("local", f"/m/{index}")
+            body = b"b" * (1000 * index)
+            other = ask(pod, f"/o/{index}", method="POST", body=body, connection=connection)
+            assert (other["server"], other["length"]) == ("pod-app", len(body))
+            put = ask(pod, "/p", method="PUT", headers={"X-Dev": "alice"}, connection=connection)
+            assert put["server"] == "pod-app"
+        connection.close()
+
+
+def test_probes_reach_the_app_while_the_program_is_stopped(pod: Pod) -> None:
+    with stealing(pod) as program:
+        assert ask(pod)["server"] == "local"
+        os.kill(_program_pid(program), signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                probe = ask(pod, "/healthz", headers={"User-Agent": "kube-probe/1.36"})
+                assert probe["server"] == "pod-app"
+        finally:
+            os.kill(_program_pid(program), signal.SIGCONT)
+
+
+def _program_pid(program: LocalProgram) -> int:
+    children = run("pgrep", "-P", str(program.process.pid), "-f", "echo_http").stdout.split()
+    assert children, program.output()
+    return int(children[0])
+
+
+def test_two_filtered_sessions_share_a_port_and_a_second_whole_steal_is_refused(pod: Pod) -> None:
+    with (
+        stealing(pod, "--http-filter", "X-Dev: alice", name="alice"),
+        stealing(pod, "--http-filter", "X-Dev: bob", name="bob", port=8081),
+    ):
+        connection = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=10)
+        for _ in range(2):
+            for who in ("alice", "bob", "carol"):
+                answer = ask(pod, "/", headers={"X-Dev": who}, connection=connection)
+                assert answer["server"] == {"carol": "pod-app"}.get(who, who)
+        connection.close()
+        with stealing(pod, name="whole", wait=False, port=8082) as whole:
+            assert whole.process.wait(30) == 1
+            assert "port 8080 is already stolen" in whole.output()
+            assert "podside exec pid" in whole.output()
+
+
+def test_loopback_inside_the_pod_is_never_redirected(pod: Pod) -> None:
+    with stealing(pod):
+        assert ask(pod)["server"] == "local"
+        inside = run(*pod.in_pod("curl", "-s", "http://127.0.0.1:8080/sidecar")).stdout
+        assert json.loads(inside)["server"] == "pod-app"
+
+
+def test_sigkill_of_the_agent_gives_the_port_back_at_once(pod: Pod) -> None:
+    with stealing(pod) as program:
+        assert ask(pod)["server"] == "local"
+        assert pod.agent is not None
+        os.killpg(pod.agent.pid, signal.SIGKILL)
+        pod.agent.wait(10)
+        wait_for(lambda: "podside_steal" not in nft_tables(pod), what="the kernel to drop it")
+        assert ask(pod)["server"] == "pod-app"
+        program.process.wait(30)
+    pod.agent = None
+
+
+def test_sigkill_of_podside_exec_gives_the_port_back_within_the_heartbeat(pod: Pod) -> None:
+    with stealing(pod) as program:
+        assert ask(pod)["server"] == "local"
+        os.killpg(program.process.pid, signal.SIGKILL)
+        program.process.wait(10)
+        wait_for(lambda: not redirected_ports(pod), timeout=10, what="the steal to end")
+        for _ in range(20):
+            assert ask(pod)["server"] == "pod-app"
+
+
+def test_steal_without_net_admin_fails_in_one_line_and_mirror_still_works(pod: Pod) -> None:
+    pod.stop_agent()
+    pod.agent = pod.spawn(
+        pod.in_pod(
+            "capsh",
+            "--drop=cap_net_admin",
+            "--",
+            "-c",
+            f"exec {PYTHON} -m podside_agent --listen 0.0.0.0 --port {pod.agent_port} "
+            f"--token {pod.token}",
+        ),
+        "agent.log",
+    )
+    wait_for(lambda: "listening on" in pod.log("agent.log"), what="the agent")
+    with stealing(pod, wait=False) as program:
+        assert program.process.wait(30) != 0
+        lines = [line for line in program.output().splitlines() if "NET_ADMIN" in line]
+        assert len(lines) == 1 and "Traceback" not in program.output(), program.output()
+    assert ask(pod)["server"] == "pod-app"
