@@ -79,6 +79,8 @@ try {
 
   await runCommand("Debug: Select and Start Debugging", configuration);
   debugging = true;
+  // Away from where the debug toolbar appears: no hover tooltip in the screenshot.
+  await page.mouse.move(700, 890);
   await runCommand("View: Show Run and Debug");
   const frame = page
     .locator(".debug-call-stack .stack-frame")
@@ -88,7 +90,6 @@ try {
   await waitLogging(frame, BREAKPOINT_TIMEOUT, "the debugger to stop in " + HANDLER);
   // The top frame is selected and its line shown in the editor when the debugger stops.
   await page.locator(".monaco-editor .codicon-debug-stackframe").first().waitFor();
-  await page.mouse.move(700, 890); // no hover tooltip in the picture
   await screenshot("stopped-at-breakpoint");
   console.log(`e2e: the debugger stopped in ${HANDLER}; the call stack shows ${(await frame.innerText()).replace(/\s+/g, " ")}`);
 
