@@ -207,3 +207,32 @@ def test_udp_reaches_the_pod_and_replies_come_from_the_original_destination(pod:
         f"echo:one ('{pod.cluster_ip}', 5353)",
         f"echo:two ('{pod.cluster_ip}', 5353) ('{pod.cluster_ip}', 5353)",
     ]
+
+
+def test_node_dgram_sendmsg_and_recvmsg_reach_the_pod(pod: Pod) -> None:
+    """libuv sends and receives datagrams with sendmsg/recvmsg, addresses inside msghdr."""
+    script = (
+        "const s = require('dgram').createSocket('udp4');"
+        "s.on('message', (m, r) => { console.log(m.toString(), r.address, r.port); s.close(); });"
+        f"s.send('node', 5353, '{pod.cluster_ip}');"
+    )
+    result = podside_exec(pod, "node", "-e", script)
+    assert result.stdout.strip() == f"echo:node {pod.cluster_ip} 5353", result.stderr
+
+
+def test_python_sendmsg_and_recvmsg_with_addresses(pod: Pod) -> None:
+    script = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10)\n"
+        f"s.sendmsg([b'vec', b'tored'], [], 0, ({pod.cluster_ip!r}, 5353))\n"
+        "data, ancillary, flags, sender = s.recvmsg(100)\n"
+        "print(data.decode(), sender, flags)\n"
+        f"s.sendmsg([b'x' * 50], [], 0, ({pod.cluster_ip!r}, 5353))\n"
+        "data, ancillary, flags, sender = s.recvmsg(10)\n"
+        "print(len(data), bool(flags & socket.MSG_TRUNC))\n"
+    )
+    result = podside_exec(pod, PYTHON, "-c", script)
+    assert result.stdout.splitlines() == [
+        f"echo:vectored ('{pod.cluster_ip}', 5353) 0",
+        "10 True",
+    ], result.stderr

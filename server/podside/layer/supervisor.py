@@ -24,6 +24,7 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from podside.layer import seccomp, sockaddr
@@ -46,6 +47,9 @@ _STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "f
 _MAX_DATAGRAM = 65535
 _PIDFD_CACHE = 256
 _UINT32 = struct.Struct("=I")
+# struct msghdr: name, namelen, iov, iovlen, control, controllen, flags
+_MSGHDR = struct.Struct("=QI4xQQQQi4x")
+_MSG_TRUNC = 0x20
 
 
 @dataclass(slots=True)
@@ -66,6 +70,9 @@ def filter_rules(
         always |= {"connect", "getpeername", "listen"}
     if udp:
         when_arg_set += [("sendto", 4), ("recvfrom", 4)]
+        # libuv (Node's dgram) sends and receives datagrams with sendmsg/recvmsg; their address
+        # sits inside struct msghdr, out of the filter's sight, so these stop every time.
+        always |= {"sendmsg", "recvmsg"}
     if files or stats:
         always |= {"open", "openat", "openat2"}
     if stats:
@@ -104,6 +111,8 @@ class Supervisor:
             "connect": self._on_connect,
             "sendto": self._on_sendto,
             "recvfrom": self._on_recvfrom,
+            "sendmsg": self._on_sendmsg,
+            "recvmsg": self._on_recvmsg,
             "getpeername": self._on_getpeername,
             "listen": self._on_listen_call,
             "open": self._on_open,
@@ -264,8 +273,39 @@ class Supervisor:
         return sockaddr.encode(family, host, port)
 
     def _on_sendto(self, note: Notification) -> None:
-        listener = self.listener
         fd, buffer, size, flags, address_pointer, length = note.args
+        self._send_datagram(
+            note,
+            fd,
+            flags,
+            address_pointer,
+            length,
+            lambda: self._read(note.tid, buffer, min(size, _MAX_DATAGRAM)) if size else b"",
+        )
+
+    def _on_sendmsg(self, note: Notification) -> None:
+        fd, header_pointer, flags = note.args[0], note.args[1], note.args[2]
+        name, name_length, iov, iov_count, _control, _control_length, _flags = _MSGHDR.unpack(
+            self._read(note.tid, header_pointer, _MSGHDR.size)
+        )
+        if not name:
+            self.listener.allow(note.id)  # a connected socket: nothing to redirect
+            return
+        self._send_datagram(
+            note, fd, flags, name, name_length, lambda: self._gather(note.tid, iov, iov_count)
+        )
+
+    def _send_datagram(
+        self,
+        note: Notification,
+        fd: int,
+        flags: int,
+        address_pointer: int,
+        length: int,
+        payload: Callable[[], bytes],
+    ) -> None:
+        """sendto/sendmsg with an address: to a relay when the address is tunnelled."""
+        listener = self.listener
         if not 2 <= length <= 128:
             listener.allow(note.id)
             return
@@ -287,7 +327,7 @@ class Supervisor:
                 else:
                     listener.allow(note.id)
                 return
-            data = self._read(note.tid, buffer, min(size, _MAX_DATAGRAM)) if size else b""
+            data = payload()
             v6only = is_v6only(dup, family)
             if not listener.is_valid(note.id):
                 return
@@ -302,10 +342,83 @@ class Supervisor:
         finally:
             os.close(dup)
 
+    def _gather(self, tid: int, iov: int, count: int) -> bytes:
+        pieces = []
+        total = 0
+        vectors = self._read(tid, iov, 16 * min(count, 1024))
+        for index in range(len(vectors) // 16):
+            base, length = struct.unpack_from("=QQ", vectors, 16 * index)
+            length = min(length, _MAX_DATAGRAM - total)
+            if length:
+                pieces.append(self._read(tid, base, length))
+                total += length
+        return b"".join(pieces)
+
     def _on_recvfrom(self, note: Notification) -> None:
         """Replies to tunnelled UDP sockets come from a relay: show the original sender."""
+        fd, buffer, size, flags, address_pointer, length_pointer = note.args
+        tid = note.tid
+
+        def deliver(result: int, data: bytes, source: bytes) -> int:
+            if data:
+                seccomp.write_memory(tid, buffer, data)
+            if address_pointer and length_pointer:
+                room = _UINT32.unpack(self._read(tid, length_pointer, 4))[0]
+                raw = self._original_source(source)
+                if room:
+                    seccomp.write_memory(tid, address_pointer, raw[:room])
+                seccomp.write_memory(tid, length_pointer, _UINT32.pack(len(raw)))
+            return result
+
+        self._receive_datagram(note, fd, size, flags, deliver)
+
+    def _on_recvmsg(self, note: Notification) -> None:
+        fd, header_pointer, flags = note.args[0], note.args[1], note.args[2]
+        if fd not in self._registry.udp_fds:
+            self.listener.allow(note.id)  # the common case, decided before reading anything
+            return
+        tid = note.tid
+        name, name_length, iov, iov_count, _control, _control_length, _flags = _MSGHDR.unpack(
+            self._read(tid, header_pointer, _MSGHDR.size)
+        )
+        vectors = self._read(tid, iov, 16 * min(iov_count, 1024))
+        buffers = [struct.unpack_from("=QQ", vectors, 16 * i) for i in range(len(vectors) // 16)]
+        capacity = sum(length for _, length in buffers)
+
+        def deliver(result: int, data: bytes, source: bytes) -> int:
+            offset = 0
+            for base, length in buffers:
+                piece = data[offset : offset + length]
+                if piece:
+                    seccomp.write_memory(tid, base, piece)
+                offset += len(piece)
+            raw = self._original_source(source)
+            if name:
+                seccomp.write_memory(tid, name, raw[:name_length])
+            truncated = result > capacity
+            # msg_namelen, then msg_controllen (no ancillary data) and msg_flags
+            seccomp.write_memory(tid, header_pointer + 8, _UINT32.pack(len(raw) if name else 0))
+            seccomp.write_memory(
+                tid, header_pointer + 40, struct.pack("=Qi", 0, _MSG_TRUNC if truncated else 0)
+            )
+            return result if flags & _MSG_TRUNC else min(result, capacity)
+
+        self._receive_datagram(note, fd, capacity, flags | _MSG_TRUNC, deliver)
+
+    def _receive_datagram(
+        self,
+        note: Notification,
+        fd: int,
+        size: int,
+        flags: int,
+        deliver: Callable[[int, bytes, bytes], int],
+    ) -> None:
+        """Receive on a tunnelled UDP socket for the program, or let the call through.
+
+        `deliver(result, data, source)` writes into the program and returns the syscall's
+        value. A blocking socket with nothing to read waits in the event loop.
+        """
         listener = self.listener
-        fd = note.args[0]
         if fd not in self._registry.udp_fds:
             listener.allow(note.id)
             return
@@ -314,8 +427,7 @@ class Supervisor:
             os.close(dup)
             listener.allow(note.id)
             return
-        _fd, buffer, size, flags, address_pointer, length_pointer = note.args
-        tid = note.tid
+        blocking = not (flags & _MSG_DONTWAIT) and not (_file_flags(dup) & os.O_NONBLOCK)
 
         def attempt() -> bool:
             result, data, source = seccomp.raw_recvfrom(dup, size, flags | _MSG_DONTWAIT)
@@ -328,36 +440,28 @@ class Supervisor:
                 listener.respond(note.id, error=-result)
                 return True
             try:
-                if data:
-                    seccomp.write_memory(tid, buffer, data)
-                if address_pointer and length_pointer:
-                    self._write_source(tid, address_pointer, length_pointer, source)
+                value = deliver(result, data, source)
             except OSError as error:
                 listener.respond(note.id, error=error.errno or errno.EFAULT)
                 return True
-            listener.respond(note.id, value=result)
+            listener.respond(note.id, value=value)
             return True
 
-        blocking = not (flags & _MSG_DONTWAIT) and not (_file_flags(dup) & os.O_NONBLOCK)
         if attempt():
             os.close(dup)
             return
         timeout = _receive_timeout(dup)
         self._loop.call_soon_threadsafe(self._work.wait_readable, note.id, dup, attempt, timeout)
 
-    def _write_source(
-        self, tid: int, address_pointer: int, length_pointer: int, raw: bytes
-    ) -> None:
+    def _original_source(self, raw: bytes) -> bytes:
+        """The address a relay's datagram stands for: the destination the program wrote to."""
         decoded = sockaddr.decode(raw)
         if decoded is not None:
             family, address, port = decoded
             original = self._udp.original_by_relay.get((str(_unmapped(address)), port))
             if original is not None:
-                raw = sockaddr.encode(family, original[0], original[1])
-        (room,) = _UINT32.unpack(self._read(tid, length_pointer, 4))
-        if room:
-            seccomp.write_memory(tid, address_pointer, raw[:room])
-        seccomp.write_memory(tid, length_pointer, _UINT32.pack(len(raw)))
+                return sockaddr.encode(family, original[0], original[1])
+        return raw
 
     def _on_getpeername(self, note: Notification) -> None:
         listener = self.listener
