@@ -36,7 +36,7 @@ typecheck: install
 unit: install
 	.venv/bin/pytest -m "not bench"
 
-test: lint typecheck unit
+test: lint typecheck extension unit
 
 bench: install
 	.venv/bin/python -m tests.bench
@@ -44,7 +44,8 @@ bench: install
 clean:
 	rm -rf .venv .cache build *.egg-info
 
-# The editor extension: npm workspace at the root (package.json), sources in editor-extension/.
+# The editor extension: npm workspace at the root (package.json), sources in editor-extension/;
+# `make test` runs it: strict tsc and the unit tests behind the seam (node --test).
 extension:
 	npm ci --no-audit --no-fund
 	npm run check
