@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import getpass
 import logging
 import os
@@ -502,6 +503,11 @@ async def _run_with_events(
         try:
             await session.request(steal_messages.PREPARE, {})
         except RequestFailed as error:
+            if error.errno == errno.ENOSYS:
+                raise PodsideError(
+                    f"--mode steal: {session.description} is older than steal; restart the pod "
+                    "(or end that agent) so a current agent joins it"
+                ) from None
             raise PodsideError(f"--mode steal: {session.description}: {error}") from None
     session.stream_handlers.append(incoming.handle_stream)
     children.block_forwarded_signals()
