@@ -111,11 +111,14 @@ def test_exit_code_and_stdin_are_the_programs(sandbox: Any) -> None:
 
 
 def test_sessions_reuse_the_agent_already_in_the_pod(sandbox: Any, core: Any) -> None:
-    exec_target("deployment/auditor", "true")
-    exec_target("deployment/auditor", "true")
-    pod = core.list_namespaced_pod("default", label_selector="app=auditor").items[0]
-    agents = [c for c in pod.spec.ephemeral_containers or [] if "podside/agent" in c.image]
-    assert len(agents) == 1
+    def agents() -> list[str]:
+        pod = core.list_namespaced_pod("default", label_selector="app=auditor").items[0]
+        return [c.name for c in pod.spec.ephemeral_containers or [] if "podside/agent" in c.image]
+
+    assert exec_target("deployment/auditor", "true").returncode == 0
+    first = agents()
+    assert exec_target("deployment/auditor", "true").returncode == 0
+    assert agents() == first  # ephemeral containers are forever: no second one was added
 
 
 def test_a_typo_in_the_target_names_the_closest_one(sandbox: Any) -> None:
