@@ -341,7 +341,15 @@ def main() -> int:
         f"podside benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"kernel {os.uname().release}"
     )
-    sections = sys.argv[1:] or ["outgoing", "syscalls", "startup", "mirror", "files", "kube"]
+    sections = sys.argv[1:] or [
+        "outgoing",
+        "syscalls",
+        "startup",
+        "mirror",
+        "files",
+        "steal",
+        "kube",
+    ]
     with make_pod() as pod:
         pod.start_agent()
         pod.spawn(pod.in_cluster(PYTHON, BLAST, "serve", pod.cluster_ip, "9000"), "blast.log")
@@ -358,6 +366,10 @@ def main() -> int:
             from tests.files.bench_files import files_startup
 
             files_startup(pod, report)
+        if "steal" in sections:  # last: it ends by killing the agent
+            from tests.steal.bench_steal import steal
+
+            steal(pod, report)
     if "kube" in sections:
         from tests.bench_kube import kube
 

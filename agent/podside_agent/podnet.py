@@ -108,8 +108,12 @@ class PodNetwork:
                 os.close(own)
 
     def socket(self, family: int, kind: int) -> socket.socket:
+        # Name the protocol: asyncio turns Nagle off (TCP_NODELAY) only for sockets whose
+        # proto says TCP, and accepted sockets inherit it; with proto 0 a reply written in two
+        # pieces waits ~40 ms for a delayed ACK.
+        protocol = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
         with self.entered():
-            sock = socket.socket(family, kind)
+            sock = socket.socket(family, kind, protocol)
         sock.setblocking(False)
         return sock
 
