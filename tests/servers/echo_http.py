@@ -1,6 +1,7 @@
 """A tiny HTTP server for tests: answers every request with who it is, the request line, the
-client address it saw and a digest of the body; `GET /bytes/N` answers N bytes of a fixed
-pattern. Logs one line per request. Usage: echo_http.py HOST PORT NAME"""
+client address it saw and a digest of the body (Content-Length or chunked); `GET /bytes/N`
+answers N bytes of a fixed pattern; a request with `Upgrade: echo` is answered 101 and the
+connection then echoes raw bytes. Logs one line per request. Usage: echo_http.py HOST PORT NAME"""
 
 import hashlib
 import http.server
@@ -16,9 +17,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # every keep-alive exchange.
     disable_nagle_algorithm = True
 
-    def _answer(self) -> None:
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            pieces = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                pieces.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass  # trailers
+            return b"".join(pieces)
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _upgrade(self) -> None:
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "echo")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        print(f"{self.server.name} upgraded {self.path}", flush=True)  # type: ignore[attr-defined]
+        while data := self.connection.recv(65536):
+            self.connection.sendall(data)
+        self.close_connection = True
+
+    def _answer(self) -> None:
+        if (self.headers.get("Upgrade") or "").lower() == "echo":
+            self._upgrade()
+            return
+        body = self._read_body()
         digest = hashlib.sha256(body).hexdigest()
         if self.command == "GET" and self.path.startswith("/bytes/"):
             size = int(self.path.split("/")[2])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
 import signal
+import socket
+import subprocess
 
 from tests.steal.conftest import (
     LocalProgram,
@@ -134,3 +137,62 @@ def test_steal_without_net_admin_fails_in_one_line_and_mirror_still_works(pod: P
         lines = [line for line in program.output().splitlines() if "NET_ADMIN" in line]
         assert len(lines) == 1 and "Traceback" not in program.output(), program.output()
     assert ask(pod)["server"] == "pod-app"
+
+
+def test_requests_a_filter_passes_on_reach_the_app_untouched(pod: Pod) -> None:
+    """Chunked bodies, Expect: 100-continue and an upgraded connection all go through."""
+    body = os.urandom(200_000)
+    with stealing(pod, "--http-filter", "X-Dev: alice"):
+        chunked = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-m",
+                "20",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                "@-",
+                f"http://{pod.pod_ip}:8080/chunked",
+            ],
+            input=body,
+            capture_output=True,
+            check=True,
+        )
+        answer = json.loads(chunked.stdout)
+        assert (
+            answer["server"] == "pod-app" and answer["sha256"] == hashlib.sha256(body).hexdigest()
+        )
+        continued = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-m",
+                "20",
+                "-H",
+                "Expect: 100-continue",
+                "--data-binary",
+                "@-",
+                "-w",
+                "\n%{http_code}",
+                f"http://{pod.pod_ip}:8080/continue",
+            ],
+            input=body,
+            capture_output=True,
+            check=True,
+        )
+        payload, code = continued.stdout.rsplit(b"\n", 1)
+        assert code == b"200" and json.loads(payload)["length"] == len(body)
+        with socket.create_connection((pod.pod_ip, 8080), timeout=10) as upgraded:
+            upgraded.sendall(
+                b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += upgraded.recv(4096)
+            assert head.startswith(b"HTTP/1.1 101")
+            upgraded.sendall(b"raw bytes after the upgrade")
+            echoed = b""
+            while len(echoed) < len(b"raw bytes after the upgrade"):
+                echoed += upgraded.recv(4096)
+            assert echoed == b"raw bytes after the upgrade"
