@@ -183,10 +183,10 @@ def add_parser(subparsers: Any) -> None:
     files_group = parser.add_argument_group("files")
     files_group.add_argument(
         "--fs",
-        choices=("local", "read", "write"),
+        choices=("local", "read"),
         default="local",
         help="local: every file is this machine's (default); read: the program reads the pod's "
-        "files where they are remote (see --fs-remote); write: it also writes them there",
+        "files where they are remote (see --fs-remote); writes always stay here",
     )
     files_group.add_argument(
         "--no-fs", dest="fs", action="store_const", const="local", help="same as --fs local"
@@ -310,16 +310,10 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         port_map=_parse_port_map(args.port_map),
         quiet=args.quiet,
         verbose=args.verbose,
-        fs=_fs_mode(args.fs),
+        fs=args.fs,
         fs_remote=args.fs_remote,
         fs_local=args.fs_local,
     )
-
-
-def _fs_mode(mode: str) -> str:
-    if mode == "write":
-        raise PodsideError("--fs write is not available yet: use --fs read", exit_code=2)
-    return mode
 
 
 def _path_policy(options: ExecOptions, local_env: dict[str, str]) -> PathPolicy:
