@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import getpass
 import logging
@@ -491,7 +492,7 @@ async def _run_with_events(
         on_connection=mirrored,
         on_error=progress,
         on_exchange=exchanged if events.active or options.verbose else None,
-        steal=options.steal,
+        steal=_with_pod_probes(options.steal, session.probes),
     )
     if options.steal is not None:
         try:
@@ -574,6 +575,16 @@ async def _run_with_events(
             served.close()
         if remote_files is not None:
             remote_files.close()
+
+
+def _with_pod_probes(
+    subscription: steal_messages.Subscription | None, probes: tuple[tuple[int, str], ...]
+) -> steal_messages.Subscription | None:
+    """The kubelet's probes of the target pod (port, path) always reach its app."""
+    if subscription is None or not probes:
+        return subscription
+    known = tuple(steal_messages.Probe(port, path) for port, path in probes)
+    return dataclasses.replace(subscription, probes=subscription.probes + known)
 
 
 async def _connect(options: ExecOptions, progress: Callable[[str], None]) -> AgentSession:

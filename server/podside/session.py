@@ -49,6 +49,8 @@ class AgentSession:
         self.peer: Peer | None = None
         self.welcome: Welcome | None = None
         self.stream_handlers: list[StreamHandler] = []
+        # (port, path) of the target pod's HTTP probes, when the pod spec is known (Kubernetes).
+        self.probes: tuple[tuple[int, str], ...] = ()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._heartbeat: asyncio.Task[None] | None = None
         self._closing = False

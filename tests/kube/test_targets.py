@@ -331,3 +331,22 @@ def test_targets_command_errors_are_one_line(sandbox: Any, tmp_path: Any) -> Non
     assert typo.returncode == 1
     assert "namespace 'defualt' not found" in typo.stderr and "did you mean default?" in typo.stderr
     assert "Traceback" not in missing.stderr + nothing.stderr + typo.stderr
+
+
+def test_a_target_carries_its_pods_http_probes(core: Any, ctx: Any, namespace: str) -> None:
+    """Steal lets these through: the kubelet never waits on a program paused in a debugger."""
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 30}
+    run_pod(
+        core,
+        namespace,
+        "probed",
+        ["sleep", "300"],
+        container={
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "livenessProbe": probe,
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 9090}, "periodSeconds": 30},
+        },
+    )
+    wait_for(lambda: pod_phase(core, namespace, "probed") == "Running", what="the pod to run")
+    target = resolve_target(ctx, "pod/probed")
+    assert target.probes == ((8080, "/healthz"), (9090, "/ready"))

@@ -52,7 +52,9 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
     for attempt in range(2):
         endpoint = await in_thread(start_agent)
         try:
-            return await _connect(context, endpoint)
+            session = await _connect(context, endpoint)
+            session.probes = target.probes if target is not None else ()
+            return session
         except AgentUnreachable:
             if attempt or not endpoint.reused:
                 raise

@@ -89,6 +89,8 @@ class Target:
     pod: str
     container: str
     pod_ip: str | None
+    # (port, path) of the pod's HTTP probes: steal always lets the kubelet's requests through.
+    probes: tuple[tuple[int, str], ...] = ()
 
 
 def _where(namespace: str | None) -> str:
@@ -276,7 +278,24 @@ def resolve_target(ctx: KubeContext, target: str, container: str | None = None) 
         pod=pod.metadata.name,
         container=choose_container(pod, container),
         pod_ip=pod.status.pod_ip,
+        probes=http_probes(pod),
     )
+
+
+def http_probes(pod: Any) -> tuple[tuple[int, str], ...]:
+    """Every httpGet liveness, readiness and startup probe of the pod, port names resolved."""
+    found: set[tuple[int, str]] = set()
+    for container in pod.spec.containers or []:
+        named = {port.name: port.container_port for port in container.ports or [] if port.name}
+        for probe in (container.liveness_probe, container.readiness_probe, container.startup_probe):
+            action = probe.http_get if probe is not None else None
+            if action is None:
+                continue
+            port = action.port
+            number = named.get(port) if isinstance(port, str) and not port.isdigit() else int(port)
+            if number:
+                found.add((number, action.path or "/"))
+    return tuple(sorted(found))
 
 
 def _container_ports(containers: list[Any]) -> list[int]:
