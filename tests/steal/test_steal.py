@@ -196,3 +196,17 @@ def test_requests_a_filter_passes_on_reach_the_app_untouched(pod: Pod) -> None:
             while len(echoed) < len(b"raw bytes after the upgrade"):
                 echoed += upgraded.recv(4096)
             assert echoed == b"raw bytes after the upgrade"
+
+
+def test_http2_cleartext_passes_to_the_app_unharmed_under_a_filter(pod: Pod) -> None:
+    """A connection that opens with the HTTP/2 preface (gRPC) is never taken or cut."""
+    with stealing(pod, "--http-filter", "X-Dev: alice") as program:
+        with socket.create_connection((pod.pod_ip, 8080), timeout=10) as h2c:
+            h2c.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            answer = b""
+            while chunk := h2c.recv(4096):
+                answer += chunk
+        # The app (Python's http.server) rejects the preface itself, which proves the bytes
+        # reached it as sent.
+        assert b"Error code: 505" in answer, answer[:300]
+        assert "PRI" not in program.output()
