@@ -36,7 +36,7 @@ typecheck: install
 unit: install
 	.venv/bin/pytest -m "not bench"
 
-test: lint typecheck extension unit
+test: lint typecheck extension unit e2e
 
 bench: install
 	.venv/bin/python -m tests.bench
