@@ -34,41 +34,67 @@ class Outgoing:
 
     def open(self, peer: Peer, request: StreamOpenRequested) -> None:
         destination = destination_of(request.params)
-        coroutine = (
+        if request.kind == STREAM_TCP:
             self._open_tcp(peer, request.stream_id, destination)
-            if request.kind == STREAM_TCP
-            else self._open_udp(peer, request.stream_id, destination)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._open_udp(peer, request.stream_id, destination)
         )
-        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _open_tcp(self, peer: Peer, stream_id: int, destination: Address) -> None:
+    def _open_tcp(self, peer: Peer, stream_id: int, destination: Address) -> None:
+        """Connect in the pod with callbacks, not a task: the program's connect() waits."""
         loop = asyncio.get_running_loop()
         try:
             sock = self._network.socket(_family(destination), socket.SOCK_STREAM)
         except OSError as error:
             peer.refuse_stream(stream_id, error.errno or errno.EIO, error.strerror or str(error))
             return
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await loop.sock_connect(sock, destination)
-        except TimeoutError:
-            sock.close()
-            peer.refuse_stream(stream_id, errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+        code = sock.connect_ex(destination)
+        if code in (0, errno.EISCONN):
+            self._connected(peer, stream_id, sock)
             return
-        except OSError as error:
+        if code != errno.EINPROGRESS:
             sock.close()
-            code = error.errno or errno.ECONNREFUSED
             peer.refuse_stream(stream_id, code, os.strerror(code))
             return
+        fd = sock.fileno()
+
+        def give_up() -> None:
+            loop.remove_writer(fd)
+            sock.close()
+            peer.refuse_stream(stream_id, errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+
+        timer = loop.call_later(CONNECT_TIMEOUT, give_up)
+
+        def writable() -> None:
+            loop.remove_writer(fd)
+            timer.cancel()
+            failure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if failure:
+                sock.close()
+                peer.refuse_stream(stream_id, failure, os.strerror(failure))
+            else:
+                self._connected(peer, stream_id, sock)
+
+        loop.add_writer(fd, writable)
+
+    def _connected(self, peer: Peer, stream_id: int, sock: socket.socket) -> None:
         local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
         relay = SocketRelay(peer, stream_id)
-        # Answer at once: the program's connect() is waiting for this. Bytes that arrive before
-        # the transport below exists wait in the relay, unacknowledged.
+        # Answer at once. Bytes that arrive before the transport below exists wait in the
+        # relay, unacknowledged.
         peer.accept_stream(stream_id, relay.endpoint, opened_info(local, remote))
+        task = asyncio.get_running_loop().create_task(self._attach(peer, stream_id, sock, relay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attach(
+        self, peer: Peer, stream_id: int, sock: socket.socket, relay: SocketRelay
+    ) -> None:
         try:
-            await loop.create_connection(lambda: relay, sock=sock)
+            await asyncio.get_running_loop().create_connection(lambda: relay, sock=sock)
         except OSError as error:
             sock.close()
             peer.reset_stream(stream_id, str(error))

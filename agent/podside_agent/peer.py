@@ -61,6 +61,9 @@ class StreamEndpoint(Protocol):
     def reset(self, reason: str) -> None: ...
 
 
+OpenCallback = Callable[[dict[str, Any] | BaseException], None]
+
+
 class RequestFailed(Exception):
     """The peer answered a request with an error; `errno` is set when it named one."""
 
@@ -103,7 +106,8 @@ class Peer(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._pending_requests: dict[int, asyncio.Future[Any]] = {}
-        self._pending_opens: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # stream id -> what to call when the peer accepts or refuses a stream we opened
+        self._opening: dict[int, OpenCallback] = {}
         self._lost = False
 
     # --- transport side ----------------------------------------------------------------------
@@ -168,18 +172,37 @@ class Peer(asyncio.Protocol):
         self.schedule_flush()
         return await future
 
+    def open_stream_then(
+        self, kind: str, params: dict[str, Any], endpoint: StreamEndpoint, done: OpenCallback
+    ) -> int:
+        """Open a stream; `done(info)` runs as soon as the peer answers, from within the
+        event that carries the answer: the info dict, or a StreamRefusedError/ConnectionError.
+        """
+        stream_id = self.connection.open_stream(kind, params)
+        self._opening[stream_id] = done
+        self.endpoints[stream_id] = endpoint
+        self.flush()  # someone waits for the answer (a program in connect()): no batching
+        return stream_id
+
     async def open_stream(
         self, kind: str, params: dict[str, Any], endpoint: StreamEndpoint
     ) -> tuple[int, dict[str, Any]]:
         """Open a stream and wait for the peer to accept it; raises StreamRefusedError."""
-        stream_id = self.connection.open_stream(kind, params)
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._pending_opens[stream_id] = future
-        self.endpoints[stream_id] = endpoint
-        self.schedule_flush()
+
+        def done(result: dict[str, Any] | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        stream_id = self.open_stream_then(kind, params, endpoint, done)
         try:
             info = await future
         except BaseException:
+            self._opening.pop(stream_id, None)
             self.endpoints.pop(stream_id, None)
             self.connection.reset_stream(stream_id, "cancelled")
             self.schedule_flush()
@@ -200,11 +223,11 @@ class Peer(asyncio.Protocol):
     ) -> None:
         self.endpoints[stream_id] = endpoint
         self.connection.accept_stream(stream_id, info)
-        self.schedule_flush()
+        self.flush()  # the other side waits for this answer
 
     def refuse_stream(self, stream_id: int, errno: int, message: str) -> None:
         self.connection.refuse_stream(stream_id, errno, message)
-        self.schedule_flush()
+        self.flush()
 
     def send_data(self, stream_id: int, data: bytes) -> int:
         pending = self.connection.send_data(stream_id, data)
@@ -260,20 +283,20 @@ class Peer(asyncio.Protocol):
                 endpoint.eof_received()
         elif isinstance(event, StreamReset):
             endpoint = self.endpoints.pop(event.stream_id, None)
-            opening = self._pending_opens.pop(event.stream_id, None)
-            if opening is not None and not opening.done():
-                opening.set_exception(StreamRefusedError(0, event.reason))
+            opening = self._opening.pop(event.stream_id, None)
+            if opening is not None:
+                opening(StreamRefusedError(0, event.reason))
             if endpoint is not None:
                 endpoint.reset(event.reason)
         elif isinstance(event, StreamOpened):
-            opening = self._pending_opens.pop(event.stream_id, None)
-            if opening is not None and not opening.done():
-                opening.set_result(event.info)
+            opening = self._opening.pop(event.stream_id, None)
+            if opening is not None:
+                opening(event.info)
         elif isinstance(event, StreamRefused):
             endpoint = self.endpoints.pop(event.stream_id, None)
-            opening = self._pending_opens.pop(event.stream_id, None)
-            if opening is not None and not opening.done():
-                opening.set_exception(StreamRefusedError(event.errno, event.message))
+            opening = self._opening.pop(event.stream_id, None)
+            if opening is not None:
+                opening(StreamRefusedError(event.errno, event.message))
             elif endpoint is not None:
                 endpoint.reset(event.message)
         elif isinstance(event, StreamOpenRequested):
@@ -323,11 +346,14 @@ class Peer(asyncio.Protocol):
             return
         self._lost = True
         error = ConnectionError(reason)
-        for future in [*self._pending_requests.values(), *self._pending_opens.values()]:
+        for future in self._pending_requests.values():
             if not future.done():
                 future.set_exception(error)
         self._pending_requests.clear()
-        self._pending_opens.clear()
+        opening, self._opening = self._opening, {}
+        for done in opening.values():
+            with contextlib.suppress(Exception):
+                done(error)
         if not self.handshake.done():
             self.handshake.set_exception(error)
         endpoints, self.endpoints = self.endpoints, {}

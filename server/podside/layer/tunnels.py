@@ -93,7 +93,6 @@ class TunnelWork:
         self._listener = listener
         self._proxy = proxy
         self._registry = registry
-        self._tasks: set[asyncio.Task[None]] = set()
         self._waits: dict[int, Callable[[], None]] = {}
 
     # --- TCP connect -------------------------------------------------------------------------
@@ -108,59 +107,74 @@ class TunnelWork:
         original: tuple[str, int],
         remote: tuple[str, int],
     ) -> None:
-        """Called through call_soon_threadsafe; owns `dup` from here on."""
-        task = self._loop.create_task(
-            self._connect_tcp(notification_id, program_fd, dup, family, v6only, original, remote)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Called through call_soon_threadsafe; owns `dup` from here on.
 
-    async def _connect_tcp(
+        The stream is opened at once and finished from inside the event that carries the
+        agent's answer, with no task in between: the program is blocked in connect() meanwhile.
+        """
+        try:
+            inode = os.fstat(dup).st_ino
+        except OSError:
+            os.close(dup)
+            self._listener.respond(notification_id, error=errno.EBADF)
+            return
+        relay = SocketRelay(self._peer, on_closed=lambda: self._registry.forget_tcp(inode))
+
+        def answered(result: dict[str, object] | BaseException) -> None:
+            try:
+                self._finish_connect(
+                    result, relay, notification_id, program_fd, dup, inode, family, v6only, original
+                )
+            finally:
+                os.close(dup)
+
+        try:
+            relay.stream_id = self._peer.open_stream_then(
+                STREAM_TCP, open_params(remote), relay.endpoint, answered
+            )
+        except Exception:
+            os.close(dup)
+            self._listener.respond(notification_id, error=errno.ENETUNREACH)
+
+    def _finish_connect(
         self,
+        result: dict[str, object] | BaseException,
+        relay: SocketRelay,
         notification_id: int,
         program_fd: int,
         dup: int,
+        inode: int,
         family: int,
         v6only: bool,
         original: tuple[str, int],
-        remote: tuple[str, int],
     ) -> None:
         listener = self._listener
+        stream_id = relay.stream_id
+        if isinstance(result, StreamRefusedError):
+            listener.respond(notification_id, error=result.errno or errno.ECONNREFUSED)
+            return
+        if isinstance(result, BaseException):
+            listener.respond(notification_id, error=errno.ENETUNREACH)
+            return
+        if not listener.is_valid(notification_id):
+            self._peer.reset_stream(stream_id, "the program gave up connecting")
+            return
         try:
-            inode = os.fstat(dup).st_ino
-            relay = SocketRelay(self._peer, on_closed=lambda: self._registry.forget_tcp(inode))
-            try:
-                stream_id, _info = await self._peer.open_stream(
-                    STREAM_TCP, open_params(remote), relay.endpoint
-                )
-            except StreamRefusedError as refused:
-                listener.respond(notification_id, error=refused.errno or errno.ECONNREFUSED)
-                return
-            except ConnectionError:
-                listener.respond(notification_id, error=errno.ENETUNREACH)
-                return
-            relay.stream_id = stream_id
-            if not listener.is_valid(notification_id):
-                self._peer.reset_stream(stream_id, "the program gave up connecting")
-                return
-            try:
-                port = ensure_bound(dup, family, loopback=True, v6only=v6only)
-            except OSError as error:
-                self._peer.reset_stream(stream_id, "cannot bind the program's socket")
-                listener.respond(notification_id, error=error.errno or errno.EINVAL)
-                return
-            self._proxy.expect(port, relay)
-            proxy_port = self._proxy.ipv6_port if v6only else self._proxy.ipv4_port
-            result = seccomp.raw_connect(dup, sockaddr.loopback(family, proxy_port, v6only=v6only))
-            if result not in (0, errno.EINPROGRESS):
-                self._proxy.forget(port)
-                self._peer.reset_stream(stream_id, "local connect failed")
-                listener.respond(notification_id, error=result)
-                return
-            self._registry.add_tcp(program_fd, inode, original)
-            listener.respond(notification_id, error=result)
-        finally:
-            os.close(dup)
+            port = ensure_bound(dup, family, loopback=True, v6only=v6only)
+        except OSError as error:
+            self._peer.reset_stream(stream_id, "cannot bind the program's socket")
+            listener.respond(notification_id, error=error.errno or errno.EINVAL)
+            return
+        self._proxy.expect(port, relay)
+        proxy_port = self._proxy.ipv6_port if v6only else self._proxy.ipv4_port
+        outcome = seccomp.raw_connect(dup, sockaddr.loopback(family, proxy_port, v6only=v6only))
+        if outcome not in (0, errno.EINPROGRESS):
+            self._proxy.forget(port)
+            self._peer.reset_stream(stream_id, "local connect failed")
+            listener.respond(notification_id, error=outcome)
+            return
+        self._registry.add_tcp(program_fd, inode, original)
+        listener.respond(notification_id, error=outcome)
 
     # --- waiting for a tunnelled UDP socket ----------------------------------------------------
 
@@ -202,8 +216,6 @@ class TunnelWork:
         checker = self._loop.call_later(0.2, check)
 
     def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
         for finish in list(self._waits.values()):
             finish()
 
