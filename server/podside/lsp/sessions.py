@@ -17,12 +17,14 @@ closes that socket (the wrapped `podside exec` ends when it closes) and ends a c
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable
@@ -75,6 +77,8 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._ids = itertools.count(1)
         self._directory = Path(tempfile.mkdtemp(prefix="podside-lsp-"))
+        # The sessions' sockets live here; nothing of the backend may outlive it.
+        atexit.register(shutil.rmtree, self._directory, True)
         # Watchers of our children, held so that they are not collected while running.
         self._watchers: set[asyncio.Task[None]] = set()
 
