@@ -3,12 +3,11 @@ an nftables table added and removed again (NET_ADMIN and libnftables, steal)."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import socket
 from typing import Any
 
+from podside_agent.nftables import NftablesError, open_library
 from podside_agent.podnet import PodNetwork
 
 _ETH_P_ALL = 0x0003
@@ -29,20 +28,10 @@ def _net_raw(network: PodNetwork) -> dict[str, Any]:
 
 
 def _nftables(network: PodNetwork) -> dict[str, Any]:
-    name = ctypes.util.find_library("nftables")
-    if name is None:
-        return {"ok": False, "detail": "libnftables is not installed in the agent's image"}
     try:
-        library = ctypes.CDLL(name)
-    except OSError as error:
-        return {"ok": False, "detail": f"cannot load {name}: {error}"}
-    library.nft_ctx_new.restype = ctypes.c_void_p
-    library.nft_ctx_new.argtypes = [ctypes.c_uint32]
-    library.nft_ctx_free.argtypes = [ctypes.c_void_p]
-    library.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-    library.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-    library.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-    library.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        library = open_library()
+    except NftablesError as error:
+        return {"ok": False, "detail": str(error)}
     table = f"podside_probe_{os.getpid()}"
     context = library.nft_ctx_new(0)
     try:

@@ -48,25 +48,31 @@ def _socket_fds() -> set[int]:
     return found
 
 
+def open_library() -> ctypes.CDLL:
+    """libnftables with the prototypes podside uses; NftablesError if it cannot be had."""
+    name = ctypes.util.find_library("nftables")
+    if name is None:
+        raise NftablesError("libnftables is not installed in the agent's image")
+    try:
+        library = ctypes.CDLL(name)
+    except OSError as error:
+        raise NftablesError(f"cannot load {name}: {error}") from None
+    library.nft_ctx_new.restype = ctypes.c_void_p
+    library.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    library.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    library.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+    library.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+    library.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+    library.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+    library.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    return library
+
+
 class StealTable:
     """The agent's one nftables context and the table it owns."""
 
     def __init__(self, network: PodNetwork) -> None:
-        name = ctypes.util.find_library("nftables")
-        if name is None:
-            raise NftablesError("libnftables is not installed in the agent's image")
-        try:
-            library = ctypes.CDLL(name)
-        except OSError as error:
-            raise NftablesError(f"cannot load {name}: {error}") from None
-        library.nft_ctx_new.restype = ctypes.c_void_p
-        library.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        library.nft_ctx_free.argtypes = [ctypes.c_void_p]
-        library.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        library.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-        library.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        library.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-        library.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        library = open_library()
         self._library = library
         before = _socket_fds()
         with network.entered():
