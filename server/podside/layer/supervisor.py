@@ -224,22 +224,29 @@ class Supervisor:
 
     # --- network -------------------------------------------------------------------------------
 
+    def _tunnelled_destination(
+        self, note: Notification, address_pointer: int, length: int
+    ) -> tuple[int, tuple[str, int], tuple[str, int]] | None:
+        """(family, original, remote) when the address leaves from the pod; otherwise the
+        call is let through here and None is returned."""
+        decoded = None
+        if 2 <= length <= 128:
+            decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
+        if decoded is not None:
+            family, address, port = decoded
+            route = self._router.route(address, port)
+            if route.remote is not None:
+                return family, (str(address), port), route.remote
+        self.listener.allow(note.id)  # Unix and other local families, local routes
+        return None
+
     def _on_connect(self, note: Notification) -> None:
         listener = self.listener
         fd, address_pointer, length = note.args[0], note.args[1], note.args[2]
-        if not 2 <= length <= 128:
-            listener.allow(note.id)
+        destination = self._tunnelled_destination(note, address_pointer, length)
+        if destination is None:
             return
-        decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
-        if decoded is None:
-            listener.allow(note.id)  # Unix and other local families stay here
-            return
-        family, address, port = decoded
-        route = self._router.route(address, port)
-        if route.remote is None:
-            listener.allow(note.id)
-            return
-        original = (str(address), port)
+        family, original, remote = destination
         dup = self._take_fd(note.tid, fd)
         handed_over = False
         try:
@@ -249,11 +256,11 @@ class Supervisor:
                 return
             if kind == socket.SOCK_STREAM:
                 self._loop.call_soon_threadsafe(
-                    self._work.connect_tcp, note.id, fd, dup, family, v6only, original, route.remote
+                    self._work.connect_tcp, note.id, fd, dup, family, v6only, original, remote
                 )
                 handed_over = True
             elif kind == socket.SOCK_DGRAM:
-                relay = self._udp_relay(family, v6only, original, route.remote)
+                relay = self._udp_relay(family, v6only, original, remote)
                 ensure_bound(dup, family, loopback=False, v6only=v6only)
                 result = seccomp.raw_connect(dup, relay)
                 if result == 0:
@@ -306,18 +313,10 @@ class Supervisor:
     ) -> None:
         """sendto/sendmsg with an address: to a relay when the address is tunnelled."""
         listener = self.listener
-        if not 2 <= length <= 128:
-            listener.allow(note.id)
+        destination = self._tunnelled_destination(note, address_pointer, length)
+        if destination is None:
             return
-        decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
-        if decoded is None:
-            listener.allow(note.id)
-            return
-        family, address, port = decoded
-        route = self._router.route(address, port)
-        if route.remote is None:
-            listener.allow(note.id)
-            return
+        family, original, remote = destination
         dup = self._take_fd(note.tid, fd)
         try:
             if socket_type(dup) != socket.SOCK_DGRAM:
@@ -331,7 +330,7 @@ class Supervisor:
             v6only = is_v6only(dup, family)
             if not listener.is_valid(note.id):
                 return
-            relay = self._udp_relay(family, v6only, (str(address), port), route.remote)
+            relay = self._udp_relay(family, v6only, original, remote)
             ensure_bound(dup, family, loopback=False, v6only=v6only)
             self._registry.add_udp(fd, os.fstat(dup).st_ino, None)
             result = seccomp.raw_sendto(dup, data, flags, relay)
