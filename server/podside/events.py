@@ -2,7 +2,10 @@
 `PODSIDE_EVENTS` and gets one JSON object per line (progress, state, traffic).
 
 The socket also carries the session's life: when the backend closes it (the user stopped the
-session in the editor), podside ends the program as if it had been sent SIGTERM.
+session in the editor), podside ends the program as if it had been sent SIGTERM. The backend
+writes JSON lines back on it too: `{"command": "debugger", "attached": true|false}` says
+whether a debugger is attached to the program, which releases or holds incoming connections
+under `--hold-until-attached`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from podside.layer.http_watch import Exchange
@@ -27,6 +31,8 @@ class EventReporter:
     def __init__(self) -> None:
         self._writer: asyncio.StreamWriter | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Told each time the backend says whether a debugger is attached.
+        self.on_debugger: Callable[[bool], None] | None = None
 
     @classmethod
     async def from_environment(cls, environment: dict[str, str]) -> EventReporter:
@@ -43,11 +49,22 @@ class EventReporter:
         return reporter
 
     async def _watch(self, reader: asyncio.StreamReader) -> None:
-        with contextlib.suppress(OSError):
-            while await reader.read(4096):
-                pass
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a line past the limit
+            async for line in reader:
+                self._on_command(line)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _on_command(self, line: bytes) -> None:
+        try:
+            command = json.loads(line)
+        except ValueError:
+            log.warning("the editor sent a line that is not JSON: %r", line[:80])
+            return
+        if not isinstance(command, dict):
+            return
+        if command.get("command") == "debugger" and self.on_debugger is not None:
+            self.on_debugger(bool(command.get("attached")))
 
     def _send(self, event: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -58,6 +75,21 @@ class EventReporter:
 
     def state(self, state: str, message: str = "") -> None:
         self._send({"event": "state", "state": state, "message": message})
+
+    def listening(self, port: int) -> None:
+        """The program listens on `port` of this machine."""
+        self._send({"event": "listening", "port": port})
+
+    def held(self, local_port: int, remote_port: int, source: tuple[str, int]) -> None:
+        """A connection to the program waits for a debugger (`--hold-until-attached`)."""
+        self._send(
+            {
+                "event": "held",
+                "localPort": local_port,
+                "port": remote_port,
+                "source": f"{source[0]}:{source[1]}",
+            }
+        )
 
     def traffic(self, exchange: Exchange, local_port: int, mode: str) -> None:
         event: dict[str, Any] = {

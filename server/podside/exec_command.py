@@ -176,6 +176,20 @@ def add_parser(subparsers: Any) -> None:
         metavar="LOCAL:REMOTE",
         help="the program's port LOCAL receives the pod's port REMOTE (repeatable)",
     )
+    incoming.add_argument(
+        "--ignore-port",
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="a port the program listens on that stays local: nothing from the pod reaches it, "
+        "e.g. a debugger's (repeatable)",
+    )
+    incoming.add_argument(
+        "--hold-until-attached",
+        action="store_true",
+        help="connections for the program wait while no debugger is attached; the editor "
+        "(podside lsp) attaches one and releases them",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     output.add_argument(
@@ -247,6 +261,8 @@ class ExecOptions:
     fs: str = "local"
     fs_remote: list[str] = field(default_factory=list)
     fs_local: list[str] = field(default_factory=list)
+    ignored_ports: frozenset[int] = frozenset()
+    hold_until_attached: bool = False
 
 
 def parse_options(args: argparse.Namespace) -> ExecOptions:
@@ -314,6 +330,8 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         fs=args.fs,
         fs_remote=args.fs_remote,
         fs_local=args.fs_local,
+        ignored_ports=frozenset(_port(text, "--ignore-port") for text in args.ignore_port),
+        hold_until_attached=args.hold_until_attached,
     )
 
 
@@ -363,6 +381,12 @@ def _regex(pattern: str, flag: str) -> str:
     except re.error as error:
         raise PodsideError(f"{flag} {pattern!r}: not a valid regex ({error})", 2) from None
     return pattern
+
+
+def _port(text: str, flag: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise PodsideError(f"{flag} {text!r}: expected a port (1-65535)", exit_code=2)
+    return int(text)
 
 
 def _parse_port_map(values: list[str]) -> dict[int, int]:
@@ -428,6 +452,12 @@ async def _run_with_events(
         events.progress(message)
 
     _resolve_command(options.command[0], local_env)  # fail before connecting anywhere
+    if options.hold_until_attached and not events.active:
+        raise PodsideError(
+            "--hold-until-attached needs the editor (podside lsp) to attach a debugger and "
+            "release connections; run it from the editor",
+            exit_code=2,
+        )
     session = await _connect(options, progress)
     assert session.peer is not None and session.welcome is not None
 
@@ -485,6 +515,11 @@ async def _run_with_events(
             verb = "stole" if options.steal is not None else "mirrored"
             _say(options, f"{verb} {exchange.method} {exchange.path} -> {exchange.status}{took}")
 
+    def held(connection: MirroredConnection) -> None:
+        host, port = connection.source
+        events.held(connection.local_port, connection.remote_port, connection.source)
+        _say(options, f"holding a connection from {host}:{port} until a debugger attaches")
+
     incoming = Incoming(
         session.peer,
         port_map=options.port_map,
@@ -493,7 +528,12 @@ async def _run_with_events(
         on_error=progress,
         on_exchange=exchanged if events.active or options.verbose else None,
         steal=_with_pod_probes(options.steal, session.probes),
+        ignored_ports=options.ignored_ports,
+        on_listening=events.listening,
+        on_held=held,
+        hold_until_attached=options.hold_until_attached,
     )
+    events.on_debugger = incoming.debugger_attached
     if options.steal is not None:
         try:
             await session.request(steal_messages.PREPARE, {})

@@ -9,6 +9,11 @@ With steal (`steal` set: the whole port, or the requests its HTTP filter matches
 stolen instead, and each `steal` stream the agent opens is relayed to the program both ways:
 the program's answer goes back to the pod's client. A steal the agent refuses ends the session
 (`failed`), since the user asked for the program to answer.
+
+With a hold (`--hold-until-attached`) a connection that arrives while no debugger is attached
+waits before it reaches the program: the agent keeps its bytes (the stream is not accepted
+yet), the editor is told (`on_held`) and attaches, and when it says so the waiting connections
+are delivered in their order of arrival, so the debugger sees the request that woke it.
 """
 
 from __future__ import annotations
@@ -57,11 +62,18 @@ class Incoming:
         on_error: Callable[[str], None] | None = None,
         on_exchange: Callable[[Exchange, int], None] | None = None,
         steal: steal_messages.Subscription | None = None,
+        ignored_ports: frozenset[int] = frozenset(),
+        on_listening: Callable[[int], None] | None = None,
+        on_held: Callable[[MirroredConnection], None] | None = None,
+        hold_until_attached: bool = False,
     ) -> None:
         """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set.
 
         `steal`: steal instead of mirror, with this filter, owner and probes (its port is
-        ignored: each port the program listens on is stolen)."""
+        ignored: each port the program listens on is stolen). `ignored_ports`: ports of the
+        program that stay local (a debugger's). `on_listening(port)`: the program listens on
+        `port`. `hold_until_attached`: deliver only while `debugger_attached(True)` holds;
+        `on_held` is told of each connection that waits."""
         self._peer = peer
         self._port_map = port_map  # local -> remote
         self._enabled = enabled
@@ -74,7 +86,21 @@ class Incoming:
         self._open_deliveries = 0
         self.refused_deliveries = 0
         self._steal = steal
+        self._ignored_ports = ignored_ports
+        self._on_listening = on_listening
+        self._on_held = on_held
+        # Set while deliveries may go on; None: no hold at all.
+        self._attached: asyncio.Event | None = asyncio.Event() if hold_until_attached else None
         self.failed: asyncio.Future[str] = self._loop.create_future()
+
+    def debugger_attached(self, attached: bool) -> None:
+        """The editor says whether a debugger is attached; releases or holds deliveries."""
+        if self._attached is None:
+            return
+        if attached:
+            self._attached.set()
+        else:
+            self._attached.clear()
 
     @property
     def subscribed_ports(self) -> dict[int, tuple[str, int]]:
@@ -91,9 +117,13 @@ class Incoming:
             self._loop.call_later(0.005, self.program_listens, dup, attempt + 1)
             return
         os.close(dup)
-        if decoded is None or not self._enabled:
+        if decoded is None:
             return
         family, address, port = decoded
+        if self._on_listening is not None:
+            self._on_listening(port)
+        if not self._enabled or port in self._ignored_ports:
+            return
         host = str(address)
         if address.is_unspecified:
             host = "127.0.0.1" if family == socket.AF_INET else "::1"
@@ -162,6 +192,10 @@ class Incoming:
         *,
         stolen: bool = False,
     ) -> None:
+        if self._attached is not None and not self._attached.is_set():
+            if self._on_held is not None:
+                self._on_held(MirroredConnection(target[1], remote, source))
+            await self._attached.wait()
         watch = None
         if self._on_exchange is not None:
             report, port = self._on_exchange, target[1]
