@@ -303,10 +303,13 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
         "SHARED_NAME": "pod-value",
         **pod_env,
     }
-    # /srv/podside-config (a folder only the pod has) stands for a ConfigMap volume.
+    # /srv/podside-config (a folder only the pod has) stands for a ConfigMap volume, read-only
+    # as the kubelet mounts those; /srv/podside-data for a writable emptyDir.
     script = (
         'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && '
-        'mount --bind "$3" /srv && shift 3 && exec "$@"'
+        'mount --bind "$3" /srv && '
+        f"mount --bind {POD_CONFIG} {POD_CONFIG} && mount -o remount,bind,ro {POD_CONFIG} && "
+        'shift 3 && exec "$@"'
     )
     pod.app = pod.spawn(
         pod.in_pod(
@@ -336,6 +339,7 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
 POD_CONFIG = "/srv/podside-config"
 POD_LARGE_FILE = "/srv/podside-config/large.bin"
 POD_LARGE_SIZE = 5 * 1024 * 1024 + 12345  # several of the agent's chunks, and a partial one
+POD_DATA = "/srv/podside-data"  # writable, with notes.txt and a root-only locked.txt
 
 
 def pod_large_contents() -> bytes:
@@ -353,6 +357,13 @@ def _write_pod_only_files(folder: Path) -> None:
     for name in ("app.json", "mode"):
         (config / name).symlink_to(f"..data/{name}")
     (config / "large.bin").write_bytes(pod_large_contents())
+    data = folder / "podside-data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o777)
+    (data / "notes.txt").write_text("first line\n")
+    (data / "notes.txt").chmod(0o666)
+    (data / "locked.txt").write_text("root only\n")
+    (data / "locked.txt").chmod(0o600)
 
 
 def _reachable_in(netns: str, host: str, port: int) -> bool:

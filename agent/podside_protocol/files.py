@@ -22,5 +22,15 @@ OPEN = "file.open"  # {path} -> {stat, data: first CHUNK bytes} or {stat, entrie
 READ_CHUNK = "file.chunk"  # {path, offset, length} -> {data}
 STAT = "file.stat"  # {path, follow} -> {stat: {mode, size, ino, ..., mtime_ns}}
 LIST = "file.list"  # {path} -> {names}
+# --fs write. file.open with {flags, mode} (Linux open flags, the mode with the program's umask
+# applied) opens in the pod as the program asked -> {stat, data: first CHUNK kept, created}.
+WRITE = "file.write"  # {path, offset, data} -> {}
+TRUNCATE = "file.truncate"  # {path, size} -> {}
+UNLINK = "file.unlink"  # {path, directory} -> {} (unlink, or rmdir when directory)
+MKDIR = "file.mkdir"  # {path, mode} -> {}
+RENAME = "file.rename"  # {path, to, flags} -> {} (renameat2 flags: RENAME_NOREPLACE, ...)
+ACCESS = "file.access"  # {path, mode} -> {} or the errno access(2) gives in the pod
 CHUNK = 1024 * 1024
-FILE_METHODS = frozenset({OPEN, READ_CHUNK, STAT, LIST})
+FILE_METHODS = frozenset(
+    {OPEN, READ_CHUNK, STAT, LIST, WRITE, TRUNCATE, UNLINK, MKDIR, RENAME, ACCESS}
+)

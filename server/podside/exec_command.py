@@ -198,10 +198,11 @@ def add_parser(subparsers: Any) -> None:
     files_group = parser.add_argument_group("files")
     files_group.add_argument(
         "--fs",
-        choices=("local", "read"),
+        choices=("local", "read", "write"),
         default="local",
         help="local: every file is this machine's (default); read: the program reads the pod's "
-        "files where they are remote (see --fs-remote); writes always stay here",
+        "files where they are remote (see --fs-remote), writing them is EROFS; write: it also "
+        "writes, creates, renames and deletes them in the pod",
     )
     files_group.add_argument(
         "--no-fs", dest="fs", action="store_const", const="local", help="same as --fs local"
@@ -478,7 +479,9 @@ async def _run_with_events(
     remote_files = None
     if options.fs != "local":
         policy = _path_policy(options, local_env)
-        remote_files = RemoteFiles(session.peer, loop, process.listener, policy)
+        remote_files = RemoteFiles(
+            session.peer, loop, process.listener, policy, writable=options.fs == "write"
+        )
     router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
     served = None
     if options.dns:
@@ -605,6 +608,8 @@ async def _run_with_events(
         supervisor.stop()
         work.close()
         incoming.close()
+        if remote_files is not None and not session.lost.done():
+            await remote_files.finish()  # files the program wrote reach the pod before we leave
         if not session.lost.done():
             await incoming.unsubscribe_all()
         udp_relays.close()

@@ -120,7 +120,9 @@ def test_fs_remote_wins_over_a_local_copy(pod: Pod, tmp_path: Path) -> None:  # 
         "import os; print(sorted(os.listdir('/srv')))",
         options=("-q", "--fs", "read", "--fs-remote", "^/srv$"),
     )
-    assert (result.returncode, result.stdout) == (0, "['podside-config']\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "['podside-config', 'podside-data']\n"), (
+        result.stderr
+    )
 
 
 def test_a_bad_regex_is_one_line(pod: Pod) -> None:  # noqa: F811

@@ -1,4 +1,4 @@
-"""--fs read: the program's opens and stats of remote paths are answered with the pod's files.
+"""--fs read|write: the program's opens and stats of remote paths are answered with the pod's files.
 
 Which paths are remote (`PathPolicy`, pure): `--fs-local` first, then `--fs-remote`, then the
 paths that are always this machine's (system and runtime directories, /proc, /dev, /tmp, the
@@ -14,6 +14,12 @@ The program's open returns once the file is complete: a pipe would start sooner 
 seek, mmap and fstat's size, which runtimes rely on. A remote directory becomes a directory of
 empty entries under the spool folder (listing works; opening an entry is asked again by path).
 Stats are emulated: the agent's stat is written into the program's `struct stat`/`statx`.
+
+With --fs write, an open for writing of a remote path (or a new file in a remote folder) is
+done in the pod first and then served as a copy written back on close (`written_files`);
+unlink, rmdir, mkdir and rename of remote paths are done by the agent, and a rename between
+this machine and the pod is EXDEV, as between two file systems. With --fs read such opens are
+EROFS.
 
 The supervisor thread decides what it can at once (local: CONTINUE); anything that needs the
 agent is finished on the event loop, which answers the notification itself.
@@ -37,6 +43,7 @@ from typing import Any
 
 from podside.errors import PodsideError
 from podside.layer import seccomp
+from podside.layer.written_files import WrittenFiles, merged_stat
 from podside_agent.peer import Peer, RequestFailed
 from podside_protocol import files as messages
 
@@ -51,6 +58,7 @@ _F_ADD_SEALS = 1033
 _SEALS = 0x0001 | 0x0002 | 0x0004 | 0x0008
 _O_TMPFILE = 0o20200000
 _R_OK, _W_OK, _X_OK = 4, 2, 1
+_WRITING = os.O_ACCMODE | os.O_CREAT | os.O_TRUNC
 
 
 class Place(Enum):
@@ -88,6 +96,30 @@ def _compile(patterns: list[str], flag: str) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns)) if patterns else None
 
 
+def is_writing(flags: int) -> bool:
+    return bool(flags & _WRITING)
+
+
+@dataclass(slots=True)
+class OpenCall:
+    """An open to answer: the program's flags, its mode (creating) and its umask's thread."""
+
+    tid: int
+    flags: int
+    mode: int
+
+
+@dataclass(slots=True)
+class Change:
+    """unlink, rmdir, mkdir or rename of a remote path (`to`: rename's target)."""
+
+    kind: str
+    tid: int
+    mode: int = 0
+    to: str = ""
+    flags: int = 0
+
+
 @dataclass(slots=True)
 class StatCall:
     """A stat-like call to answer: `kind` is stat, statx or access; `argument` the program's
@@ -105,20 +137,31 @@ class RemoteFiles:
         loop: asyncio.AbstractEventLoop,
         listener: seccomp.Listener,
         policy: PathPolicy,
+        *,
+        writable: bool = False,
     ) -> None:
         self._peer = peer
         self._loop = loop
         self._listener = listener
         self._policy = policy
+        self.writable = writable
         self._listings: dict[str, frozenset[str]] = {}
         self._spool = tempfile.mkdtemp(prefix="podside-fs-")
         self._served_dirs: dict[str, str] = {}  # spool directory -> remote path
         self._tasks: set[asyncio.Task[None]] = set()
+        self._written = WrittenFiles(peer, loop, self._spool) if writable else None
 
     # --- in the supervisor thread ----------------------------------------------------------
 
-    def is_remote(self, path: str) -> bool | None:
-        """True or False when known now; None when the pod's listing must be asked first."""
+    def is_remote(self, path: str, creating: bool = False) -> bool | None:
+        """True or False when known now; None when the pod's listing must be asked first.
+        `creating`: a path that exists nowhere yet is where its folder is."""
+        place = self._place(path, creating)
+        return None if isinstance(place, str) else place
+
+    def _place(self, path: str, creating: bool) -> bool | str:
+        """Remote or not, or the folder whose listing in the pod decides it."""
+        path = os.path.normpath(path)  # "folder/" names the folder
         place = self._policy.place(path)
         if place is not Place.PROBE:
             return place is Place.REMOTE
@@ -127,8 +170,12 @@ class RemoteFiles:
         parent, name = os.path.split(path)
         names = self._listings.get(parent)
         if names is None:
-            return None
-        return name in names
+            return parent
+        if name in names:
+            return True
+        if not creating or parent == path:
+            return False
+        return self._place(parent, False)
 
     def remote_path(self, path: str) -> str:
         """A path inside a directory we served stands for the same path in the pod."""
@@ -137,8 +184,11 @@ class RemoteFiles:
                 return remote + path[len(spool) :]
         return path
 
-    def open_later(self, note_id: int, path: str, cloexec: bool) -> None:
-        self._loop.call_soon_threadsafe(self._start, self._open(note_id, path, cloexec))
+    def open_later(self, note_id: int, path: str, call: OpenCall) -> None:
+        self._loop.call_soon_threadsafe(self._start, self._open(note_id, path, call))
+
+    def change_later(self, note_id: int, path: str, change: Change) -> None:
+        self._loop.call_soon_threadsafe(self._start, self._change(note_id, path, change))
 
     def stat_later(self, note_id: int, tid: int, path: str, call: StatCall) -> None:
         self._loop.call_soon_threadsafe(self._start, self._stat(note_id, tid, path, call))
@@ -150,38 +200,132 @@ class RemoteFiles:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _decide(self, path: str) -> bool:
-        known = self.is_remote(path)
-        if known is not None:
-            return known
-        parent, name = os.path.split(path)
-        try:
-            answer = await self._peer.request(messages.LIST, {"path": parent})
-            names = frozenset(str(entry) for entry in answer.get("names", []))
-        except RequestFailed:
-            names = frozenset()  # not a directory in the pod: nothing under it is remote
-        self._listings[parent] = names
-        return name in names
+    async def _decide(self, path: str, creating: bool = False) -> bool:
+        if self._written is not None:
+            await self._written.settled()  # the program's earlier closes are in the pod first
+        while True:
+            place = self._place(path, creating)
+            if not isinstance(place, str):
+                return place
+            try:
+                answer = await self._peer.request(messages.LIST, {"path": place})
+                names = frozenset(str(entry) for entry in answer.get("names", []))
+            except RequestFailed:
+                names = frozenset()  # not a directory in the pod: nothing under it is remote
+            self._listings[place] = names
 
-    async def _open(self, note_id: int, path: str, cloexec: bool) -> None:
+    def _listed(self, path: str, present: bool) -> None:
+        """Keep the cached listing of `path`'s folder true after the program changed it."""
+        parent, name = os.path.split(path)
+        names = self._listings.get(parent)
+        if names is not None:
+            self._listings[parent] = names | {name} if present else names - {name}
+        if not present:
+            for folder in [
+                key for key in self._listings if key == path or key.startswith(path + "/")
+            ]:
+                del self._listings[folder]
+
+    async def _open(self, note_id: int, path: str, call: OpenCall) -> None:
         listener = self._listener
+        writing = is_writing(call.flags)
         try:
-            if not await self._decide(path):
+            if not await self._decide(path, creating=bool(call.flags & os.O_CREAT)):
                 listener.allow(note_id)
                 return
-            try:
-                answer = await self._peer.request(messages.OPEN, {"path": path})
-            except RequestFailed as failure:
-                listener.respond(note_id, error=failure.errno or errno.EIO)
+            cloexec = bool(call.flags & os.O_CLOEXEC)
+            if writing and self._written is None:
+                listener.respond(note_id, error=errno.EROFS)  # --fs read
                 return
-            fd = await self._materialize(path, answer)
+            if self._written is not None and (writing or self._written.get(path)):
+                fd = await self._open_copy(path, call)
+            else:
+                answer = await self._peer.request(messages.OPEN, {"path": path})
+                fd = await self._materialize(path, answer)
             try:
                 if listener.is_valid(note_id):
                     listener.respond_with_fd(note_id, fd, cloexec=cloexec)
             finally:
                 os.close(fd)
+        except RequestFailed as failure:
+            listener.respond(note_id, error=failure.errno or errno.EIO)
+        except OSError as error:
+            listener.respond(note_id, error=error.errno or errno.EIO)
         except Exception as error:
             log.warning("serving %s from the pod failed: %r", path, error)
+            listener.respond(note_id, error=errno.EIO)
+
+    async def _open_copy(self, path: str, call: OpenCall) -> int:
+        """--fs write: a descriptor of the program's copy of `path`, opened in the pod first."""
+        written = self._written
+        assert written is not None
+        copy = written.get(path)
+        if copy is not None:
+            if call.flags & os.O_CREAT and call.flags & os.O_EXCL:
+                raise OSError(errno.EEXIST, path)
+            return written.open(copy, call.flags)
+        mode = call.mode & ~_umask(call.tid) & 0o7777
+        answer = await self._peer.request(
+            messages.OPEN, {"path": path, "flags": call.flags & ~os.O_CLOEXEC, "mode": mode}
+        )
+        if not stat.S_ISREG(answer["stat"]["mode"]):
+            raise OSError(errno.EOPNOTSUPP, f"{path}: only regular files are written in the pod")
+        fd, spool = written.new_copy()
+        try:
+            first: bytes = answer.get("data", b"")
+            os.pwrite(fd, first, 0)
+            if len(first) == messages.CHUNK:
+                await self._fill(path, fd, len(first))
+        except BaseException:
+            os.close(fd)
+            os.unlink(spool)
+            raise
+        if answer.get("created"):
+            self._listed(path, True)
+        # Another open of the same path may have made a copy while this one was filling.
+        copy = written.get(path)
+        if copy is not None:
+            os.close(fd)
+            os.unlink(spool)
+        else:
+            copy = written.track(path, fd, spool)
+        return written.open(copy, call.flags & ~os.O_TRUNC)
+
+    async def _change(self, note_id: int, path: str, change: Change) -> None:
+        """unlink, rmdir, mkdir or rename of a remote path: by the agent, or EROFS (--fs read)."""
+        listener = self._listener
+        try:
+            remote = await self._decide(path, creating=change.kind == "mkdir")
+            if change.kind == "rename" and remote != await self._decide(change.to, creating=True):
+                listener.respond(note_id, error=errno.EXDEV)  # between here and the pod
+                return
+            if not remote:
+                listener.allow(note_id)
+                return
+            if self._written is None:
+                listener.respond(note_id, error=errno.EROFS)  # --fs read
+                return
+            if change.kind == "rename":
+                params: dict[str, Any] = {"path": path, "to": change.to, "flags": change.flags}
+                await self._peer.request(messages.RENAME, params)
+                self._listed(path, False)
+                self._listed(change.to, True)
+                self._written.renamed(path, change.to)
+            elif change.kind == "mkdir":
+                mode = change.mode & ~_umask(change.tid) & 0o7777
+                await self._peer.request(messages.MKDIR, {"path": path, "mode": mode})
+                self._listed(path, True)
+                self._listings[path] = frozenset()
+            else:
+                directory = change.kind == "rmdir"
+                await self._peer.request(messages.UNLINK, {"path": path, "directory": directory})
+                self._listed(path, False)
+                self._written.unlinked(path)
+            listener.respond(note_id, value=0)
+        except RequestFailed as failure:
+            listener.respond(note_id, error=failure.errno or errno.EIO)
+        except Exception as error:
+            log.warning("%s of %s in the pod failed: %r", change.kind, path, error)
             listener.respond(note_id, error=errno.EIO)
 
     async def _materialize(self, path: str, answer: dict[str, Any]) -> int:
@@ -243,6 +387,11 @@ class RemoteFiles:
                 listener.allow(note_id)
                 return
             try:
+                if call.kind == "access" and self._written is not None:
+                    # --fs write: the pod answers, with the target's permissions and mounts.
+                    await self._peer.request(messages.ACCESS, {"path": path, "mode": call.argument})
+                    listener.respond(note_id, value=0)
+                    return
                 answer = await self._peer.request(
                     messages.STAT, {"path": path, "follow": call.follow}
                 )
@@ -250,6 +399,9 @@ class RemoteFiles:
                 listener.respond(note_id, error=failure.errno or errno.EIO)
                 return
             fields = answer["stat"]
+            copy = self._written.get(path) if self._written is not None else None
+            if copy is not None and stat.S_ISREG(fields["mode"]):
+                fields = merged_stat(fields, copy)
             if not listener.is_valid(note_id):
                 return
             if call.kind == "access":
@@ -264,10 +416,29 @@ class RemoteFiles:
             log.warning("stat of %s in the pod failed: %r", path, error)
             listener.respond(note_id, error=errno.EIO)
 
+    async def finish(self) -> None:
+        """The program has exited: what it wrote and left open still reaches the pod."""
+        if self._written is not None:
+            await self._written.finish()
+
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._written is not None:
+            self._written.close()
         shutil.rmtree(self._spool, ignore_errors=True)
+
+
+def _umask(tid: int) -> int:
+    """The umask of the program's thread `tid` (creating in the pod applies it as here)."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def _access_error(fields: dict[str, int], mode: int) -> int:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from podside.layer import seccomp, sockaddr
 from podside.layer.proxy import UdpRelays
-from podside.layer.remote_files import RemoteFiles, StatCall
+from podside.layer.remote_files import Change, OpenCall, RemoteFiles, StatCall, is_writing
 from podside.layer.routing import Router
 from podside.layer.served_files import ServedFiles
 from podside.layer.tunnels import TunnelRegistry, TunnelWork, ensure_bound, is_v6only, socket_type
@@ -44,6 +44,18 @@ _O_PATH = 0o10000000
 _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
 _STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2")
+_CHANGE_CALLS = (
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "mkdir",
+    "mkdirat",
+    "rename",
+    "renameat",
+    "renameat2",
+)
+_AT_REMOVEDIR = 0x200
+_O_CREAT = 0o100
 _MAX_DATAGRAM = 65535
 _PIDFD_CACHE = 256
 _UINT32 = struct.Struct("=I")
@@ -76,7 +88,7 @@ def filter_rules(
     if files or stats:
         always |= {"open", "openat", "openat2"}
     if stats:
-        always |= set(_STAT_CALLS)
+        always |= set(_STAT_CALLS) | set(_CHANGE_CALLS)
     return seccomp.FilterRules(always=frozenset(always), when_arg_set=tuple(when_arg_set))
 
 
@@ -119,6 +131,7 @@ class Supervisor:
             "openat": self._on_open,
             "openat2": self._on_open,
             **dict.fromkeys(_STAT_CALLS, self._on_stat),
+            **dict.fromkeys(_CHANGE_CALLS, self._on_change),
         }
 
     def start(self) -> None:
@@ -507,13 +520,18 @@ class Supervisor:
             listener.allow(note.id)
             return
         if note.syscall == "open":
-            directory, path_pointer, flags = _AT_FDCWD, note.args[0], note.args[1]
+            directory, path_pointer, flags, mode = (
+                _AT_FDCWD,
+                note.args[0],
+                note.args[1],
+                note.args[2],
+            )
         else:
             directory, path_pointer = _signed(note.args[0]), note.args[1]
             if note.syscall == "openat2":
-                flags = struct.unpack("=Q", self._read(note.tid, note.args[2], 8))[0]
+                flags, mode = struct.unpack("=QQ", self._read(note.tid, note.args[2], 16))
             else:
-                flags = note.args[2]
+                flags, mode = note.args[2], note.args[3]
         path = seccomp.read_c_string(note.tid, path_pointer)
         if not path.startswith(b"/"):
             if remote is None and os.path.basename(path) not in served.basenames:  # type: ignore[union-attr]
@@ -521,7 +539,7 @@ class Supervisor:
                 return
             path = self._absolute(note.tid, directory, path)
         if served is None or path not in served or flags & _O_ACCMODE or flags & _O_PATH:
-            self._open_remote(note, path, flags)
+            self._open_remote(note, path, flags, mode)
             return
         if not listener.is_valid(note.id):
             return
@@ -531,17 +549,20 @@ class Supervisor:
         finally:
             os.close(fd)
 
-    def _open_remote(self, note: Notification, raw_path: bytes, flags: int) -> None:
-        """--fs read: opens for reading of remote paths; writing opens stay here."""
+    def _open_remote(self, note: Notification, raw_path: bytes, flags: int, mode: int) -> None:
+        """--fs read|write: opens of remote paths (for writing: EROFS under --fs read)."""
         remote = self._remote
-        if remote is None or flags & _O_ACCMODE or not raw_path.startswith(b"/"):
+        if remote is None or not raw_path.startswith(b"/"):
             self.listener.allow(note.id)
             return
         path = remote.remote_path(os.fsdecode(raw_path))
-        if remote.is_remote(path) is False:
+        if remote.is_remote(path, creating=bool(flags & _O_CREAT)) is False:
             self.listener.allow(note.id)
             return
-        remote.open_later(note.id, path, bool(flags & _O_CLOEXEC))
+        if is_writing(flags) and not remote.writable and remote.is_remote(path) is True:
+            self.listener.respond(note.id, error=errno.EROFS)  # the pod's files are read-only
+            return
+        remote.open_later(note.id, path, OpenCall(note.tid, flags, mode))
 
     def _on_stat(self, note: Notification) -> None:
         """--fs read: stat and access of remote paths answer what the pod's open would see."""
@@ -578,6 +599,49 @@ class Supervisor:
         if "access" in note.syscall:
             kind = "access"
         remote.stat_later(note.id, note.tid, text, StatCall(kind, follow, argument))
+
+    def _on_change(self, note: Notification) -> None:
+        """unlink, rmdir, mkdir and rename of remote paths: done in the pod (--fs write) or
+        EROFS (--fs read)."""
+        remote = self._remote
+        if remote is None:
+            self.listener.allow(note.id)
+            return
+        args, name = note.args, note.syscall
+        change = Change(name.removesuffix("at").removesuffix("at2"), note.tid)
+        target = None
+        if name in ("unlink", "rmdir", "mkdir", "rename"):
+            directory, pointer = _AT_FDCWD, args[0]
+            change.mode = args[1]
+            if name == "rename":
+                target = (_AT_FDCWD, args[1])
+        else:
+            directory, pointer = _signed(args[0]), args[1]
+            if name == "unlinkat" and args[2] & _AT_REMOVEDIR:
+                change.kind = "rmdir"
+            elif name == "mkdirat":
+                change.mode = args[2]
+            elif name != "unlinkat":  # renameat, renameat2
+                target = (_signed(args[2]), args[3])
+                change.flags = args[4] if name == "renameat2" else 0
+        path = self._remote_path(note.tid, directory, pointer)
+        if target is not None:
+            change.to = self._remote_path(note.tid, *target)
+            if remote.is_remote(path) is False and remote.is_remote(change.to, True) is False:
+                self.listener.allow(note.id)
+                return
+        elif remote.is_remote(path, creating=change.kind == "mkdir") is False:
+            self.listener.allow(note.id)
+            return
+        remote.change_later(note.id, path, change)
+
+    def _remote_path(self, tid: int, directory: int, pointer: int) -> str:
+        """The absolute path a path argument names, as the pod would see it."""
+        assert self._remote is not None
+        path = seccomp.read_c_string(tid, pointer)
+        if not path.startswith(b"/"):
+            path = self._absolute(tid, directory, path)
+        return self._remote.remote_path(os.fsdecode(path))
 
     def _absolute(self, tid: int, directory: int, path: bytes) -> bytes:
         base = f"/proc/{tid}/cwd" if directory == _AT_FDCWD else f"/proc/{tid}/fd/{directory}"
