@@ -1,4 +1,5 @@
 // Bundles the extension into dist/extension.js; `vscode` is provided by the editor.
+import { copyFileSync } from "node:fs";
 import { build } from "esbuild";
 
 await build({
@@ -12,3 +13,7 @@ await build({
   sourcemap: true,
   logLevel: "warning",
 });
+
+// The config file's JSON Schema ships with the extension (jsonValidation in package.json);
+// `podside schema` writes the source of truth into the Python package.
+copyFileSync(new URL("../server/podside/config.schema.json", import.meta.url), new URL("dist/config.schema.json", import.meta.url));

@@ -1,5 +1,5 @@
 // Activation: register every view, command and debug hook, and route backend notifications.
-import { replayRequest, runWithClusterContext } from "./commands";
+import { replayRequest, runWithClusterContext, stopSessions } from "./commands";
 import { PodsideDebug } from "./debug/launch";
 import type { Backend, Seam } from "./seam";
 import { showSessionState, type SessionState } from "./status";
@@ -12,7 +12,8 @@ export function registerAll(seam: Seam, backend: Backend): void {
   const traffic = new TrafficModel();
   seam.registerTree("podside.targets", targets);
   seam.registerTree("podside.traffic", traffic);
-  seam.registerDebug("podside", new PodsideDebug(seam, backend));
+  const debug = new PodsideDebug(seam, backend);
+  seam.registerDebug("podside", debug);
 
   seam.registerCommand("podside.refreshTargets", () => targets.refresh());
   seam.registerCommand("podside.runWithClusterContext", (node) => runWithClusterContext(seam, node as TargetNode | undefined));
@@ -20,13 +21,16 @@ export function registerAll(seam: Seam, backend: Backend): void {
   seam.registerCommand("podside.replayRequestWithDebugger", (event) =>
     replayRequest(seam, backend, event as TrafficEvent | undefined, true),
   );
-  seam.registerCommand("podside.stopSession", (state) => {
-    const sessionId = (state as SessionState | undefined)?.sessionId;
-    if (sessionId !== undefined) return backend.command("podside.stopSession", { sessionId });
-    return undefined;
-  });
+  seam.registerCommand("podside.stopSession", (state) => stopSessions(seam, backend, state as SessionState | undefined));
 
-  backend.onNotification("podside/sessionState", (state: SessionState) => showSessionState(seam, state));
+  backend.onNotification("podside/sessionState", (state: SessionState) => {
+    showSessionState(seam, state);
+    if (state.state === "stopped" || state.state === "failed") debug.sessionEnded(state.sessionId);
+  });
+  backend.onNotification("podside/attachDebugger", (ask: { sessionId: string; reason: string }) => {
+    void debug.attach(ask.sessionId, ask.reason);
+  });
+  backend.onNotification("podside/output", (output: { line: string }) => seam.appendOutput(output.line));
   backend.onNotification("podside/traffic", (event: TrafficEvent) => traffic.add(event));
   backend.onNotification("podside/progress", (progress: { message: string }) => seam.setStatus(`$(sync~spin) podside: ${progress.message}`));
 }

@@ -2,6 +2,7 @@
 import { runtimeFor } from "./debug/launch";
 import { oneLine, type Backend, type DebugConfiguration, type Seam } from "./seam";
 import type { TargetNode } from "./tree/node";
+import type { SessionState } from "./status";
 import type { TrafficEvent } from "./traffic/trafficModel";
 
 /** Start "Run with cluster context" on a target of the tree. */
@@ -44,6 +45,26 @@ export async function replayRequest(seam: Seam, backend: Backend, event: Traffic
       withDebugger,
     });
     seam.showInfo(`podside: replayed ${event.method} ${event.path}: ${answer.status ?? "no status"}`);
+  } catch (error) {
+    seam.showError(oneLine(error));
+  }
+}
+
+/** Stop one session (from its state), or every live one (from the command palette). */
+export async function stopSessions(seam: Seam, backend: Backend, state: SessionState | undefined): Promise<void> {
+  try {
+    let sessionIds: string[];
+    if (state?.sessionId !== undefined) {
+      sessionIds = [state.sessionId];
+    } else {
+      const sessions = await backend.command<SessionState[]>("podside.listSessions");
+      sessionIds = sessions.filter((session) => session.state === "starting" || session.state === "running").map((session) => session.sessionId);
+    }
+    if (sessionIds.length === 0) {
+      seam.showInfo("podside: no session is running");
+      return;
+    }
+    for (const sessionId of sessionIds) await backend.command("podside.stopSession", { sessionId });
   } catch (error) {
     seam.showError(oneLine(error));
   }

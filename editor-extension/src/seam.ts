@@ -30,15 +30,22 @@ export interface AdapterSpec {
   command: string[];
   /** When set, the adapter listens on TCP and prints its host and port matching this. */
   listeningPattern?: string;
+  /** More environment variables for the adapter's process. */
+  env?: Record<string, string>;
 }
+
+/** How a debug session ended: the user stopped the program, or only the debugger left. */
+export type DebugEnding = "terminate" | "detach";
 
 export interface DebugHooks {
   /** Turns a `podside` launch configuration into the real one; undefined cancels. */
   resolve(folder: string | undefined, configuration: DebugConfiguration): Promise<DebugConfiguration | undefined>;
   /** The adapter for an already resolved `podside` configuration. */
   adapter(configuration: DebugConfiguration): AdapterSpec | undefined;
+  /** A debug session of any type has its breakpoints set (its configurationDone was answered). */
+  configured(configuration: DebugConfiguration): void;
   /** A debug session of any type ended. */
-  terminated(configuration: DebugConfiguration): void;
+  terminated(configuration: DebugConfiguration, ending: DebugEnding): void;
 }
 
 export interface Seam {
@@ -48,6 +55,8 @@ export interface Seam {
   showError(message: string): void;
   showInfo(message: string): void;
   setStatus(text: string | undefined, tooltip?: string): void;
+  /** A line of a program's output, for the podside output channel. */
+  appendOutput(line: string): void;
   startDebugging(configuration: DebugConfiguration): Promise<boolean>;
   /** The workspace's launch configurations (launch.json), any type. */
   launchConfigurations(): DebugConfiguration[];

@@ -2,11 +2,13 @@
 // touches `vscode`, kept to translation so that the logic stays testable without an editor.
 import { spawn } from "node:child_process";
 import * as vscode from "vscode";
-import type { AdapterSpec, DebugConfiguration, DebugHooks, Seam, TreeModel } from "./seam";
+import type { AdapterSpec, DebugConfiguration, DebugEnding, DebugHooks, Seam, TreeModel } from "./seam";
 
 export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
   const status = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 50);
   context.subscriptions.push(status);
+  const output = vscode.window.createOutputChannel("podside");
+  context.subscriptions.push(output);
   const keep = (disposable: vscode.Disposable): void => {
     context.subscriptions.push(disposable);
   };
@@ -42,7 +44,35 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
           createDebugAdapterDescriptor: (session) => adapterFor(hooks.adapter(session.configuration as DebugConfiguration)),
         }),
       );
-      keep(vscode.debug.onDidTerminateDebugSession((session) => hooks.terminated(session.configuration as DebugConfiguration)));
+      // How each debug session ends, from the requests VS Code sends its adapter.
+      const endings = new Map<string, DebugEnding>();
+      keep(
+        vscode.debug.registerDebugAdapterTrackerFactory("*", {
+          createDebugAdapterTracker: (session) => {
+            const configuration = session.configuration as DebugConfiguration;
+            if (configuration.podsideSessionId === undefined) return undefined;
+            return {
+              onWillReceiveMessage: (message: DapMessage) => {
+                const ending = endingOf(message, configuration.request);
+                if (ending !== undefined && !endings.has(session.id)) endings.set(session.id, ending);
+              },
+              onDidSendMessage: (message: DapMessage) => {
+                if (message.type === "response" && message.command === "configurationDone" && message.success === true) {
+                  hooks.configured(configuration);
+                }
+              },
+            };
+          },
+        }),
+      );
+      keep(
+        vscode.debug.onDidTerminateDebugSession((session) => {
+          // No request seen: the debuggee ended on its own, which for a launch is the end.
+          const ending = endings.get(session.id) ?? (session.configuration.request === "attach" ? "detach" : "terminate");
+          endings.delete(session.id);
+          hooks.terminated(session.configuration as DebugConfiguration, ending);
+        }),
+      );
     },
     showError(message) {
       void vscode.window.showErrorMessage(message);
@@ -59,6 +89,9 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
       status.tooltip = tooltip;
       status.show();
     },
+    appendOutput(line) {
+      output.appendLine(line);
+    },
     startDebugging(configuration) {
       return Promise.resolve(vscode.debug.startDebugging(vscode.workspace.workspaceFolders?.[0], configuration));
     },
@@ -74,6 +107,23 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
       return vscode.workspace.getConfiguration("podside").get<T>(name, fallback);
     },
   };
+}
+
+interface DapMessage {
+  type?: string;
+  command?: string;
+  success?: boolean;
+  arguments?: { terminateDebuggee?: boolean };
+}
+
+/** Whether a request from VS Code to the adapter ends the program or only the debugging. */
+function endingOf(message: DapMessage, request: string): DebugEnding | undefined {
+  if (message.type !== "request") return undefined;
+  if (message.command === "terminate") return "terminate";
+  if (message.command !== "disconnect") return undefined;
+  const terminate = message.arguments?.terminateDebuggee;
+  // Without the flag VS Code means its default: a launch stops, an attach disconnects.
+  return terminate === true || (terminate === undefined && request === "launch") ? "terminate" : "detach";
 }
 
 function treeItem<Node>(model: TreeModel<Node>, node: Node): vscode.TreeItem {
@@ -93,11 +143,12 @@ async function adapterFor(spec: AdapterSpec | undefined): Promise<vscode.DebugAd
   if (spec === undefined) throw new Error("podside: this debug session was not resolved by podside; start it again");
   const [command, ...args] = spec.command;
   if (command === undefined) throw new Error("podside: the launch template has an empty adapter command");
-  if (spec.listeningPattern === undefined) return new vscode.DebugAdapterExecutable(command, args);
+  const env = spec.env === undefined ? undefined : { ...process.env, ...spec.env };
+  if (spec.listeningPattern === undefined) return new vscode.DebugAdapterExecutable(command, args, env === undefined ? undefined : { env: env as Record<string, string> });
   const pattern = new RegExp(spec.listeningPattern);
   // The adapter is a server (delve): start it, then connect where it says it listens.
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: env ?? process.env });
     let seen = "";
     const read = (chunk: Buffer): void => {
       seen += chunk.toString();

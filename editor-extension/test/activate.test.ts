@@ -79,3 +79,49 @@ test("Run with cluster context prefers the workspace's configuration for that ta
   assert.deepEqual(seam.started[0]?.args, ["-v"]);
   assert.equal(seam.started[0]?.context, "podside-sandbox");
 });
+
+test("an attach request from the backend starts the debugger; program output goes to the output channel", async () => {
+  const seam = new FakeSeam();
+  const backend = new FakeBackend({
+    "podside.resolveLaunch": {
+      debugConfiguration: { type: "podside", request: "attach", name: "blog", podsideSessionId: "s9" },
+      adapter: null,
+      sessionId: "s9",
+    },
+    "podside.debuggerAttached": {},
+  });
+  registerAll(seam, backend);
+  const hooks = seam.debug.get("podside")!;
+  const configuration = await hooks.resolve(undefined, { type: "podside", request: "launch", name: "blog", runtime: "python", holdUntilAttached: true });
+  hooks.terminated(configuration!, "detach");
+  backend.notify("podside/attachDebugger", { sessionId: "s9", reason: "a request waits" });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(seam.started, [configuration]);
+  backend.notify("podside/output", { sessionId: "s9", line: "listening on :8080" });
+  assert.deepEqual(seam.output, ["listening on :8080"]);
+});
+
+test("Stop session from the palette stops every live session", async () => {
+  const seam = new FakeSeam();
+  const backend = new FakeBackend({
+    "podside.listSessions": [
+      { sessionId: "s1", target: "deployment/blog", state: "running", message: "" },
+      { sessionId: "s2", target: "deployment/blog", state: "stopped", message: "stopped" },
+    ],
+    "podside.stopSession": {},
+  });
+  registerAll(seam, backend);
+  await seam.commands.get("podside.stopSession")!();
+  assert.deepEqual(backend.calls.slice(1), [["podside.stopSession", { sessionId: "s1" }]]);
+});
+
+test("the config file's schema is registered for .podside/config.json and is the one podside ships", () => {
+  const [validation] = manifest.contributes.jsonValidation;
+  assert.deepEqual(validation.fileMatch, ["**/.podside/config.json"]);
+  // esbuild.mjs puts it where the manifest says, from the Python package's copy.
+  assert.equal(validation.url, "./dist/config.schema.json");
+  const source = readFileSync(join(ROOT, "..", "server", "podside", "config.schema.json"), "utf8");
+  const schema = JSON.parse(source);
+  assert.equal(schema.$id, "https://podside.dev/schema/config.json");
+  assert.ok("hold-until-attached" in schema.properties && "target" in schema.properties);
+});

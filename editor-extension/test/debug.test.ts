@@ -41,9 +41,55 @@ test("the end of the debug session stops the podside session", async () => {
   const backend = new FakeBackend({ "podside.resolveLaunch": RESOLVED, "podside.stopSession": {} });
   const debug = new PodsideDebug(new FakeSeam(), backend);
   const configuration = await debug.resolve(undefined, LAUNCH);
-  debug.terminated(configuration!);
+  debug.terminated(configuration!, "terminate");
   assert.deepEqual(backend.calls.at(-1), ["podside.stopSession", { sessionId: "s1" }]);
   assert.equal(debug.adapter(configuration!), undefined);
+});
+
+const HELD = { ...LAUNCH, holdUntilAttached: true };
+const ATTACH = {
+  debugConfiguration: { type: "podside", request: "attach", name: "blog", connect: { host: "127.0.0.1", port: 5999 }, podsideSessionId: "s2" },
+  adapter: { command: ["/venv/bin/python", "-m", "debugpy.adapter"] },
+  sessionId: "s2",
+};
+
+function attachBackend(): FakeBackend {
+  return new FakeBackend({ "podside.resolveLaunch": ATTACH, "podside.debuggerAttached": {}, "podside.stopSession": {} });
+}
+
+test("a debugger with its breakpoints set tells the backend it is attached", async () => {
+  const backend = attachBackend();
+  const debug = new PodsideDebug(new FakeSeam(), backend);
+  const configuration = await debug.resolve(undefined, HELD);
+  debug.configured(configuration!);
+  assert.deepEqual(backend.calls.at(-1), ["podside.debuggerAttached", { sessionId: "s2", attached: true }]);
+});
+
+test("disconnecting from a held session detaches; a waiting request attaches the same configuration again", async () => {
+  const seam = new FakeSeam();
+  const backend = attachBackend();
+  const debug = new PodsideDebug(seam, backend);
+  const configuration = await debug.resolve(undefined, HELD);
+  await debug.attach("s2", "a request waits");
+  assert.deepEqual(seam.started, [], "the first debug session is still on");
+  debug.terminated(configuration!, "detach");
+  assert.deepEqual(backend.calls.at(-1), ["podside.debuggerAttached", { sessionId: "s2", attached: false }]);
+  assert.ok(!backend.calls.some(([name]) => name === "podside.stopSession"));
+  await debug.attach("s2", "a request from 10.0.0.7:5000 to port 8080 waits");
+  await debug.attach("s2", "another one");
+  assert.deepEqual(seam.started, [ATTACH.debugConfiguration], "attached once, with the adapter kept");
+  assert.deepEqual(debug.adapter(configuration!), ATTACH.adapter);
+});
+
+test("stopping a held session's debugger stops the session, and nothing attaches to it again", async () => {
+  const seam = new FakeSeam();
+  const backend = attachBackend();
+  const debug = new PodsideDebug(seam, backend);
+  const configuration = await debug.resolve(undefined, HELD);
+  debug.terminated(configuration!, "terminate");
+  assert.deepEqual(backend.calls.at(-1), ["podside.stopSession", { sessionId: "s2" }]);
+  await debug.attach("s2", "late");
+  assert.deepEqual(seam.started, []);
 });
 
 test("the runtime follows the program's file name", () => {

@@ -54,6 +54,10 @@ export class FakeSeam implements Seam {
   setStatus(text: string | undefined): void {
     this.status = text;
   }
+  output: string[] = [];
+  appendOutput(line: string): void {
+    this.output.push(line);
+  }
   async startDebugging(configuration: DebugConfiguration): Promise<boolean> {
     this.started.push(configuration);
     return true;

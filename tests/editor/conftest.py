@@ -18,7 +18,13 @@ import pytest
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-NOTIFICATIONS = ("podside/sessionState", "podside/progress", "podside/traffic")
+NOTIFICATIONS = (
+    "podside/sessionState",
+    "podside/progress",
+    "podside/traffic",
+    "podside/attachDebugger",
+    "podside/output",
+)
 
 
 class Backend:
@@ -47,12 +53,13 @@ class Backend:
         )
         self.client.initialized(types.InitializedParams())
 
-    def command(self, name: str, params: dict[str, Any] | None = None) -> Any:
+    def command(self, name: str, params: dict[str, Any] | None = None, timeout: float = 30) -> Any:
         arguments = [] if params is None else [params]
         result = self.run(
             self.client.workspace_execute_command_async(
                 types.ExecuteCommandParams(command=name, arguments=arguments)
-            )
+            ),
+            timeout,
         )
         return _plain(result)
 

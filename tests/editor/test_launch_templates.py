@@ -91,3 +91,50 @@ def test_a_bad_launch_configuration_is_a_one_line_error(
     with pytest.raises(PodsideError) as raised:
         launch.resolve(base("python", **fields), "s1", TEMPLATES, PODSIDE)
     assert message in raised.value.message
+
+
+def test_python_attach_runs_the_program_under_debugpys_server_on_an_ignored_port() -> None:
+    attach = launch.resolve_attach(
+        base("python", holdUntilAttached=True, args=["--port", "8080"]),
+        "s2",
+        TEMPLATES,
+        PODSIDE,
+        debug_port=5999,
+    )
+    assert attach.argv[: attach.argv.index("--")] == [
+        *PODSIDE,
+        *("exec", "--target", "deployment/blog", "--hold-until-attached"),
+        *("--ignore-port", "5999"),
+    ]
+    program = attach.argv[attach.argv.index("--") + 1 :]
+    assert program == [
+        *("python3", "-Xfrozen_modules=off", launch.debugpy_path()),
+        *("--listen", "127.0.0.1:5999", "/src/app", "--port", "8080"),
+    ]
+    configuration = attach.resolved.debug_configuration
+    assert configuration["request"] == "attach"
+    assert configuration["connect"] == {"host": "127.0.0.1", "port": 5999}
+    assert configuration["podsideSessionId"] == "s2"
+    assert attach.resolved.adapter is not None
+    assert attach.resolved.adapter["command"][1:] == ["-m", "debugpy.adapter"]
+
+
+def test_node_attach_uses_the_inspector_and_js_debug() -> None:
+    attach = launch.resolve_attach(
+        base("node", holdUntilAttached=True), "s3", TEMPLATES, PODSIDE, debug_port=9339
+    )
+    assert attach.argv[attach.argv.index("--") + 1 :] == [
+        *("node", "--inspect=127.0.0.1:9339", "/src/app")
+    ]
+    configuration = attach.resolved.debug_configuration
+    assert (configuration["type"], configuration["request"], configuration["port"]) == (
+        "node",
+        "attach",
+        9339,
+    )
+    assert attach.resolved.adapter is None
+
+
+def test_a_runtime_that_cannot_attach_later_says_which_can() -> None:
+    with pytest.raises(PodsideError, match="runtime 'command' cannot attach a debugger later"):
+        launch.resolve_attach(base("command", holdUntilAttached=True), "s4", TEMPLATES, PODSIDE)

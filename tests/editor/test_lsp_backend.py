@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from pygls.exceptions import JsonRpcException
 
 from tests.editor.conftest import Backend
 
+REPO = Path(__file__).resolve().parents[2]
 SANDBOX_CONTEXT = "podside-sandbox"
 SANDBOX_DEFAULT = ("--context", SANDBOX_CONTEXT, "-n", "default")
 
@@ -168,6 +170,13 @@ def test_session_events_become_notifications_and_traffic_can_be_replayed(
             "mode": "mirror",
         }
 
+        # The extension says so when the debugger has its breakpoints (configurationDone).
+        attached = backend.command(
+            "podside.debuggerAttached", {"sessionId": session_id, "attached": True}
+        )
+        assert attached["debuggerAttached"] is True
+        exec_side.settimeout(5)
+        assert exec_side.recv(4096) == b'{"command": "debugger", "attached": true}\n'
         replayed = backend.command(
             "podside.replayRequest",
             {"sessionId": session_id, "requestId": "r1", "withDebugger": True},
@@ -177,7 +186,6 @@ def test_session_events_become_notifications_and_traffic_can_be_replayed(
 
         stopped = backend.command("podside.stopSession", {"sessionId": session_id})
         assert stopped["state"] == "stopped"
-        exec_side.settimeout(5)
         assert exec_side.recv(1) == b"", "stopping the session closes the wrapped exec's socket"
     program.shutdown()
 
@@ -198,3 +206,51 @@ def test_a_session_whose_podside_exec_fails_reports_failed_in_one_line(backend: 
     )
     assert failed["message"]
     assert "\n" not in failed["message"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_editor_attaches(
+    backend: Backend,
+) -> None:
+    """The sandbox's traffic deployment sends the blog a request every second."""
+    port = free_port()
+    answer = backend.command(
+        "podside.resolveLaunch",
+        python_launch(
+            program=str(REPO / "examples" / "blog" / "app.py"),
+            holdUntilAttached=True,
+            execArgs=["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
+        ),
+        timeout=200,
+    )
+    session_id = answer["sessionId"]
+    configuration = answer["debugConfiguration"]
+    assert configuration["request"] == "attach"
+    debug_port = configuration["connect"]["port"]
+    try:
+        # Answered only once debugpy's server listens, so the debugger can attach at once.
+        with socket.create_connection(("127.0.0.1", debug_port), timeout=5):
+            pass
+        try:
+            asked = backend.wait_for(
+                "podside/attachDebugger", lambda p: p["sessionId"] == session_id, timeout=60
+            )
+        except TimeoutError:
+            raise AssertionError(f"no attach asked for: {dict(backend.notifications)}") from None
+        assert "to port 8080 waits" in asked["reason"]
+        assert not backend.notifications["podside/traffic"], "nothing is delivered while held"
+
+        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": True})
+        traffic = backend.wait_for(
+            "podside/traffic", lambda p: p["sessionId"] == session_id, timeout=30
+        )
+        assert (traffic["mode"], traffic["status"]) == ("mirror", 200)
+    finally:
+        stopped = backend.command("podside.stopSession", {"sessionId": session_id})
+    assert stopped["state"] == "stopped"

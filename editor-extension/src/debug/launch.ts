@@ -1,5 +1,12 @@
 // The `podside` debug type: the backend turns a launch configuration into the real debugger's.
-import { oneLine, type AdapterSpec, type Backend, type DebugConfiguration, type DebugHooks, type Seam } from "../seam";
+//
+// Two ways to debug (see launch_templates/README.md). A launch: the debugger starts the
+// wrapped program and the podside session ends with the debug session. `holdUntilAttached`:
+// the backend runs the program with a debug server and answers an attach configuration; the
+// debugger may leave (Disconnect) while the program keeps running, and when a request reaches
+// the pod with no debugger attached the backend asks (`podside/attachDebugger`) and the
+// debugger is attached again before the request is delivered.
+import { oneLine, type AdapterSpec, type Backend, type DebugConfiguration, type DebugEnding, type DebugHooks, type Seam } from "../seam";
 
 interface Resolved {
   debugConfiguration: DebugConfiguration;
@@ -8,8 +15,12 @@ interface Resolved {
 }
 
 export class PodsideDebug implements DebugHooks {
-  // Adapters the backend chose, by podside session, until VS Code asks for them.
+  // Adapters the backend chose, by podside session, for as long as the session lives.
   private readonly adapters = new Map<string, AdapterSpec>();
+  // How to attach again to the programs that outlive their debug sessions, by podside session.
+  private readonly attachable = new Map<string, DebugConfiguration>();
+  // Podside sessions with a debug session now, or one being started.
+  private readonly debugging = new Set<string>();
 
   constructor(private readonly seam: Seam, private readonly backend: Backend) {}
 
@@ -29,20 +40,63 @@ export class PodsideDebug implements DebugHooks {
       return undefined;
     }
     if (resolved.adapter !== null) this.adapters.set(resolved.sessionId, resolved.adapter);
+    if (resolved.debugConfiguration.request === "attach") this.attachable.set(resolved.sessionId, resolved.debugConfiguration);
+    this.debugging.add(resolved.sessionId);
     return resolved.debugConfiguration;
   }
 
   adapter(configuration: DebugConfiguration): AdapterSpec | undefined {
-    const sessionId = configuration.podsideSessionId;
-    return typeof sessionId === "string" ? this.adapters.get(sessionId) : undefined;
+    const sessionId = sessionOf(configuration);
+    return sessionId === undefined ? undefined : this.adapters.get(sessionId);
   }
 
-  terminated(configuration: DebugConfiguration): void {
-    const sessionId = configuration.podsideSessionId;
-    if (typeof sessionId !== "string") return;
-    this.adapters.delete(sessionId);
-    this.backend.command("podside.stopSession", { sessionId }).catch((error: unknown) => this.seam.showError(oneLine(error)));
+  configured(configuration: DebugConfiguration): void {
+    const sessionId = sessionOf(configuration);
+    if (sessionId === undefined) return;
+    this.debugging.add(sessionId);
+    this.tell("podside.debuggerAttached", { sessionId, attached: true });
   }
+
+  terminated(configuration: DebugConfiguration, ending: DebugEnding): void {
+    const sessionId = sessionOf(configuration);
+    if (sessionId === undefined) return;
+    this.debugging.delete(sessionId);
+    if (this.attachable.has(sessionId) && ending === "detach") {
+      // Disconnect: the program goes on; its next request brings the debugger back.
+      this.tell("podside.debuggerAttached", { sessionId, attached: false });
+      return;
+    }
+    this.sessionEnded(sessionId);
+    this.tell("podside.stopSession", { sessionId });
+  }
+
+  /** The backend asks for a debugger for `sessionId`: a request waits for one. */
+  async attach(sessionId: string, reason: string): Promise<void> {
+    const configuration = this.attachable.get(sessionId);
+    if (configuration === undefined || this.debugging.has(sessionId)) return;
+    this.debugging.add(sessionId);
+    this.seam.setStatus(`$(debug-alt) podside: attaching the debugger: ${reason}`);
+    const started = await this.seam.startDebugging(configuration);
+    if (!started) {
+      this.debugging.delete(sessionId);
+      this.seam.showError(`podside: could not attach the debugger to session ${sessionId}`);
+    }
+  }
+
+  /** The podside session ended: nothing can attach to it any more. */
+  sessionEnded(sessionId: string): void {
+    this.adapters.delete(sessionId);
+    this.attachable.delete(sessionId);
+  }
+
+  private tell(command: string, params: Record<string, unknown>): void {
+    this.backend.command(command, params).catch((error: unknown) => this.seam.showError(oneLine(error)));
+  }
+}
+
+function sessionOf(configuration: DebugConfiguration): string | undefined {
+  const sessionId = configuration.podsideSessionId;
+  return typeof sessionId === "string" ? sessionId : undefined;
 }
 
 /** Which launch template fits a program file. */

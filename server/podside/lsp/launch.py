@@ -3,6 +3,12 @@
 The templates in `launch_templates/` say how each runtime's debuggee is wrapped by
 `podside exec`; this module only fills in their placeholders (see that folder's README), so
 adding a runtime is adding a file there.
+
+Two ways to debug: by default the debugger launches the wrapped debuggee (`resolve`). With
+`holdUntilAttached` the backend runs the wrapped program itself, started with its runtime's
+debug server on a free port of this machine, and the debugger attaches to it
+(`resolve_attach`); the debugger can then come and go while the program keeps running, and
+`podside exec --hold-until-attached` holds the pod's requests while none is attached.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +58,21 @@ def podside_command() -> list[str]:
     return [sys.executable, "-m", "podside"]
 
 
+def debugpy_path() -> str:
+    """debugpy's package folder: `python3 FOLDER --listen ...` runs a program under it."""
+    import debugpy
+
+    return str(Path(debugpy.__file__).resolve().parent)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on now (the debug server takes it next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
     """The wrapper: everything before the debuggee's own argv, ending with `--`."""
     target = launch.get("target")
@@ -68,9 +90,70 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
         if mode not in _MODES:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
+    if launch.get("holdUntilAttached"):
+        argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
         argv.append(str(item))
     return [*argv, "--"]
+
+
+@dataclass(frozen=True)
+class AttachLaunch:
+    """A program the backend runs with a debug server, and how the debugger attaches to it."""
+
+    argv: list[str]
+    debug_port: int
+    resolved: ResolvedLaunch
+
+
+def resolve_attach(
+    launch: dict[str, Any],
+    session_id: str,
+    templates: dict[str, dict[str, Any]],
+    podside: list[str] | None = None,
+    debug_port: int | None = None,
+) -> AttachLaunch:
+    runtime = launch.get("runtime")
+    template = templates.get(str(runtime))
+    if template is None or "attach" not in template:
+        attachable = sorted(name for name, found in templates.items() if "attach" in found)
+        raise PodsideError(
+            f"holdUntilAttached: runtime {runtime!r} cannot attach a debugger later; use one "
+            f"of {', '.join(attachable)}"
+        )
+    port = debug_port or free_port()
+    wrapper = exec_argv(launch, podside or podside_command())
+    # The debug server's port is the debugger's, never the pod's.
+    wrapper[-1:-1] = ["--ignore-port", str(port)]
+    values = {
+        **_values(launch, wrapper, session_id),
+        "debugPort": port,
+        "debugpyPath": debugpy_path(),
+    }
+    attach = template["attach"]
+    program = _fill(attach["program"], values, where=str(runtime))
+    adapter = attach.get("adapter", template.get("adapter"))
+    return AttachLaunch(
+        argv=[*wrapper, *(str(item) for item in program)],
+        debug_port=port,
+        resolved=ResolvedLaunch(
+            debug_configuration=_fill(attach["debugConfiguration"], values, where=str(runtime)),
+            adapter=None if adapter is None else _fill(adapter, values, where=str(runtime)),
+        ),
+    )
+
+
+def _values(launch: dict[str, Any], wrapper: list[str], session_id: str) -> dict[str, Any]:
+    return {
+        "name": f"{launch.get('name') or 'podside'}",
+        **launch,
+        "exec": wrapper,
+        "execProgram": wrapper[0],
+        "execArgs": wrapper[1:],
+        "execLine": shlex.join(wrapper),
+        "sessionId": session_id,
+        "backendPython": sys.executable,
+    }
 
 
 def resolve(
@@ -85,16 +168,7 @@ def resolve(
             f"runtime {runtime!r} has no launch template; use one of {', '.join(sorted(templates))}"
         )
     wrapper = exec_argv(launch, podside or podside_command())
-    values = {
-        "name": f"{launch.get('name') or 'podside'}",
-        **launch,
-        "exec": wrapper,
-        "execProgram": wrapper[0],
-        "execArgs": wrapper[1:],
-        "execLine": shlex.join(wrapper),
-        "sessionId": session_id,
-        "backendPython": sys.executable,
-    }
+    values = _values(launch, wrapper, session_id)
     template = templates[runtime]
     configuration = _fill(template["debugConfiguration"], values, where=runtime)
     adapter = template.get("adapter")

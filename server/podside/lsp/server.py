@@ -23,6 +23,9 @@ from podside.kube import config, targets
 from podside.lsp import launch
 from podside.lsp.sessions import EVENTS_ENV, Sessions
 
+# Agent start-up in the pod, the port-forward, and the program's start under its debugger.
+START_TIMEOUT_SECONDS = 180.0
+
 
 class BackendError(JsonRpcException):
     """A PodsideError on its way to the editor: the message is the whole story."""
@@ -99,6 +102,8 @@ def build_server() -> PodsideServer:
 
     @command("podside.resolveLaunch")
     async def resolve_launch(ls: PodsideServer, params: dict[str, Any]) -> Any:
+        if params.get("holdUntilAttached"):
+            return await _resolve_attach(ls, params)
         # Validate before a session exists, so a bad configuration leaves nothing behind.
         launch.resolve(params, "check", ls.templates)
         session = await ls.sessions.open(str(params["target"]), kind="debug")
@@ -107,6 +112,36 @@ def build_server() -> PodsideServer:
             env.setdefault("KUBECONFIG", os.environ["KUBECONFIG"])
         resolved = launch.resolve({**params, "env": env}, session.id, ls.templates)
         return {**resolved.to_json(), "sessionId": session.id}
+
+    async def _resolve_attach(ls: PodsideServer, params: dict[str, Any]) -> Any:
+        """Run the program with its debug server; answer once the debugger can attach."""
+        launch.resolve_attach(params, "check", ls.templates)
+        env = params.get("env", {})
+        if not isinstance(env, dict):
+            raise BackendError("'env' must be an object of NAME: VALUE")
+        session = await ls.sessions.open(str(params["target"]), kind="debug")
+        session.attachable = True
+        attach = launch.resolve_attach(params, session.id, ls.templates)
+        await ls.sessions.run(
+            session,
+            attach.argv,
+            _string(params, "cwd", required=False),
+            {str(name): str(value) for name, value in env.items()},
+        )
+        timeout = float(params.get("startTimeout", START_TIMEOUT_SECONDS))
+        try:
+            ready = await session.wait_until(
+                lambda: attach.debug_port in session.listening, timeout
+            )
+        except TimeoutError:
+            await ls.sessions.stop(session.id)
+            raise BackendError(
+                f"the program's debug server did not listen on port {attach.debug_port} "
+                f"within {timeout:.0f} s"
+            ) from None
+        if not ready:
+            raise BackendError(session.message or f"the session {session.state}")
+        return {**attach.resolved.to_json(), "sessionId": session.id}
 
     @command("podside.startSession")
     async def start_session(ls: PodsideServer, params: dict[str, Any]) -> Any:
@@ -123,6 +158,12 @@ def build_server() -> PodsideServer:
         session_id = _string(params, "sessionId")
         assert session_id is not None
         return await ls.sessions.stop(session_id)
+
+    @command("podside.debuggerAttached")
+    async def debugger_attached(ls: PodsideServer, params: dict[str, Any]) -> Any:
+        session_id = _string(params, "sessionId")
+        assert session_id is not None
+        return ls.sessions.debugger_attached(session_id, bool(params.get("attached", True)))
 
     @command("podside.listSessions")
     async def list_sessions(ls: PodsideServer, params: dict[str, Any]) -> Any:

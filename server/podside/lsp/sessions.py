@@ -9,9 +9,16 @@ the backend listens on a Unix socket named in the wrapped process's `PODSIDE_EVE
     {"event": "state", "state": "running"}
     {"event": "traffic", "id": ..., "time": ..., "method": ..., "path": ..., "status": ...,
      "duration": ..., "mode": "mirror", "localPort": 8080, "request": "<base64 bytes>"}
+    {"event": "listening", "port": 5678}
+    {"event": "held", "port": 8080, "localPort": 8080, "source": "10.0.0.7:41234"}
 
 Each becomes a notification to the editor, and traffic is kept for replay. Stopping a session
 closes that socket (the wrapped `podside exec` ends when it closes) and ends a child.
+
+The backend writes back `{"command": "debugger", "attached": true|false}` whenever the editor
+says a debugger attached to or left the session's program (`podside.debuggerAttached`). A
+held connection (`podside exec --hold-until-attached`) or a replay with the debugger, while
+none is attached, asks the editor to attach one: `podside/attachDebugger`.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ EVENTS_ENV = "PODSIDE_EVENTS"
 # Recorded requests kept per session for replay; older ones are forgotten first.
 TRAFFIC_KEPT = 200
 STOP_GRACE_SECONDS = 5.0
-# One line of the child's output that is not an event is shown as progress, cut to this.
+# A line of the child's output (`podside/output`) is cut to this.
 LINE_LIMIT = 300
+# How long a replay with the debugger waits for the editor to attach one.
+ATTACH_TIMEOUT_SECONDS = 120.0
 
 Notify = Callable[[str, dict[str, Any]], None]
 
@@ -58,6 +67,14 @@ class Session:
     traffic: dict[str, dict[str, Any]] = field(default_factory=dict)
     server: asyncio.AbstractServer | None = None
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    # Whether a debugger can attach to the program later (it runs with a debug server).
+    attachable: bool = False
+    attached: bool = False
+    # Set on every change of `attached`, of `listening` or of the state.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    listening: set[int] = field(default_factory=set)
+    # An attach was asked for and not answered yet: held connections do not ask again.
+    attach_asked: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -66,7 +83,24 @@ class Session:
             "kind": self.kind,
             "state": self.state,
             "message": self.message,
+            "attachable": self.attachable,
+            "debuggerAttached": self.attached,
         }
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed.clear()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `condition()` or the session's end; answers `condition()`."""
+        async with asyncio.timeout(timeout):
+            while not condition() and self.state not in ("stopped", "failed"):
+                waiter = asyncio.ensure_future(self.changed.wait())
+                try:
+                    await waiter
+                finally:
+                    waiter.cancel()
+        return condition()
 
 
 class Sessions:
@@ -107,9 +141,15 @@ class Sessions:
         self._set_state(session, "starting")
         return session
 
-    async def run(self, session: Session, argv: list[str], cwd: str | None) -> None:
+    async def run(
+        self,
+        session: Session,
+        argv: list[str],
+        cwd: str | None,
+        env_overrides: dict[str, str] | None = None,
+    ) -> None:
         """Run the wrapped program as our child; its end ends the session."""
-        env = {**os.environ, EVENTS_ENV: str(session.events_path)}
+        env = {**os.environ, **(env_overrides or {}), EVENTS_ENV: str(session.events_path)}
         try:
             session.process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -134,7 +174,7 @@ class Sessions:
             line = raw.decode(errors="replace").rstrip()[:LINE_LIMIT]
             if line:
                 last_line = line
-                self._notify("podside/progress", {"sessionId": session.id, "message": line})
+                self._notify("podside/output", {"sessionId": session.id, "line": line})
         code = await process.wait()
         if session.state in ("stopping", "stopped"):
             await self.close(session, "stopped", "stopped")
@@ -147,6 +187,8 @@ class Sessions:
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         session.writers.append(writer)
+        if session.attached:
+            _write_command(writer, {"command": "debugger", "attached": True})
         try:
             async for raw in reader:
                 try:
@@ -170,6 +212,29 @@ class Sessions:
             self._set_state(session, str(event.get("state")), str(event.get("message", "")))
         elif kind == "traffic":
             self._record(session, event)
+        elif kind == "listening" and isinstance(event.get("port"), int):
+            session.listening.add(event["port"])
+            session._changed()
+        elif kind == "held" and not session.attached:
+            source, port = event.get("source"), event.get("port")
+            self._ask_to_attach(session, f"a request from {source} to port {port} waits")
+
+    def _ask_to_attach(self, session: Session, reason: str) -> None:
+        if session.attach_asked or not session.attachable:
+            return
+        session.attach_asked = True
+        self._notify("podside/attachDebugger", {"sessionId": session.id, "reason": reason})
+
+    def debugger_attached(self, session_id: str, attached: bool) -> dict[str, Any]:
+        """The editor's word that a debugger attached to (or left) the session's program."""
+        session = self.get(session_id)
+        session.attached = attached
+        session.attach_asked = False
+        for writer in session.writers:
+            _write_command(writer, {"command": "debugger", "attached": attached})
+        session._changed()
+        self._notify("podside/sessionState", session.describe())
+        return session.describe()
 
     def _record(self, session: Session, event: dict[str, Any]) -> None:
         record = {key: value for key, value in event.items() if key != "event"}
@@ -187,6 +252,7 @@ class Sessions:
     def _set_state(self, session: Session, state: str, message: str = "") -> None:
         session.state = state
         session.message = message
+        session._changed()
         self._notify("podside/sessionState", session.describe())
 
     async def stop(self, session_id: str) -> dict[str, Any]:
@@ -227,6 +293,17 @@ class Sessions:
             )
         if session.state != "running":
             raise PodsideError(f"session {session_id} is {session.state}, not running")
+        if with_debugger and not session.attached:
+            self._ask_to_attach(session, f"replaying {record.get('method')} {record.get('path')}")
+            try:
+                await session.wait_until(lambda: session.attached, ATTACH_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise PodsideError(
+                    f"no debugger attached to session {session_id} within "
+                    f"{ATTACH_TIMEOUT_SECONDS:.0f} s; the request was not replayed"
+                ) from None
+            if not session.attached:
+                raise PodsideError(f"session {session_id} is {session.state}, not running")
         if "request" not in record or "localPort" not in record:
             raise PodsideError(f"request {request_id!r} was recorded without its bytes")
         payload = base64.b64decode(record["request"])
@@ -248,6 +325,11 @@ class Sessions:
     async def stop_all(self) -> None:
         for session_id in list(self._sessions):
             await self.stop(session_id)
+
+
+def _write_command(writer: asyncio.StreamWriter, command: dict[str, Any]) -> None:
+    if not writer.is_closing():
+        writer.write(json.dumps(command).encode() + b"\n")
 
 
 def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
