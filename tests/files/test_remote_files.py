@@ -4,6 +4,7 @@ symlinks, and a large file) are read, stat'ed and listed by the local program; u
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import textwrap
@@ -129,3 +130,38 @@ def test_a_bad_regex_is_one_line(pod: Pod) -> None:  # noqa: F811
     result = podside_exec(pod, "true", options=("--fs", "read", "--fs-remote", "^/etc/(app"))
     assert result.returncode == 2
     assert result.stderr.startswith("podside: --fs-remote '^/etc/(app': not a regular expression")
+
+
+def test_chdir_into_a_remote_folder_fails_clearly(pod: Pod) -> None:  # noqa: F811
+    script = textwrap.dedent(
+        f"""
+        import errno, json, os
+        result = {{}}
+        for name, path in (("folder", {POD_CONFIG!r}), ("file", {POD_CONFIG + "/mode"!r}),
+                           ("missing", "/srv/podside-nothing"), ("again", {POD_CONFIG!r})):
+            try:
+                os.chdir(path)
+                result[name] = os.getcwd()
+            except OSError as error:
+                result[name] = errno.errorcode[error.errno]
+        os.chdir("/tmp")
+        result["local"] = os.getcwd()
+        # A descriptor of the remote folder is a folder here: fchdir works, and relative
+        # opens from there are the pod's.
+        os.chdir(os.open({POD_CONFIG!r}, os.O_RDONLY | os.O_DIRECTORY))
+        result["relative_after_fchdir"] = open("mode").read()
+        print(json.dumps(result))
+        """
+    )
+    result = podside_exec(pod, PYTHON, "-c", script, options=("-q", "--fs", "read"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "folder": errno.errorcode[errno.EOPNOTSUPP],
+        "file": "ENOTDIR",
+        "missing": "ENOENT",
+        "again": errno.errorcode[errno.EOPNOTSUPP],
+        "local": "/tmp",
+        "relative_after_fchdir": "production\n",
+    }
+    # One line, once per folder, says why.
+    assert result.stderr.count(f"chdir into {POD_CONFIG}, a folder of the pod") == 1

@@ -111,7 +111,7 @@ class OpenCall:
 
 @dataclass(slots=True)
 class Change:
-    """unlink, rmdir, mkdir or rename of a remote path (`to`: rename's target)."""
+    """unlink, rmdir, mkdir, rename (`to`: its target) or chdir of a remote path."""
 
     kind: str
     tid: int
@@ -150,6 +150,7 @@ class RemoteFiles:
         self._served_dirs: dict[str, str] = {}  # spool directory -> remote path
         self._tasks: set[asyncio.Task[None]] = set()
         self._written = WrittenFiles(peer, loop, self._spool) if writable else None
+        self._chdir_refused: set[str] = set()
 
     # --- in the supervisor thread ----------------------------------------------------------
 
@@ -302,6 +303,9 @@ class RemoteFiles:
             if not remote:
                 listener.allow(note_id)
                 return
+            if change.kind == "chdir":
+                listener.respond(note_id, error=await self._chdir_error(path))
+                return
             if self._written is None:
                 listener.respond(note_id, error=errno.EROFS)  # --fs read
                 return
@@ -379,6 +383,25 @@ class RemoteFiles:
                     os.ftruncate(fd, at + len(data))
                     return
             offset = offsets[-1] + chunk
+
+    async def _chdir_error(self, path: str) -> int:
+        """A process's working folder is the kernel's, and only a folder on this machine can
+        be it: chdir into a remote folder fails with EOPNOTSUPP (said once per folder); a
+        remote path that is no folder fails as chdir would."""
+        try:
+            answer = await self._peer.request(messages.STAT, {"path": path, "follow": True})
+        except RequestFailed as failure:
+            return failure.errno or errno.EIO
+        if not stat.S_ISDIR(answer["stat"]["mode"]):
+            return errno.ENOTDIR
+        if path not in self._chdir_refused:
+            self._chdir_refused.add(path)
+            log.warning(
+                "the program's chdir into %s, a folder of the pod, fails (EOPNOTSUPP): "
+                "--fs cannot move a working folder into the pod; use absolute paths",
+                path,
+            )
+        return errno.EOPNOTSUPP
 
     async def _stat(self, note_id: int, tid: int, path: str, call: StatCall) -> None:
         listener = self._listener

@@ -53,6 +53,7 @@ _CHANGE_CALLS = (
     "rename",
     "renameat",
     "renameat2",
+    "chdir",
 )
 _AT_REMOVEDIR = 0x200
 _O_CREAT = 0o100
@@ -527,7 +528,7 @@ class Supervisor:
                 note.args[2],
             )
         else:
-            directory, path_pointer = _signed(note.args[0]), note.args[1]
+            directory, path_pointer = _directory_fd(note.args[0]), note.args[1]
             if note.syscall == "openat2":
                 flags, mode = struct.unpack("=QQ", self._read(note.tid, note.args[2], 16))
             else:
@@ -576,13 +577,13 @@ class Supervisor:
             path_pointer, argument = args[0], args[1]
             follow = note.syscall != "lstat"
         elif note.syscall == "newfstatat":
-            directory, path_pointer, argument = _signed(args[0]), args[1], args[2]
+            directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[2]
             follow = not args[3] & _AT_SYMLINK_NOFOLLOW
         elif note.syscall == "statx":
-            directory, path_pointer, argument = _signed(args[0]), args[1], args[4]
+            directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[4]
             follow = not args[2] & _AT_SYMLINK_NOFOLLOW
         else:  # faccessat, faccessat2
-            directory, path_pointer, argument = _signed(args[0]), args[1], args[2]
+            directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[2]
             if note.syscall == "faccessat2":
                 follow = not args[3] & _AT_SYMLINK_NOFOLLOW
         path = seccomp.read_c_string(note.tid, path_pointer) if path_pointer else b""
@@ -602,7 +603,7 @@ class Supervisor:
 
     def _on_change(self, note: Notification) -> None:
         """unlink, rmdir, mkdir and rename of remote paths: done in the pod (--fs write) or
-        EROFS (--fs read)."""
+        EROFS (--fs read); chdir into a remote folder: refused (see RemoteFiles._change)."""
         remote = self._remote
         if remote is None:
             self.listener.allow(note.id)
@@ -610,19 +611,19 @@ class Supervisor:
         args, name = note.args, note.syscall
         change = Change(name.removesuffix("at").removesuffix("at2"), note.tid)
         target = None
-        if name in ("unlink", "rmdir", "mkdir", "rename"):
+        if name in ("unlink", "rmdir", "mkdir", "rename", "chdir"):
             directory, pointer = _AT_FDCWD, args[0]
             change.mode = args[1]
             if name == "rename":
                 target = (_AT_FDCWD, args[1])
         else:
-            directory, pointer = _signed(args[0]), args[1]
+            directory, pointer = _directory_fd(args[0]), args[1]
             if name == "unlinkat" and args[2] & _AT_REMOVEDIR:
                 change.kind = "rmdir"
             elif name == "mkdirat":
                 change.mode = args[2]
             elif name != "unlinkat":  # renameat, renameat2
-                target = (_signed(args[2]), args[3])
+                target = (_directory_fd(args[2]), args[3])
                 change.flags = args[4] if name == "renameat2" else 0
         path = self._remote_path(note.tid, directory, pointer)
         if target is not None:
@@ -651,8 +652,11 @@ class Supervisor:
             return path
 
 
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
+def _directory_fd(value: int) -> int:
+    """A directory descriptor argument: a C int, so only the register's low 32 bits count
+    (AT_FDCWD arrives as 0xffffff9c from some callers, sign-extended from others)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _unmapped(address: object) -> object:
