@@ -255,6 +255,7 @@ class SockFprog(ctypes.Structure):
 _BPF_LD_W_ABS = 0x20
 _BPF_JEQ_K = 0x15
 _BPF_JGE_K = 0x35
+_BPF_JSET_K = 0x45
 _BPF_RET_K = 0x06
 _ARGS_OFFSET = 16
 
@@ -264,11 +265,14 @@ class FilterRules:
     """Which syscalls stop in the supervisor.
 
     `always` notify on every call; `when_arg_set` notify only when the given argument is
-    non-NULL (sendto/recvfrom with an address); `enosys` fail at once without a round trip.
+    non-NULL (sendto/recvfrom with an address); `unless_flag` (name, argument, mask) notify
+    unless the argument has one of the mask's bits (newfstatat/statx with AT_EMPTY_PATH: an
+    fstat of a descriptor); `enosys` fail at once without a round trip.
     """
 
     always: frozenset[str]
     when_arg_set: tuple[tuple[str, int], ...] = ()
+    unless_flag: tuple[tuple[str, int, int], ...] = ()
     enosys: frozenset[str] = frozenset({"io_uring_setup"})
 
 
@@ -291,6 +295,9 @@ def build_filter(rules: FilterRules) -> list[tuple[int, int, int, int]]:
     for name, _ in rules.when_arg_set:
         if name in SYSCALLS:
             jump_if_equal(SYSCALLS[name], f"arg:{name}")
+    for name, _, _ in rules.unless_flag:
+        if name in SYSCALLS:
+            jump_if_equal(SYSCALLS[name], f"flag:{name}")
     for name in sorted(rules.enosys):
         if name in SYSCALLS:
             jump_if_equal(SYSCALLS[name], enosys)
@@ -306,6 +313,14 @@ def build_filter(rules: FilterRules) -> list[tuple[int, int, int, int]]:
         program.append(("jne", notify, "", 0))
         program.append((_BPF_LD_W_ABS, 0, 0, offset + 4))
         program.append(("jne", notify, "", 0))
+        program.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    for name, index, mask in rules.unless_flag:
+        if name not in SYSCALLS:
+            continue
+        program.append(("label", f"flag:{name}", "", 0))
+        program.append((_BPF_LD_W_ABS, 0, 0, _ARGS_OFFSET + 8 * index))  # flags: a C int
+        program.append((_BPF_JSET_K, 1, 0, mask))  # a bit set: skip to the allow below
+        program.append((_BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
         program.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     program.append(("label", notify, "", 0))
     program.append((_BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))

@@ -43,6 +43,7 @@ _O_CLOEXEC = 0o2000000
 _O_PATH = 0o10000000
 _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
 _STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2")
 _CHANGE_CALLS = (
     "unlink",
@@ -79,6 +80,7 @@ def filter_rules(
     """The syscalls to stop for the features that are on (`stats`: --fs read|write)."""
     always: set[str] = set()
     when_arg_set: list[tuple[str, int]] = []
+    unless_flag: list[tuple[str, int, int]] = []
     if network:
         always |= {"connect", "getpeername", "listen"}
     if udp:
@@ -89,8 +91,15 @@ def filter_rules(
     if files or stats:
         always |= {"open", "openat", "openat2"}
     if stats:
-        always |= set(_STAT_CALLS) | set(_CHANGE_CALLS)
-    return seccomp.FilterRules(always=frozenset(always), when_arg_set=tuple(when_arg_set))
+        # fstat is newfstatat/statx with AT_EMPTY_PATH and "": about half of a program's stat
+        # calls, and always of a descriptor, so the kernel answers them without a stop.
+        always |= (set(_STAT_CALLS) - {"newfstatat", "statx"}) | set(_CHANGE_CALLS)
+        unless_flag += [("newfstatat", 3, _AT_EMPTY_PATH), ("statx", 2, _AT_EMPTY_PATH)]
+    return seccomp.FilterRules(
+        always=frozenset(always),
+        when_arg_set=tuple(when_arg_set),
+        unless_flag=tuple(unless_flag),
+    )
 
 
 class Supervisor:
