@@ -1,12 +1,31 @@
 // The backend: `podside lsp` started over stdio with vscode-languageclient.
-import { ExecuteCommandRequest, LanguageClient, ResponseError, type ServerOptions } from "vscode-languageclient/node";
+import {
+  ExecuteCommandRequest,
+  LanguageClient,
+  ResponseError,
+  type DynamicFeature,
+  type ServerOptions,
+  type StaticFeature,
+} from "vscode-languageclient/node";
 import type { Backend, Seam } from "./seam";
+
+/**
+ * A client that does not turn the backend's commands into VS Code commands: the backend's
+ * `podside.replayRequest` and `podside.stopSession` share their names with the extension's
+ * own commands (which call them), and VS Code refuses a second registration of a name.
+ */
+class BackendClient extends LanguageClient {
+  override registerFeature(feature: StaticFeature | DynamicFeature<unknown>): void {
+    if ("registrationType" in feature && feature.registrationType.method === ExecuteCommandRequest.method) return;
+    super.registerFeature(feature);
+  }
+}
 
 export async function startBackend(seam: Seam): Promise<{ backend: Backend; stop: () => Promise<void> }> {
   const kubeconfig = seam.setting("kubeconfig", "");
   const env = { ...process.env, ...(kubeconfig ? { KUBECONFIG: kubeconfig } : {}) };
   const server: ServerOptions = { command: seam.setting("path", "podside"), args: ["lsp"], options: { env } };
-  const client = new LanguageClient("podside", "podside", server, { documentSelector: [] });
+  const client = new BackendClient("podside", "podside", server, { documentSelector: [] });
   const backend: Backend = {
     async command<T>(name: string, params?: Record<string, unknown>): Promise<T> {
       try {

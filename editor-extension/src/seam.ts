@@ -27,7 +27,10 @@ export interface TreeModel<Node> {
 
 /** How to start a debug adapter that VS Code has no extension for (see launch_templates/). */
 export interface AdapterSpec {
-  command: string[];
+  /** The adapter's program; absent when `server` is given. */
+  command?: string[];
+  /** An adapter that already listens here (the program's own, e.g. `debugpy --listen`). */
+  server?: { host: string; port: number };
   /** When set, the adapter listens on TCP and prints its host and port matching this. */
   listeningPattern?: string;
   /** More environment variables for the adapter's process. */
@@ -40,6 +43,8 @@ export type DebugEnding = "terminate" | "detach";
 export interface DebugHooks {
   /** Turns a `podside` launch configuration into the real one; undefined cancels. */
   resolve(folder: string | undefined, configuration: DebugConfiguration): Promise<DebugConfiguration | undefined>;
+  /** The same after VS Code filled in ${workspaceFolder} and the like. */
+  resolveSubstituted(folder: string | undefined, configuration: DebugConfiguration): Promise<DebugConfiguration | undefined>;
   /** The adapter for an already resolved `podside` configuration. */
   adapter(configuration: DebugConfiguration): AdapterSpec | undefined;
   /** A debug session of any type has its breakpoints set (its configurationDone was answered). */

@@ -6,6 +6,9 @@ export interface SessionState {
   target: string;
   state: string;
   message: string;
+  /** The program runs with a debug server: a debugger comes and goes (holdUntilAttached). */
+  attachable?: boolean;
+  debuggerAttached?: boolean;
 }
 
 const ICONS: Record<string, string> = {
@@ -18,6 +21,10 @@ const ICONS: Record<string, string> = {
 
 export function showSessionState(seam: Seam, state: SessionState): void {
   const icon = ICONS[state.state] ?? "$(question)";
-  seam.setStatus(`${icon} podside: ${state.target} ${state.state}`, state.message || undefined);
+  let debuggerNote = "";
+  if (state.attachable === true && state.state === "running") {
+    debuggerNote = state.debuggerAttached === true ? ", debugger attached" : ", requests wait for a debugger";
+  }
+  seam.setStatus(`${icon} podside: ${state.target} ${state.state}${debuggerNote}`, state.message || undefined);
   if (state.state === "failed") seam.showError(`podside: ${state.target}: ${state.message}`);
 }

@@ -7,7 +7,7 @@ import type { AdapterSpec, DebugConfiguration, DebugEnding, DebugHooks, Seam, Tr
 export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
   const status = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 50);
   context.subscriptions.push(status);
-  const output = vscode.window.createOutputChannel("podside");
+  const output = vscode.window.createOutputChannel("podside: program output");
   context.subscriptions.push(output);
   const keep = (disposable: vscode.Disposable): void => {
     context.subscriptions.push(disposable);
@@ -37,6 +37,8 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
         vscode.debug.registerDebugConfigurationProvider(type, {
           resolveDebugConfiguration: (folder, configuration) =>
             hooks.resolve(folder?.uri.fsPath, configuration as DebugConfiguration),
+          resolveDebugConfigurationWithSubstitutedVariables: (folder, configuration) =>
+            hooks.resolveSubstituted(folder?.uri.fsPath, configuration as DebugConfiguration),
         }),
       );
       keep(
@@ -141,7 +143,8 @@ function treeItem<Node>(model: TreeModel<Node>, node: Node): vscode.TreeItem {
 
 async function adapterFor(spec: AdapterSpec | undefined): Promise<vscode.DebugAdapterDescriptor> {
   if (spec === undefined) throw new Error("podside: this debug session was not resolved by podside; start it again");
-  const [command, ...args] = spec.command;
+  if (spec.server !== undefined) return new vscode.DebugAdapterServer(spec.server.port, spec.server.host);
+  const [command, ...args] = spec.command ?? [];
   if (command === undefined) throw new Error("podside: the launch template has an empty adapter command");
   const env = spec.env === undefined ? undefined : { ...process.env, ...spec.env };
   if (spec.listeningPattern === undefined) return new vscode.DebugAdapterExecutable(command, args, env === undefined ? undefined : { env: env as Record<string, string> });

@@ -92,13 +92,15 @@ test("an attach request from the backend starts the debugger; program output goe
   });
   registerAll(seam, backend);
   const hooks = seam.debug.get("podside")!;
-  const configuration = await hooks.resolve(undefined, { type: "podside", request: "launch", name: "blog", runtime: "python", holdUntilAttached: true });
-  hooks.terminated(configuration!, "detach");
+  const launch = { type: "podside", request: "launch", name: "blog", runtime: "python", holdUntilAttached: true };
+  await hooks.resolveSubstituted(undefined, (await hooks.resolve(undefined, launch))!);
+  const configuration = seam.started[0]!;
+  hooks.terminated(configuration, "detach");
   backend.notify("podside/attachDebugger", { sessionId: "s9", reason: "a request waits" });
   await new Promise((resolve) => setImmediate(resolve));
-  assert.deepEqual(seam.started, [configuration]);
+  assert.deepEqual(seam.started, [configuration, configuration]);
   backend.notify("podside/output", { sessionId: "s9", line: "listening on :8080" });
-  assert.deepEqual(seam.output, ["listening on :8080"]);
+  assert.equal(seam.output.at(-1), "listening on :8080");
 });
 
 test("Stop session from the palette stops every live session", async () => {
@@ -124,4 +126,15 @@ test("the config file's schema is registered for .podside/config.json and is the
   const schema = JSON.parse(source);
   assert.equal(schema.$id, "https://podside.dev/schema/config.json");
   assert.ok("hold-until-attached" in schema.properties && "target" in schema.properties);
+});
+
+test("a held session's status says whether a debugger is attached", () => {
+  const seam = new FakeSeam();
+  const backend = new FakeBackend({});
+  registerAll(seam, backend);
+  const state = { sessionId: "s2", target: "deployment/blog", state: "running", message: "", attachable: true };
+  backend.notify("podside/sessionState", { ...state, debuggerAttached: false });
+  assert.equal(seam.status, "$(plug) podside: deployment/blog running, requests wait for a debugger");
+  backend.notify("podside/sessionState", { ...state, debuggerAttached: true });
+  assert.equal(seam.status, "$(plug) podside: deployment/blog running, debugger attached");
 });

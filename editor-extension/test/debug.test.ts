@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { PodsideDebug, runtimeFor } from "../src/debug/launch";
+import type { DebugConfiguration } from "../src/seam";
 import { FakeBackend, FakeSeam } from "./fakes";
 
 const LAUNCH = { type: "podside", request: "launch", name: "blog", runtime: "python", target: "deployment/blog", program: "/src/app.py" };
@@ -57,10 +58,31 @@ function attachBackend(): FakeBackend {
   return new FakeBackend({ "podside.resolveLaunch": ATTACH, "podside.debuggerAttached": {}, "podside.stopSession": {} });
 }
 
+/** VS Code's two steps for a held launch; answers the attach configuration the extension started. */
+async function launchHeld(seam: FakeSeam, debug: PodsideDebug): Promise<DebugConfiguration> {
+  const first = await debug.resolve(undefined, HELD);
+  assert.deepEqual(first, HELD, "the backend runs the program only once paths are substituted");
+  assert.equal(await debug.resolveSubstituted(undefined, first!), undefined, "the launch gives way to the attach");
+  const attach = seam.started.at(-1)!;
+  assert.deepEqual(await debug.resolve(undefined, attach), attach);
+  return attach;
+}
+
+test("a held launch runs the program through the backend, then attaches", async () => {
+  const seam = new FakeSeam();
+  const backend = attachBackend();
+  const debug = new PodsideDebug(seam, backend);
+  const configuration = await launchHeld(seam, debug);
+  assert.deepEqual(configuration, ATTACH.debugConfiguration);
+  assert.deepEqual(backend.calls[0], ["podside.resolveLaunch", { mode: "mirror", ...HELD }]);
+  assert.deepEqual(debug.adapter(configuration), ATTACH.adapter);
+});
+
 test("a debugger with its breakpoints set tells the backend it is attached", async () => {
   const backend = attachBackend();
-  const debug = new PodsideDebug(new FakeSeam(), backend);
-  const configuration = await debug.resolve(undefined, HELD);
+  const seam = new FakeSeam();
+  const debug = new PodsideDebug(seam, backend);
+  const configuration = await launchHeld(seam, debug);
   debug.configured(configuration!);
   assert.deepEqual(backend.calls.at(-1), ["podside.debuggerAttached", { sessionId: "s2", attached: true }]);
 });
@@ -69,15 +91,15 @@ test("disconnecting from a held session detaches; a waiting request attaches the
   const seam = new FakeSeam();
   const backend = attachBackend();
   const debug = new PodsideDebug(seam, backend);
-  const configuration = await debug.resolve(undefined, HELD);
+  const configuration = await launchHeld(seam, debug);
   await debug.attach("s2", "a request waits");
-  assert.deepEqual(seam.started, [], "the first debug session is still on");
+  assert.equal(seam.started.length, 1, "the first debug session is still on");
   debug.terminated(configuration!, "detach");
   assert.deepEqual(backend.calls.at(-1), ["podside.debuggerAttached", { sessionId: "s2", attached: false }]);
   assert.ok(!backend.calls.some(([name]) => name === "podside.stopSession"));
   await debug.attach("s2", "a request from 10.0.0.7:5000 to port 8080 waits");
   await debug.attach("s2", "another one");
-  assert.deepEqual(seam.started, [ATTACH.debugConfiguration], "attached once, with the adapter kept");
+  assert.deepEqual(seam.started, [ATTACH.debugConfiguration, ATTACH.debugConfiguration], "attached once more, with the adapter kept");
   assert.deepEqual(debug.adapter(configuration!), ATTACH.adapter);
 });
 
@@ -85,11 +107,11 @@ test("stopping a held session's debugger stops the session, and nothing attaches
   const seam = new FakeSeam();
   const backend = attachBackend();
   const debug = new PodsideDebug(seam, backend);
-  const configuration = await debug.resolve(undefined, HELD);
+  const configuration = await launchHeld(seam, debug);
   debug.terminated(configuration!, "terminate");
   assert.deepEqual(backend.calls.at(-1), ["podside.stopSession", { sessionId: "s2" }]);
   await debug.attach("s2", "late");
-  assert.deepEqual(seam.started, []);
+  assert.equal(seam.started.length, 1);
 });
 
 test("the runtime follows the program's file name", () => {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from tests.editor.conftest import Backend
@@ -254,3 +256,61 @@ def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_edito
     finally:
         stopped = backend.command("podside.stopSession", {"sessionId": session_id})
     assert stopped["state"] == "stopped"
+
+
+def test_a_replay_with_the_debugger_asks_for_one_and_waits_until_it_is_attached(
+    backend: Backend,
+) -> None:
+    port = free_port()
+    answer = backend.command(
+        "podside.resolveLaunch",
+        python_launch(
+            program=str(REPO / "examples" / "blog" / "app.py"),
+            holdUntilAttached=True,
+            execArgs=["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
+        ),
+        timeout=200,
+    )
+    session_id = answer["sessionId"]
+    try:
+        # The session's first held request asks once; the editor attaching answers it.
+        backend.wait_for("podside/attachDebugger", lambda p: p["sessionId"] == session_id, 60)
+        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": True})
+        traffic = backend.wait_for("podside/traffic", lambda p: p["sessionId"] == session_id, 30)
+        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": False})
+        asked_before = len(backend.notifications["podside/attachDebugger"])
+
+        async def replay_after_attach() -> Any:
+            replay = asyncio.ensure_future(
+                backend.client.workspace_execute_command_async(
+                    types.ExecuteCommandParams(
+                        command="podside.replayRequest",
+                        arguments=[
+                            {
+                                "sessionId": session_id,
+                                "requestId": traffic["id"],
+                                "withDebugger": True,
+                            }
+                        ],
+                    )
+                )
+            )
+            while len(backend.notifications["podside/attachDebugger"]) == asked_before:
+                await asyncio.sleep(0.05)
+            assert not replay.done(), "the replay waits for the debugger"
+            await backend.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(
+                    command="podside.debuggerAttached",
+                    arguments=[{"sessionId": session_id, "attached": True}],
+                )
+            )
+            return await replay
+
+        replayed = backend.run(replay_after_attach(), 60)
+        # The ask may be the replay's or, if it came first, a kubelet probe's held request's:
+        # either way one ask covers both, and the replay went on only once attached.
+        asked = backend.notifications["podside/attachDebugger"][asked_before]
+        assert asked["reason"].startswith(("replaying GET ", "a request from "))
+        assert replayed["status"] == 200
+    finally:
+        backend.command("podside.stopSession", {"sessionId": session_id})

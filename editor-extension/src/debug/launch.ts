@@ -31,6 +31,24 @@ export class PodsideDebug implements DebugHooks {
       this.seam.showError("podside: add a \"Run with cluster context\" configuration to launch.json first");
       return undefined;
     }
+    // The backend runs a held program itself, so it needs its paths with ${workspaceFolder}
+    // and the like filled in: that happens in the second step, below.
+    if (configuration.holdUntilAttached === true) return configuration;
+    const resolved = await this.resolveByBackend(configuration);
+    return resolved?.debugConfiguration;
+  }
+
+  async resolveSubstituted(_folder: string | undefined, configuration: DebugConfiguration): Promise<DebugConfiguration | undefined> {
+    if (typeof configuration.podsideSessionId === "string" || configuration.holdUntilAttached !== true) return configuration;
+    const resolved = await this.resolveByBackend(configuration);
+    if (resolved === undefined) return undefined;
+    // The program runs; the debugger attaches with the attach configuration, whatever its
+    // type, as it will each time it comes back. This launch itself ends here, silently.
+    void this.startAttach(resolved.sessionId, resolved.debugConfiguration, "the program is running");
+    return undefined;
+  }
+
+  private async resolveByBackend(configuration: DebugConfiguration): Promise<Resolved | undefined> {
     const launch = { mode: this.seam.setting("defaultMode", "mirror"), ...configuration };
     let resolved: Resolved;
     try {
@@ -42,7 +60,7 @@ export class PodsideDebug implements DebugHooks {
     if (resolved.adapter !== null) this.adapters.set(resolved.sessionId, resolved.adapter);
     if (resolved.debugConfiguration.request === "attach") this.attachable.set(resolved.sessionId, resolved.debugConfiguration);
     this.debugging.add(resolved.sessionId);
-    return resolved.debugConfiguration;
+    return resolved;
   }
 
   adapter(configuration: DebugConfiguration): AdapterSpec | undefined {
@@ -54,6 +72,7 @@ export class PodsideDebug implements DebugHooks {
     const sessionId = sessionOf(configuration);
     if (sessionId === undefined) return;
     this.debugging.add(sessionId);
+    this.seam.appendOutput(`podside: the debugger of session ${sessionId} is ready`);
     this.tell("podside.debuggerAttached", { sessionId, attached: true });
   }
 
@@ -74,9 +93,20 @@ export class PodsideDebug implements DebugHooks {
   async attach(sessionId: string, reason: string): Promise<void> {
     const configuration = this.attachable.get(sessionId);
     if (configuration === undefined || this.debugging.has(sessionId)) return;
-    this.debugging.add(sessionId);
     this.seam.setStatus(`$(debug-alt) podside: attaching the debugger: ${reason}`);
-    const started = await this.seam.startDebugging(configuration);
+    await this.startAttach(sessionId, configuration, reason);
+  }
+
+  private async startAttach(sessionId: string, configuration: DebugConfiguration, reason: string): Promise<void> {
+    this.debugging.add(sessionId);
+    this.seam.appendOutput(`podside: attaching the debugger to session ${sessionId}: ${reason}`);
+    let started: boolean;
+    try {
+      started = await this.seam.startDebugging(configuration);
+    } catch (error) {
+      started = false;
+      this.seam.appendOutput(`podside: ${oneLine(error)}`);
+    }
     if (!started) {
       this.debugging.delete(sessionId);
       this.seam.showError(`podside: could not attach the debugger to session ${sessionId}`);

@@ -1,15 +1,32 @@
-// Drives code-server in Debian's chromium through the two milestones of make e2e:
+// Drives code-server in Debian's chromium through the milestones of make e2e:
 // 1. the podside view shows the sandbox's deployment/blog;
 // 2. "Run with cluster context" on deployment/blog stops at a breakpoint in the blog's request
 //    handler when a request reaches the pod (the sandbox's traffic deployment sends one every
-//    second), and the Call Stack view shows the handler's frame.
-// Run by ./run, which starts code-server and passes URL, ARTIFACTS, BROWSER_PROFILE, WORKSPACE
-// and CONFIGURATION (the launch configuration's name).
+//    second), and the Call Stack view shows the handler's frame;
+// 3. with holdUntilAttached (HOLD_CONFIGURATION), the first request waits for the debugger,
+//    which attaches by itself and stops in the handler;
+// 4. with the traffic deployment scaled to 0 and the debugger disconnected, the Traffic view
+//    lists the requests, and "Replay with debugger" on one attaches the debugger again and
+//    stops in the handler on the replayed request;
+// 5. disconnected again, traffic back: the next request brings the debugger back by itself;
+//    "podside: Stop session" ends it all;
+// 6. the config file's schema is registered: a bad value in .podside/config.json is a problem.
+// Run by ./run, which starts code-server and passes URL, ARTIFACTS, BROWSER_PROFILE, WORKSPACE,
+// CONFIGURATION and HOLD_CONFIGURATION (launch configuration names) and PYTHON (podside's).
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-const { URL: url, ARTIFACTS: artifacts, BROWSER_PROFILE: profile, WORKSPACE: workspace, CONFIGURATION: configuration } = process.env;
+const {
+  URL: url,
+  ARTIFACTS: artifacts,
+  BROWSER_PROFILE: profile,
+  WORKSPACE: workspace,
+  CONFIGURATION: configuration,
+  HOLD_CONFIGURATION: holdConfiguration,
+  PYTHON: python,
+} = process.env;
 const STEP_TIMEOUT = 60_000;
 // Agent start-up in the pod, debugpy, the program's listen and the first mirrored request.
 const BREAKPOINT_TIMEOUT = 180_000;
@@ -37,6 +54,8 @@ const screenshot = (name) => page.screenshot({ path: join(artifacts, `${String(+
 const sidebar = page.locator('[id="workbench.parts.sidebar"]');
 const quickInput = page.locator(".quick-input-widget");
 let debugging = false;
+let holding = false;
+let trafficScaled = false;
 
 try {
   await waitForServer(url);
@@ -91,20 +110,128 @@ try {
   // The top frame is selected and its line shown in the editor when the debugger stops.
   await page.locator(".monaco-editor .codicon-debug-stackframe").first().waitFor();
   await screenshot("stopped-at-breakpoint");
+  // The backend's notifications reach the extension: the status bar shows the session's state.
+  await page.locator(".statusbar").getByText("podside: deployment/blog running").waitFor();
   console.log(`e2e: the debugger stopped in ${HANDLER}; the call stack shows ${(await frame.innerText()).replace(/\s+/g, " ")}`);
 
   await stopDebugging();
   debugging = false;
   await screenshot("stopped-session");
   console.log("e2e: the debug session ended");
+
+  // From here on the breakpoint is in the branch of GET /, which only the traffic deployment's
+  // requests (and replays of them) take: the kubelet's probes (GET /healthz every 2 s) reach
+  // the program too and must not stop it.
+  await quickOpen("", `:${line}`);
+  await runCommand("Debug: Toggle Breakpoint");
+  const rootLine = lines.findIndex((text) => text.includes('elif self.path == "/":')) + 2;
+  if (rootLine < 2) throw new Error("app.py has no branch for GET /");
+  await quickOpen("", `:${rootLine}`);
+  await runCommand("Debug: Toggle Breakpoint");
+  const rootFrame = page
+    .locator(".debug-call-stack .stack-frame")
+    .filter({ hasText: HANDLER })
+    .filter({ hasText: new RegExp(`app\\.py\\s*${rootLine}:`) })
+    .first();
+
+  // Milestone 3. The program runs with debugpy's server; the first request waits for the attach.
+  await runCommand("Debug: Select and Start Debugging", holdConfiguration);
+  holding = true;
+  await page.mouse.move(700, 890);
+  await runCommand("View: Show Run and Debug");
+  await waitLogging(rootFrame, BREAKPOINT_TIMEOUT, "the attached debugger to stop in " + HANDLER);
+  await screenshot("held-request-stopped");
+  console.log(`e2e: holdUntilAttached: a held request waited for the debugger, which attached and stopped in ${HANDLER} line ${rootLine}`);
+
+  // Milestone 4. No more traffic: the requests already sent are let through; then the Traffic
+  // view, and a replay with the debugger is the only GET / that can stop it.
+  scaleTraffic(0);
+  trafficScaled = true;
+  await drainBreakpoints(rootFrame);
+  await page.locator('.activitybar [aria-label^="podside"]').first().click();
+  const trafficPane = sidebar.locator(".pane").filter({ has: page.locator(".pane-header", { hasText: "Traffic" }) });
+  const trafficRow = trafficPane
+    .getByRole("treeitem")
+    .filter({ has: page.getByText("GET /", { exact: true }) })
+    .first();
+  await trafficRow.waitFor();
+  const rowText = (await trafficRow.innerText()).replace(/\s+/g, " ");
+  if (!/200/.test(rowText) || !/mirror/.test(rowText)) throw new Error(`the traffic row says ${rowText}`);
+  await screenshot("traffic-view");
+  console.log(`e2e: the Traffic view lists the session's requests, e.g. "${rowText}"`);
+  await trafficRow.hover();
+  await trafficRow.locator('.action-label[aria-label="Replay with debugger"]').click();
+  await waitLogging(rootFrame, BREAKPOINT_TIMEOUT, "the replayed request to stop in " + HANDLER);
+  await screenshot("replay-stopped");
+  await resume();
+  await page.locator(".notifications-toasts").getByText("podside: replayed GET /: 200").waitFor();
+  console.log(`e2e: Replay with debugger stopped in ${HANDLER} on the replayed request, which then answered 200`);
+
+  // Milestone 5. Disconnect leaves the program running; with traffic back, the next request
+  // finds no debugger, waits, and the debugger attaches again and stops.
+  // (The kubelet's next probe, within 2 s, already finds no debugger and brings it back.)
+  await page.locator(".debug-toolbar .codicon-debug-disconnect").click();
+  await page.locator(".statusbar").getByText("podside: deployment/blog running, requests wait for a debugger").waitFor();
+  console.log("e2e: Disconnect left the program running, and the status bar says requests wait for a debugger");
+  scaleTraffic(1);
+  trafficScaled = false;
+  await waitLogging(rootFrame, BREAKPOINT_TIMEOUT, "a held request to bring the debugger back");
+  await page.locator(".statusbar").getByText("podside: deployment/blog running, debugger attached").waitFor();
+  await screenshot("reattached");
+  console.log("e2e: a request that waited attached the debugger again, which stopped in " + HANDLER);
+  await runCommand("podside: Stop session");
+  await page.locator(".debug-toolbar").waitFor({ state: "hidden" });
+  holding = false;
+  console.log("e2e: podside: Stop session ended the program and its debug session");
+
+  // Milestone 6. The config file's schema: a value outside the enum is a problem.
+  await quickOpen("", "schema-check/.podside/config.json", "config.json");
+  await page.locator(".tab.active").filter({ hasText: "config.json" }).waitFor();
+  await page.keyboard.press("Control+Shift+M");
+  const problem = page.locator(".markers-panel").getByText(/Value is not accepted/).first();
+  await problem.waitFor();
+  await screenshot("config-schema");
+  console.log(`e2e: .podside/config.json is checked against podside's schema: "${(await problem.innerText()).trim()}"`);
 } catch (error) {
   await screenshot("failure").catch(() => {});
   throw error;
 } finally {
   // Never leave the debuggee running: its own process group is outside code-server's.
   if (debugging) await stopDebugging().catch(() => {});
+  if (holding) await runCommand("podside: Stop session").catch(() => {});
+  if (trafficScaled) scaleTraffic(1);
   await browser.close();
 }
+
+/** The sandbox's traffic deployment, which sends the blog a request every second, to N pods. */
+function scaleTraffic(replicas) {
+  const script = [
+    "import sys",
+    "from kubernetes import client, config",
+    "config.load_kube_config(context='podside-sandbox')",
+    "client.AppsV1Api().patch_namespaced_deployment_scale('traffic', 'default', {'spec': {'replicas': int(sys.argv[1])}})",
+  ].join("\n");
+  execFileSync(python, ["-c", script, String(replicas)], { stdio: "inherit" });
+}
+
+/** Continue until the debugger has not stopped for a while: requests sent before the scale-down. */
+async function drainBreakpoints(frame) {
+  for (let quiet = 0; quiet < 3; ) {
+    if (await frame.isVisible()) {
+      quiet = 0;
+      await resume();
+    } else {
+      quiet++;
+    }
+    await page.waitForTimeout(1500);
+  }
+}
+
+/** The debug toolbar's Continue (F5 would reload the browser's page). */
+async function resume() {
+  await page.locator(".debug-toolbar .codicon-debug-continue").click();
+}
+
 
 /** The debug toolbar's Stop button; the toolbar goes away when the session has ended. */
 async function stopDebugging() {
@@ -134,13 +261,33 @@ function quickRow(label) {
  * with `rowText` when given and takes it, else accepts with Enter.
  */
 async function quickOpen(prefix, text, rowText, closes = true) {
-  await page.keyboard.press("Escape");
-  await page.keyboard.press("F1");
   const input = quickInput.locator("input");
-  await input.waitFor();
+  // A debug session starting or ending moves the focus and may swallow the key: try again.
+  for (let attempt = 1; ; attempt++) {
+    await page.keyboard.press("Escape");
+    await page.keyboard.press("F1");
+    try {
+      await input.waitFor({ timeout: 5_000 });
+      break;
+    } catch (error) {
+      if (error.name !== "TimeoutError" || attempt === 3) throw error;
+    }
+  }
   await input.fill(prefix + text);
   if (rowText === undefined) {
-    await input.press("Enter");
+    // Enter before the list has caught up with the text does nothing: wait for its first row,
+    // and press again while the widget stays open (a loaded machine is slow to update it).
+    await quickInput.locator(".quick-input-list .monaco-list-row").first().waitFor();
+    for (let attempt = 0; attempt < 3; attempt++) {
+      await input.press("Enter");
+      if (!closes) return;
+      try {
+        await quickInput.waitFor({ state: "hidden", timeout: 5_000 });
+        return;
+      } catch (error) {
+        if (error.name !== "TimeoutError") throw error;
+      }
+    }
   } else {
     // Click the entry itself: Enter takes the first, which fuzzy matching may rank higher.
     await quickRow(rowText).click();
