@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -43,6 +42,7 @@ from typing import Any
 
 from podside.errors import PodsideError
 from podside.layer import seccomp
+from podside.layer.local_copies import LocalCopies
 from podside.layer.written_files import WrittenFiles, merged_stat
 from podside_agent.peer import Peer, RequestFailed
 from podside_protocol import files as messages
@@ -54,9 +54,6 @@ ALWAYS_LOCAL = (
     r"var/lib|snap|nix|opt/hostedtoolcache)(/|$)"
 )
 _IN_FLIGHT = 4
-_F_ADD_SEALS = 1033
-_SEALS = 0x0001 | 0x0002 | 0x0004 | 0x0008
-_O_TMPFILE = 0o20200000
 _R_OK, _W_OK, _X_OK = 4, 2, 1
 _WRITING = os.O_ACCMODE | os.O_CREAT | os.O_TRUNC
 
@@ -122,8 +119,8 @@ class Change:
 
 @dataclass(slots=True)
 class StatCall:
-    """A stat-like call to answer: `kind` is stat, statx or access; `argument` the program's
-    buffer address (stat, statx) or the access mode."""
+    """A stat-like call to answer: `kind` is stat, statx, access, getxattr or listxattr;
+    `argument` the program's buffer address (stat, statx) or the access mode."""
 
     kind: str
     follow: bool
@@ -151,6 +148,7 @@ class RemoteFiles:
         self._tasks: set[asyncio.Task[None]] = set()
         self._written = WrittenFiles(peer, loop, self._spool) if writable else None
         self._chdir_refused: set[str] = set()
+        self._copies = LocalCopies(self._spool, loop)
 
     # --- in the supervisor thread ----------------------------------------------------------
 
@@ -343,24 +341,7 @@ class RemoteFiles:
                     os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_WRONLY, 0o644))
             self._served_dirs[folder] = path
             return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        first: bytes = answer.get("data", b"")
-        if len(first) < messages.CHUNK:
-            fd = os.memfd_create(
-                "podside-fs" + path.replace("/", "-")[:200], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-            )
-            try:
-                os.write(fd, first)
-                fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS)
-                return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-            finally:
-                os.close(fd)
-        spool = os.open(self._spool, _O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o400)
-        try:
-            os.pwrite(spool, first, 0)
-            await self._fill(path, spool, len(first))
-            return os.open(f"/proc/self/fd/{spool}", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            os.close(spool)
+        return await self._copies.open(path, answer, self._fill)
 
     async def _fill(self, path: str, fd: int, offset: int) -> None:
         """The rest of a large file, a few chunks in flight, each written where it belongs."""
@@ -425,10 +406,16 @@ class RemoteFiles:
             copy = self._written.get(path) if self._written is not None else None
             if copy is not None and stat.S_ISREG(fields["mode"]):
                 fields = merged_stat(fields, copy)
+            elif stat.S_ISREG(fields["mode"]) and call.kind in ("stat", "statx"):
+                fields = self._copies.identity(fields)  # what its open will hand out
             if not listener.is_valid(note_id):
                 return
             if call.kind == "access":
                 listener.respond(note_id, error=_access_error(fields, call.argument))
+                return
+            if call.kind in ("getxattr", "listxattr"):
+                # The pod's extended attributes are not carried: the file has none here.
+                listener.respond(note_id, error=errno.ENODATA if call.kind == "getxattr" else 0)
                 return
             packed = pack_statx(fields) if call.kind == "statx" else pack_stat(fields)
             seccomp.write_memory(tid, call.argument, packed)
@@ -449,6 +436,7 @@ class RemoteFiles:
             task.cancel()
         if self._written is not None:
             self._written.close()
+        self._copies.close()
         shutil.rmtree(self._spool, ignore_errors=True)
 
 

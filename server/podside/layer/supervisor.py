@@ -45,6 +45,7 @@ _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_EMPTY_PATH = 0x1000
 _STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2")
+_XATTR_CALLS = ("getxattr", "lgetxattr", "listxattr", "llistxattr")
 _CHANGE_CALLS = (
     "unlink",
     "unlinkat",
@@ -94,6 +95,7 @@ def filter_rules(
         # fstat is newfstatat/statx with AT_EMPTY_PATH and "": about half of a program's stat
         # calls, and always of a descriptor, so the kernel answers them without a stop.
         always |= (set(_STAT_CALLS) - {"newfstatat", "statx"}) | set(_CHANGE_CALLS)
+        always |= set(_XATTR_CALLS)  # rare (shutil.copy2, cp -a): they cost no start-up
         unless_flag += [("newfstatat", 3, _AT_EMPTY_PATH), ("statx", 2, _AT_EMPTY_PATH)]
     return seccomp.FilterRules(
         always=frozenset(always),
@@ -141,6 +143,7 @@ class Supervisor:
             "openat": self._on_open,
             "openat2": self._on_open,
             **dict.fromkeys(_STAT_CALLS, self._on_stat),
+            **dict.fromkeys(_XATTR_CALLS, self._on_stat),
             **dict.fromkeys(_CHANGE_CALLS, self._on_change),
         }
 
@@ -585,6 +588,9 @@ class Supervisor:
         if note.syscall in ("stat", "lstat", "access"):
             path_pointer, argument = args[0], args[1]
             follow = note.syscall != "lstat"
+        elif note.syscall in _XATTR_CALLS:
+            path_pointer, argument = args[0], 0
+            follow = note.syscall in ("getxattr", "listxattr")
         elif note.syscall == "newfstatat":
             directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[2]
             follow = not args[3] & _AT_SYMLINK_NOFOLLOW
@@ -608,6 +614,8 @@ class Supervisor:
         kind = note.syscall if note.syscall == "statx" else "stat"
         if "access" in note.syscall:
             kind = "access"
+        elif note.syscall in _XATTR_CALLS:
+            kind = "getxattr" if "get" in note.syscall else "listxattr"
         remote.stat_later(note.id, note.tid, text, StatCall(kind, follow, argument))
 
     def _on_change(self, note: Notification) -> None:

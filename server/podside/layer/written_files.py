@@ -193,11 +193,14 @@ def _state(fd: int) -> tuple[int, int, int]:
 
 
 def merged_stat(pod: dict[str, Any], copy: Copy) -> dict[str, Any]:
-    """The pod's stat of a file the program has open for writing, with the copy's size and
-    times (what it wrote is not in the pod until it closes the file)."""
+    """The pod's stat of a file the program has open for writing, with the copy's identity,
+    size and times (what it wrote is not in the pod until it closes the file; its descriptors
+    are of the copy, so fstat of them names the copy's dev and ino)."""
     here = os.fstat(copy.fd)
     return {
         **pod,
+        "dev": here.st_dev,
+        "ino": here.st_ino,
         "size": here.st_size,
         "blocks": here.st_blocks,
         "mtime_ns": here.st_mtime_ns,
