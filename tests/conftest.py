@@ -54,10 +54,14 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     os.environ["KUBECONFIG"] = str(root / "kubeconfig")
     state = StateDir.from_env()
     try:
+        # Only a sandbox this session started is taken down: when `up` fails because another
+        # one runs on this machine, `down` would tear down that one's node.
         control.up(state)
-        yield state
+        try:
+            yield state
+        finally:
+            control.down(state)
     finally:
-        control.down(state)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

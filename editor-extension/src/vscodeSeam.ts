@@ -43,7 +43,14 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
       );
       keep(
         vscode.debug.registerDebugAdapterDescriptorFactory(type, {
-          createDebugAdapterDescriptor: (session) => adapterFor(hooks.adapter(session.configuration as DebugConfiguration)),
+          createDebugAdapterDescriptor: async (session) => {
+            try {
+              return await adapterFor(hooks.adapter(session.configuration as DebugConfiguration), (text) => output.append(text));
+            } catch (error) {
+              output.appendLine(String(error));
+              throw error;
+            }
+          },
         }),
       );
       // How each debug session ends, from the requests VS Code sends its adapter.
@@ -141,7 +148,8 @@ function treeItem<Node>(model: TreeModel<Node>, node: Node): vscode.TreeItem {
   return item;
 }
 
-async function adapterFor(spec: AdapterSpec | undefined): Promise<vscode.DebugAdapterDescriptor> {
+/** The adapter of a resolved configuration; `log` gets the output of one we start ourselves. */
+async function adapterFor(spec: AdapterSpec | undefined, log: (text: string) => void): Promise<vscode.DebugAdapterDescriptor> {
   if (spec === undefined) throw new Error("podside: this debug session was not resolved by podside; start it again");
   if (spec.server !== undefined) return new vscode.DebugAdapterServer(spec.server.port, spec.server.host);
   const [command, ...args] = spec.command ?? [];
@@ -154,12 +162,14 @@ async function adapterFor(spec: AdapterSpec | undefined): Promise<vscode.DebugAd
     const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: env ?? process.env });
     let seen = "";
     const read = (chunk: Buffer): void => {
+      log(chunk.toString());
       seen += chunk.toString();
       const match = pattern.exec(seen);
       if (match?.[1] !== undefined && match[2] !== undefined) resolve(new vscode.DebugAdapterServer(Number(match[2]), match[1]));
     };
     child.stdout.on("data", read);
     child.stderr.on("data", read);
+    child.on("error", (error) => reject(new Error(`podside: cannot start the debug adapter ${command}: ${error.message}`)));
     child.on("exit", (code) => reject(new Error(`podside: the debug adapter exited (${code}): ${seen.trim().split("\n").pop() ?? ""}`)));
   });
 }

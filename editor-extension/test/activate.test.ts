@@ -138,3 +138,16 @@ test("a held session's status says whether a debugger is attached", () => {
   backend.notify("podside/sessionState", { ...state, debuggerAttached: true });
   assert.equal(seam.status, "$(plug) podside: deployment/blog running, debugger attached");
 });
+
+test("the Traffic view lists requests newest first, without the kubelet's probes", async () => {
+  const seam = new FakeSeam();
+  const backend = new FakeBackend({});
+  registerAll(seam, backend);
+  const request = { sessionId: "s1", time: "t", status: 200, duration: 0.002, mode: "mirror" };
+  backend.notify("podside/traffic", { ...request, id: "1", method: "GET", path: "/" });
+  backend.notify("podside/traffic", { ...request, id: "2", method: "GET", path: "/healthz", probe: true });
+  backend.notify("podside/traffic", { ...request, id: "3", method: "POST", path: "/posts" });
+  const traffic = seam.trees.get("podside.traffic")!;
+  const rows = await traffic.children(undefined);
+  assert.deepEqual(rows.map((row) => traffic.item(row).label), ["POST /posts", "GET /"]);
+});

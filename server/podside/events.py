@@ -91,7 +91,8 @@ class EventReporter:
             }
         )
 
-    def traffic(self, exchange: Exchange, local_port: int, mode: str) -> None:
+    def traffic(self, exchange: Exchange, local_port: int, mode: str, probe: bool = False) -> None:
+        """One HTTP exchange; `probe`: it is the kubelet's health check of the pod."""
         event: dict[str, Any] = {
             "event": "traffic",
             "id": str(exchange.id),
@@ -103,6 +104,8 @@ class EventReporter:
             "mode": mode,
             "localPort": local_port,
         }
+        if probe:
+            event["probe"] = True
         if exchange.request is not None:
             event["request"] = base64.b64encode(exchange.request).decode()
         self._send(event)

@@ -138,3 +138,16 @@ def test_node_attach_uses_the_inspector_and_js_debug() -> None:
 def test_a_runtime_that_cannot_attach_later_says_which_can() -> None:
     with pytest.raises(PodsideError, match="runtime 'command' cannot attach a debugger later"):
         launch.resolve_attach(base("command", holdUntilAttached=True), "s4", TEMPLATES, PODSIDE)
+
+
+def test_go_gives_the_wrapper_its_environment_through_the_adapter() -> None:
+    wrapper_env = {"PODSIDE_EVENTS": "/run/s1.sock"}
+    resolved = launch.resolve(
+        base("go", env={"A": "1", **wrapper_env}, programEnv={"A": "1"}, adapterEnv=wrapper_env),
+        "s1",
+        TEMPLATES,
+        PODSIDE,
+    )
+    # delve runs inside the wrapper: the wrapper's variables go to it, the program gets its own.
+    assert resolved.adapter is not None and resolved.adapter["env"] == wrapper_env
+    assert resolved.debug_configuration["env"] == {"A": "1"}

@@ -253,6 +253,19 @@ def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_edito
             "podside/traffic", lambda p: p["sessionId"] == session_id, timeout=30
         )
         assert (traffic["mode"], traffic["status"]) == ("mirror", 200)
+        # The kubelet's readiness probe (GET /healthz every 2 s) is marked, the rest is not.
+        probe = backend.wait_for(
+            "podside/traffic",
+            lambda p: p["sessionId"] == session_id and p["path"] == "/healthz",
+            timeout=30,
+        )
+        assert probe["probe"] is True
+        page = backend.wait_for(
+            "podside/traffic",
+            lambda p: p["sessionId"] == session_id and p["path"] == "/",
+            timeout=30,
+        )
+        assert "probe" not in page
     finally:
         stopped = backend.command("podside.stopSession", {"sessionId": session_id})
     assert stopped["state"] == "stopped"

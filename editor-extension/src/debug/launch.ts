@@ -50,10 +50,12 @@ export class PodsideDebug implements DebugHooks {
 
   private async resolveByBackend(configuration: DebugConfiguration): Promise<Resolved | undefined> {
     const launch = { mode: this.seam.setting("defaultMode", "mirror"), ...configuration };
+    this.seam.appendOutput(`podside: starting "${configuration.name}" on ${String(configuration.target)}`);
     let resolved: Resolved;
     try {
       resolved = await this.backend.command<Resolved>("podside.resolveLaunch", launch);
     } catch (error) {
+      this.seam.appendOutput(`podside: ${oneLine(error)}`);
       this.seam.showError(oneLine(error));
       return undefined;
     }

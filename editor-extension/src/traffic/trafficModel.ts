@@ -1,4 +1,5 @@
-// The traffic view: the requests the pod received during podside sessions, newest first.
+// The traffic view: the requests the pod received during podside sessions, newest first. The
+// kubelet's health checks of the pod (every few seconds) are left out: they would bury the rest.
 import type { TreeItemSpec, TreeModel } from "../seam";
 
 /** One `podside/traffic` notification. */
@@ -11,6 +12,8 @@ export interface TrafficEvent {
   status: number | null;
   duration: number | null;
   mode: string;
+  /** The kubelet's probe of the pod. */
+  probe?: boolean;
 }
 
 // Enough to scroll back through a debugging session; older requests are dropped first.
@@ -21,6 +24,7 @@ export class TrafficModel implements TreeModel<TrafficEvent> {
   private readonly events: TrafficEvent[] = [];
 
   add(event: TrafficEvent): void {
+    if (event.probe === true) return;
     this.events.unshift(event);
     this.events.length = Math.min(this.events.length, KEPT);
     this.onChanged?.();

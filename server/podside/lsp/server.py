@@ -107,10 +107,18 @@ def build_server() -> PodsideServer:
         # Validate before a session exists, so a bad configuration leaves nothing behind.
         launch.resolve(params, "check", ls.templates)
         session = await ls.sessions.open(str(params["target"]), kind="debug")
-        env = {**params.get("env", {}), EVENTS_ENV: str(session.events_path)}
+        # Whoever runs the wrapped `podside exec` needs its events socket and the kubeconfig:
+        # the debuggee for most runtimes (`env`), the debug adapter for delve (`adapterEnv`).
+        wrapper_env = {EVENTS_ENV: str(session.events_path)}
         if "KUBECONFIG" in os.environ:
-            env.setdefault("KUBECONFIG", os.environ["KUBECONFIG"])
-        resolved = launch.resolve({**params, "env": env}, session.id, ls.templates)
+            wrapper_env["KUBECONFIG"] = os.environ["KUBECONFIG"]
+        program_env = params.get("env")
+        env = {**wrapper_env, **(program_env or {})}
+        resolved = launch.resolve(
+            {**params, "env": env, "programEnv": program_env, "adapterEnv": wrapper_env},
+            session.id,
+            ls.templates,
+        )
         return {**resolved.to_json(), "sessionId": session.id}
 
     async def _resolve_attach(ls: PodsideServer, params: dict[str, Any]) -> Any:

@@ -243,10 +243,10 @@ class Sessions:
         session.traffic[request_id] = record
         while len(session.traffic) > TRAFFIC_KEPT:
             del session.traffic[next(iter(session.traffic))]
-        shown = ("id", "time", "method", "path", "status", "duration", "mode")
+        shown = ("id", "time", "method", "path", "status", "duration", "mode", "probe")
         self._notify(
             "podside/traffic",
-            {"sessionId": session.id, **{key: record.get(key) for key in shown}},
+            {"sessionId": session.id, **{key: record[key] for key in shown if key in record}},
         )
 
     def _set_state(self, session: Session, state: str, message: str = "") -> None:
