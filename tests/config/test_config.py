@@ -132,7 +132,7 @@ def test_podside_schema_prints_it(tmp_path: Path) -> None:
     result = podside("schema", cwd=tmp_path)
     assert result.returncode == 0
     document = json.loads(result.stdout)
-    assert document["properties"]["fs"]["enum"] == ["local", "read"]
+    assert document["properties"]["fs"]["enum"] == ["local", "read", "write"]
     assert document["additionalProperties"] is False
 
 
@@ -145,7 +145,7 @@ def test_podside_schema_prints_it(tmp_path: Path) -> None:
         ({"agent-timeout": "10"}, "key 'agent-timeout': expected a number, got \"10\""),
         ({"env": "A=1"}, "key 'env': expected a list of strings, got \"A=1\""),
         ({"port-map": [8080]}, "key 'port-map': expected a list of strings, got [8080]"),
-        ({"fs": "remote"}, "key 'fs': expected one of 'local', 'read', got \"remote\""),
+        ({"fs": "remote"}, "key 'fs': expected one of 'local', 'read', 'write', got \"remote\""),
     ],
 )
 def test_a_bad_value_is_one_line_naming_file_and_key(
