@@ -189,9 +189,16 @@ try {
     await page.locator(".statusbar").getByText("podside: deployment/blog running, debugger attached").waitFor();
     await screenshot("reattached");
     console.log("e2e: a request that waited attached the debugger again, which stopped in " + HANDLER);
+    // Quiet again first: each request that stops the debugger takes the focus, closing the
+    // command palette before the command can be picked.
+    scaleTraffic(0);
+    trafficScaled = true;
+    await drainBreakpoints(rootFrame);
     await runCommand("podside: Stop session");
     await page.locator(".debug-toolbar").waitFor({ state: "hidden" });
     holding = false;
+    scaleTraffic(1);
+    trafficScaled = false;
     console.log("e2e: podside: Stop session ended the program and its debug session");
   }
 
