@@ -15,25 +15,49 @@ from tests.core.agent_client import agent_status
 from tests.topology import PYTHON, SERVERS, Pod, wait_for
 
 
-def test_events_report_progress_state_and_each_mirrored_exchange(pod: Pod, tmp_path: Path) -> None:
-    path = str(tmp_path / "events.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen()
-    lines: list[dict[str, object]] = []
-    connected: list[socket.socket] = []
+class Backend:
+    """The editor backend's end of PODSIDE_EVENTS: collects events, sends commands."""
 
-    def collect() -> None:
-        connection, _ = listener.accept()
-        connected.append(connection)
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.lines: list[dict[str, object]] = []
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(self.path)
+        self._listener.listen()
+        self._connection: socket.socket | None = None
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        self._connection, _ = self._listener.accept()
         buffer = b""
-        while chunk := connection.recv(65536):
+        while chunk := self._connection.recv(65536):
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
-                lines.append(json.loads(line))
+                self.lines.append(json.loads(line))
 
-    threading.Thread(target=collect, daemon=True).start()
+    def events(self, kind: str) -> list[dict[str, object]]:
+        return [line for line in self.lines if line["event"] == kind]
+
+    def debugger_attached(self, attached: bool) -> None:
+        assert self._connection is not None
+        message = {"command": "debugger", "attached": attached}
+        self._connection.sendall(json.dumps(message).encode() + b"\n")
+
+    def hang_up(self) -> None:
+        """What the editor does to stop the session."""
+        assert self._connection is not None
+        self._connection.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._listener.close()
+
+
+def test_events_report_progress_state_and_each_mirrored_exchange(pod: Pod, tmp_path: Path) -> None:
+    backend = Backend(tmp_path / "events.sock")
+    lines = backend.lines
     program = subprocess.Popen(
         [
             *pod.podside_exec(),
@@ -44,7 +68,7 @@ def test_events_report_progress_state_and_each_mirrored_exchange(pod: Pod, tmp_p
             "8080",
             "local",
         ],
-        env={**os.environ, "PODSIDE_EVENTS": path},
+        env={**os.environ, "PODSIDE_EVENTS": backend.path},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -59,8 +83,8 @@ def test_events_report_progress_state_and_each_mirrored_exchange(pod: Pod, tmp_p
             capture_output=True,
             check=True,
         )
-        wait_for(lambda: any(line["event"] == "traffic" for line in lines), what="a traffic event")
-        traffic = next(line for line in lines if line["event"] == "traffic")
+        wait_for(lambda: backend.events("traffic"), what="a traffic event")
+        traffic = backend.events("traffic")[0]
         assert (traffic["method"], traffic["path"], traffic["status"], traffic["mode"]) == (
             "POST",
             "/seen?a=b",
@@ -70,14 +94,14 @@ def test_events_report_progress_state_and_each_mirrored_exchange(pod: Pod, tmp_p
         assert traffic["localPort"] == 8080
         request = base64.b64decode(str(traffic["request"]))
         assert request.startswith(b"POST /seen?a=b HTTP/1.1\r\n") and request.endswith(b"x=1")
-        assert any(line["event"] == "progress" for line in lines)
+        assert backend.events("progress")
         # The backend closing the socket stops the session.
-        connected[0].shutdown(socket.SHUT_RDWR)
+        backend.hang_up()
         assert program.wait(30) == 143
     finally:
         if program.poll() is None:
             program.kill()
-        listener.close()
+        backend.close()
 
 
 def test_verbose_prints_each_mirrored_request(pod: Pod, tmp_path: Path) -> None:
@@ -132,41 +156,6 @@ def test_the_program_never_sees_the_backends_socket(pod: Pod, tmp_path: Path) ->
     )
     listener.close()
     assert result.stdout.strip() == "unset", result.stderr
-
-
-class Backend:
-    """The editor backend's end of PODSIDE_EVENTS: collects events, sends commands."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.lines: list[dict[str, object]] = []
-        self._listener = socket.socket(socket.AF_UNIX)
-        self._listener.bind(self.path)
-        self._listener.listen()
-        self._connection: socket.socket | None = None
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self) -> None:
-        self._connection, _ = self._listener.accept()
-        buffer = b""
-        while chunk := self._connection.recv(65536):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                self.lines.append(json.loads(line))
-
-    def events(self, kind: str) -> list[dict[str, object]]:
-        return [line for line in self.lines if line["event"] == kind]
-
-    def debugger_attached(self, attached: bool) -> None:
-        assert self._connection is not None
-        message = {"command": "debugger", "attached": attached}
-        self._connection.sendall(json.dumps(message).encode() + b"\n")
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-        self._listener.close()
 
 
 def test_hold_until_attached_delivers_only_while_a_debugger_is_attached(

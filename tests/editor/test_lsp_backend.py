@@ -217,12 +217,10 @@ def free_port() -> int:
         return port
 
 
-def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_editor_attaches(
-    backend: Backend,
-) -> None:
-    """The sandbox's traffic deployment sends the blog a request every second."""
+def launch_held_blog(backend: Backend) -> dict[str, Any]:
+    """The blog of examples/ run by the backend with holdUntilAttached, on a free port here."""
     port = free_port()
-    answer = backend.command(
+    answer: dict[str, Any] = backend.command(
         "podside.resolveLaunch",
         python_launch(
             program=str(REPO / "examples" / "blog" / "app.py"),
@@ -231,6 +229,14 @@ def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_edito
         ),
         timeout=200,
     )
+    return answer
+
+
+def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_editor_attaches(
+    backend: Backend,
+) -> None:
+    """The sandbox's traffic deployment sends the blog a request every second."""
+    answer = launch_held_blog(backend)
     session_id = answer["sessionId"]
     configuration = answer["debugConfiguration"]
     assert configuration["request"] == "attach"
@@ -274,16 +280,7 @@ def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_edito
 def test_a_replay_with_the_debugger_asks_for_one_and_waits_until_it_is_attached(
     backend: Backend,
 ) -> None:
-    port = free_port()
-    answer = backend.command(
-        "podside.resolveLaunch",
-        python_launch(
-            program=str(REPO / "examples" / "blog" / "app.py"),
-            holdUntilAttached=True,
-            execArgs=["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
-        ),
-        timeout=200,
-    )
+    answer = launch_held_blog(backend)
     session_id = answer["sessionId"]
     try:
         # The session's first held request asks once; the editor attaching answers it.

@@ -10,6 +10,7 @@ import os
 import textwrap
 from typing import Any
 
+from tests.files.probe_prelude import PRELUDE
 from tests.kube.conftest import api_client, core, kubeconfig, namespace  # noqa: F401
 from tests.kube.test_exec_target import exec_target
 from tests.sandbox.conftest import run_pod
@@ -23,18 +24,8 @@ def mounts(namespace: str) -> tuple[str, str, str]:  # noqa: F811
     return f"{base}/config", f"{base}/secret", f"{base}/data"
 
 
-PROBE = textwrap.dedent(
+PROBE = PRELUDE + textwrap.dedent(
     """
-    import errno, json, os, sys
-    result = {}
-    def attempt(name, function):
-        try:
-            result[name] = function()
-        except OSError as error:
-            result[name] = errno.errorcode[error.errno]
-    def read(path):
-        with open(path) as file:
-            return file.read()
     for name, path in json.loads(sys.argv[1]).items():
         attempt(name, lambda: read(path))
     print(json.dumps(result))

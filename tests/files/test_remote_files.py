@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.core.conftest import pod, podside_exec  # noqa: F401
+from tests.files.probe_prelude import PRELUDE
 from tests.topology import (
     POD_CONFIG,
     POD_LARGE_FILE,
@@ -22,19 +23,9 @@ from tests.topology import (
     pod_large_contents,
 )
 
-PROBE = textwrap.dedent(
+PROBE = PRELUDE + textwrap.dedent(
     """
-    import errno, hashlib, json, os, sys
     config, large = sys.argv[1], sys.argv[2]
-    result = {}
-    def attempt(name, function):
-        try:
-            result[name] = function()
-        except OSError as error:
-            result[name] = errno.errorcode[error.errno]
-    def read(path):
-        with open(path) as file:
-            return file.read()
     def digest(path):
         hasher, size = hashlib.sha256(), 0
         with open(path, "rb") as file:

@@ -16,21 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.core.conftest import pod, podside_exec  # noqa: F401
+from tests.files import probe_prelude
 from tests.topology import POD_CONFIG, POD_DATA, PYTHON, Pod, make_pod, wait_for
 
-PRELUDE = textwrap.dedent(
+PRELUDE = probe_prelude.PRELUDE + textwrap.dedent(
     """
-    import errno, json, os, sys
     data, config = sys.argv[1], sys.argv[2]
-    result = {}
-    def attempt(name, function):
-        try:
-            result[name] = function()
-        except OSError as error:
-            result[name] = errno.errorcode[error.errno]
-    def read(path):
-        with open(path) as file:
-            return file.read()
     def write(path, text, mode="w"):
         with open(path, mode) as file:
             file.write(text)
