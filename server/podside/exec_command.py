@@ -410,6 +410,9 @@ def run(args: argparse.Namespace) -> int:
     podside_logger.addHandler(handler)
     podside_logger.setLevel(logging.DEBUG if options.verbose else logging.WARNING)
     seccomp.set_child_subreaper()
+    children.block_forwarded_signals()
+    signals = children.SignalForwarder()
+    signals.start()
     rules = filter_rules(
         network=True,
         udp=options.outgoing or options.dns,
@@ -418,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
     )
     process = launcher.LayeredProcess(rules)
     try:
-        return asyncio.run(_run_session(options, process))
+        return asyncio.run(_run_session(options, process, signals))
     finally:
         process.abandon()
 
@@ -428,11 +431,13 @@ def _say(options: ExecOptions, message: str) -> None:
         print(f"podside: {message}", file=sys.stderr, flush=True)
 
 
-async def _run_session(options: ExecOptions, process: launcher.LayeredProcess) -> int:
+async def _run_session(
+    options: ExecOptions, process: launcher.LayeredProcess, signals: children.SignalForwarder
+) -> int:
     local_env = dict(os.environ)
     events = await EventReporter.from_environment(local_env)  # never passed on to the program
     try:
-        return await _run_with_events(options, process, events, local_env)
+        return await _run_with_events(options, process, events, local_env, signals)
     except PodsideError as error:
         events.state("failed", error.message)
         raise
@@ -445,6 +450,7 @@ async def _run_with_events(
     process: launcher.LayeredProcess,
     events: EventReporter,
     local_env: dict[str, str],
+    signals: children.SignalForwarder,
 ) -> int:
     loop = asyncio.get_running_loop()
 
@@ -553,7 +559,6 @@ async def _run_with_events(
                 ) from None
             raise PodsideError(f"--mode steal: {session.description}: {error}") from None
     session.stream_handlers.append(incoming.handle_stream)
-    children.block_forwarded_signals()
     supervisor = Supervisor(
         process.listener,
         loop,
@@ -567,10 +572,10 @@ async def _run_with_events(
     )
     supervisor.start()
     watcher = children.ChildWatcher(process.pid)
-    children.SignalForwarder(process.pid).start()
     try:
         path = _resolve_command(options.command[0], env)
         process.start(launcher.ExecSpec(path, options.command, env))
+        signals.forward_to(process.pid)
         target_pid = session.welcome.info.get("target_pid")
         progress(f"running in the context of {session.description} (pod process {target_pid})")
         events.state("running")

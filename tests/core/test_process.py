@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -151,3 +152,29 @@ def _is_zombie(pid: int) -> bool:
         return True
     finally:
         time.sleep(0)
+
+
+def test_a_signal_while_podside_connects_stops_it_before_the_program_starts(
+    tmp_path: Path,
+) -> None:
+    """An agent that accepts but never answers keeps podside connecting; SIGTERM then ends
+    podside as Ctrl-C would (exit 130), and the program never runs."""
+    marker = tmp_path / "ran"
+    with socket.socket() as silent_agent:
+        silent_agent.bind(("127.0.0.1", 0))
+        silent_agent.listen()
+        port = silent_agent.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                *(PYTHON, "-m", "podside", "exec", "--agent", f"127.0.0.1:{port}"),
+                *("--token", "t", "--", "touch", str(marker)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        connection, _ = silent_agent.accept()
+        with connection:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 130
+    assert not marker.exists()

@@ -24,6 +24,17 @@ SANDBOX_CONTEXT = "podside-sandbox"
 SANDBOX_DEFAULT = ("--context", SANDBOX_CONTEXT, "-n", "default")
 
 
+def loopback_listening_ports() -> set[int]:
+    """The TCP ports something listens on at 127.0.0.1 or any address, from /proc/net/tcp."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, _remote, state = line.split()[1:4]
+        address, port = local.split(":")
+        if state == "0A" and address in ("0100007F", "00000000"):
+            listening.add(int(port, 16))
+    return listening
+
+
 def test_lists_the_sandbox_context_as_current(backend: Backend) -> None:
     answer = backend.command("podside.listContexts")
     assert SANDBOX_CONTEXT in answer["contexts"]
@@ -243,8 +254,10 @@ def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_edito
     debug_port = configuration["connect"]["port"]
     try:
         # Answered only once debugpy's server listens, so the debugger can attach at once.
-        with socket.create_connection(("127.0.0.1", debug_port), timeout=5):
-            pass
+        # Looked up rather than connected to: a client that connects and leaves while
+        # debugpy's adapter is still starting makes the adapter fail (it reports its
+        # sockets to the first client and gets "No more messages").
+        assert debug_port in loopback_listening_ports()
         try:
             asked = backend.wait_for(
                 "podside/attachDebugger", lambda p: p["sessionId"] == session_id, timeout=60

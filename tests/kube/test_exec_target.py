@@ -4,6 +4,7 @@ API (an ephemeral agent in the pod, one WebSocket port-forward per session)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -176,3 +177,36 @@ def test_targetless_reaches_services_by_name(sandbox: Any) -> None:
     )
     assert targetless.returncode == 0, targetless.stderr
     assert "events" in json.loads(targetless.stdout)
+
+
+def test_sigterm_reaches_the_program_and_what_it_left_running_is_stopped(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """Through the Kubernetes API podside runs threads (the client, the port-forward) before
+    the program starts; a signal must still be forwarded, not end podside on the spot."""
+    marker, leftover = tmp_path / "got-TERM", tmp_path / "leftover"
+    program = (
+        f"(sleep 349 & echo $! > {leftover}); trap 'echo TERM > {marker}; exit 0' TERM; "
+        "echo ready; while true; do sleep 0.1; done"
+    )
+    process = subprocess.Popen(
+        [
+            *(PYTHON, "-m", "podside", "exec", "--context", "podside-sandbox"),
+            *("--target", "deployment/blog", "--", "bash", "-c", program),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0  # the program's exit code: it got the signal and ended
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert marker.read_text().strip() == "TERM"
+    sleeper = int(leftover.read_text())
+    wait_for(lambda: not Path(f"/proc/{sleeper}").exists(), what="the left-behind sleep to end")

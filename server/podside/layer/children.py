@@ -12,6 +12,7 @@ editor stopping the session) is forwarded to the program.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import os
@@ -23,21 +24,33 @@ _SI_KERNEL = 0x80
 
 
 def block_forwarded_signals() -> None:
-    """Call before starting threads: they inherit the mask, so only the forwarder sees them."""
+    """Call before any thread starts (the kubernetes client and the port-forward start some):
+    threads inherit the mask, so only the forwarder sees these signals. A thread that left
+    them unblocked would take SIGTERM's default action and end podside at once, without
+    forwarding it, leaving the program and what it started behind."""
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
 
 
 class SignalForwarder:
-    def __init__(self, pid: int) -> None:
-        self._pid = pid
+    """Until the program runs, a signal interrupts podside (as Ctrl-C does: it stops connecting
+    and cleans up); once it runs, signals go to the program."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
         self._thread = threading.Thread(target=self._run, name="podside-signals", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def forward_to(self, pid: int) -> None:
+        self._pid = pid
+
     def _run(self) -> None:
         while True:
             info = signal.sigwaitinfo(FORWARDED)
+            if self._pid is None:
+                _thread.interrupt_main()
+                continue
             if info.si_code == _SI_KERNEL:
                 continue  # from the terminal: the program's process group got it already
             with contextlib.suppress(ProcessLookupError):
