@@ -546,6 +546,7 @@ async def _run_with_events(
         on_listening=events.listening,
         on_held=held,
         hold_until_attached=options.hold_until_attached,
+        probes=frozenset(session.probes),
     )
     events.on_debugger = incoming.debugger_attached
     if options.steal is not None:

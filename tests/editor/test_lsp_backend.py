@@ -265,20 +265,24 @@ def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_edito
         except TimeoutError:
             raise AssertionError(f"no attach asked for: {dict(backend.notifications)}") from None
         assert "to port 8080 waits" in asked["reason"]
-        assert not backend.notifications["podside/traffic"], "nothing is delivered while held"
-
-        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": True})
-        traffic = backend.wait_for(
-            "podside/traffic", lambda p: p["sessionId"] == session_id, timeout=30
-        )
-        assert (traffic["mode"], traffic["status"]) == ("mirror", 200)
-        # The kubelet's readiness probe (GET /healthz every 2 s) is marked, the rest is not.
+        # The kubelet's readiness probe (GET /healthz every 2 s) is not held: it reaches the
+        # program with no debugger (and is marked); nothing else does until one attaches.
         probe = backend.wait_for(
             "podside/traffic",
             lambda p: p["sessionId"] == session_id and p["path"] == "/healthz",
             timeout=30,
         )
-        assert probe["probe"] is True
+        assert (probe["probe"], probe["status"]) == (True, 200)
+        delivered = [p for p in backend.notifications["podside/traffic"] if "probe" not in p]
+        assert not delivered, "only probes are delivered while held"
+
+        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": True})
+        traffic = backend.wait_for(
+            "podside/traffic",
+            lambda p: p["sessionId"] == session_id and "probe" not in p,
+            timeout=30,
+        )
+        assert (traffic["mode"], traffic["status"]) == ("mirror", 200)
         page = backend.wait_for(
             "podside/traffic",
             lambda p: p["sessionId"] == session_id and p["path"] == "/",

@@ -13,7 +13,11 @@ the program's answer goes back to the pod's client. A steal the agent refuses en
 With a hold (`--hold-until-attached`) a connection that arrives while no debugger is attached
 waits before it reaches the program: the agent keeps its bytes (the stream is not accepted
 yet), the editor is told (`on_held`) and attaches, and when it says so the waiting connections
-are delivered in their order of arrival, so the debugger sees the request that woke it.
+are delivered in their order of arrival, so the debugger sees the request that woke it. The
+kubelet's health checks (`probes`) are not held: a mirrored connection to a probed port is
+taken at once and its first line read; a probe's request goes on to the program with no
+debugger asked for (the pod's app answered the kubelet), so a Disconnect lasts until a real
+request comes.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 from podside.layer import seccomp, sockaddr
 from podside.layer.http_watch import Exchange, HttpWatch
-from podside_agent.peer import Peer, RequestFailed, SocketRelay
+from podside_agent.peer import Peer, RequestFailed, SocketRelay, StreamEndpoint
 from podside_protocol import StreamOpenRequested, mirror
 from podside_protocol import steal as steal_messages
 
@@ -40,6 +44,51 @@ _PORT_RETRIES = 20
 # Mirrored connections open at once; past this the program is not keeping up and new ones are
 # refused (the agent drops them for this session) so the session itself stays responsive.
 MAX_DELIVERIES = 512
+
+
+# How long a held connection to a probed port may take to send its request line.
+PEEK_SECONDS = 2.0
+
+
+class _FirstLine:
+    """A stream endpoint that passes everything on to `inner` and keeps the stream's first line
+    (up to 8 KiB; what came before EOF if it ends sooner)."""
+
+    _LIMIT = 8192
+
+    def __init__(self, inner: StreamEndpoint, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._seen = b""
+        self._line: asyncio.Future[bytes] = loop.create_future()
+
+    async def first_line(self, timeout: float) -> bytes:
+        """The line, or b"" when none came in `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._line), timeout)
+        except TimeoutError:
+            return b""
+
+    def _settle(self) -> None:
+        if not self._line.done():
+            self._line.set_result(self._seen.split(b"\n", 1)[0][: self._LIMIT])
+
+    def data_received(self, data: bytes) -> None:
+        if not self._line.done():
+            self._seen += data
+            if b"\n" in self._seen or len(self._seen) >= self._LIMIT:
+                self._settle()
+        self._inner.data_received(data)
+
+    def eof_received(self) -> None:
+        self._settle()
+        self._inner.eof_received()
+
+    def writable(self) -> None:
+        self._inner.writable()
+
+    def reset(self, reason: str) -> None:
+        self._settle()
+        self._inner.reset(reason)
 
 
 @dataclass(frozen=True)
@@ -66,6 +115,7 @@ class Incoming:
         on_listening: Callable[[int], None] | None = None,
         on_held: Callable[[MirroredConnection], None] | None = None,
         hold_until_attached: bool = False,
+        probes: frozenset[tuple[int, str]] = frozenset(),
     ) -> None:
         """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set.
 
@@ -73,7 +123,8 @@ class Incoming:
         ignored: each port the program listens on is stolen). `ignored_ports`: ports of the
         program that stay local (a debugger's). `on_listening(port)`: the program listens on
         `port`. `hold_until_attached`: deliver only while `debugger_attached(True)` holds;
-        `on_held` is told of each connection that waits."""
+        `on_held` is told of each connection that waits. `probes`: (the pod's port, path) of
+        the kubelet's HTTP probes, never held."""
         self._peer = peer
         self._port_map = port_map  # local -> remote
         self._enabled = enabled
@@ -91,6 +142,8 @@ class Incoming:
         self._on_held = on_held
         # Set while deliveries may go on; None: no hold at all.
         self._attached: asyncio.Event | None = asyncio.Event() if hold_until_attached else None
+        self._probes = probes
+        self._probed_ports = frozenset(port for port, _path in probes)
         self.failed: asyncio.Future[str] = self._loop.create_future()
 
     def debugger_attached(self, attached: bool) -> None:
@@ -192,10 +245,6 @@ class Incoming:
         *,
         stolen: bool = False,
     ) -> None:
-        if self._attached is not None and not self._attached.is_set():
-            if self._on_held is not None:
-                self._on_held(MirroredConnection(target[1], remote, source))
-            await self._attached.wait()
         watch = None
         if self._on_exchange is not None:
             report, port = self._on_exchange, target[1]
@@ -208,17 +257,42 @@ class Incoming:
             on_closed=self._delivery_ended,
             watch=watch,
         )
+        accepted = False
+        if self._attached is not None and not self._attached.is_set():
+            hold = True
+            if not stolen and remote in self._probed_ports:
+                # Taken now to read its first line; its bytes wait in the relay, unacknowledged.
+                peek = _FirstLine(relay.endpoint, self._loop)
+                self._peer.accept_stream(stream_id, peek)
+                accepted = True
+                hold = not self._is_probe(remote, await peek.first_line(PEEK_SECONDS))
+            if hold:
+                if self._on_held is not None:
+                    self._on_held(MirroredConnection(target[1], remote, source))
+                await self._attached.wait()
         try:
             await self._loop.create_connection(lambda: relay, target[0], target[1])
         except OSError as error:
             self._delivery_ended()
-            self._peer.refuse_stream(stream_id, error.errno or errno.ECONNREFUSED, str(error))
+            if accepted:
+                self._peer.reset_stream(stream_id, str(error))
+            else:
+                self._peer.refuse_stream(stream_id, error.errno or errno.ECONNREFUSED, str(error))
             return
-        self._peer.accept_stream(stream_id, relay.endpoint)
+        if not accepted:
+            self._peer.accept_stream(stream_id, relay.endpoint)
         if not stolen:
             self._peer.send_eof(stream_id)  # nothing ever goes back on a mirrored connection
         if self._on_connection is not None:
             self._on_connection(MirroredConnection(target[1], remote, source))
+
+    def _is_probe(self, remote: int, first_line: bytes) -> bool:
+        parts = first_line.split()
+        return (
+            len(parts) == 3
+            and parts[0] == b"GET"
+            and (remote, parts[1].decode("latin-1")) in self._probes
+        )
 
     def _delivery_ended(self) -> None:
         self._open_deliveries -= 1
