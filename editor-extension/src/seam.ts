@@ -51,6 +51,8 @@ export interface DebugHooks {
   configured(configuration: DebugConfiguration): void;
   /** A debug session of any type ended. */
   terminated(configuration: DebugConfiguration, ending: DebugEnding): void;
+  /** The adapter of a `podside` debug session could not start (`message` says why). */
+  adapterFailed(configuration: DebugConfiguration, message: string): void;
 }
 
 export interface Seam {

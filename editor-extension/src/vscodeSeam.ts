@@ -48,6 +48,7 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
               return await adapterFor(hooks.adapter(session.configuration as DebugConfiguration), (text) => output.append(text));
             } catch (error) {
               output.appendLine(String(error));
+              hooks.adapterFailed(session.configuration as DebugConfiguration, String(error));
               throw error;
             }
           },

@@ -25,6 +25,19 @@ test("the configuration snippets are the launch templates' snippets", () => {
   assert.deepEqual(manifest.contributes.debuggers[0].configurationSnippets, snippets);
 });
 
+test("every launch configuration field a template reads is described in package.json", () => {
+  // Filled in by the backend or the extension, never written by the user.
+  const computed = new Set(["adapterEnv", "programEnv", "programFolder", "exec", "execProgram", "execArgs", "execLine", "sessionId", "backendPython", "debugPort", "debugpyPath"]);
+  const properties = manifest.contributes.debuggers[0].configurationAttributes.launch.properties;
+  for (const runtime of ["python", "node", "go", "command"]) {
+    const template = readFileSync(join(ROOT, "..", "launch_templates", `${runtime}.json`), "utf8");
+    for (const [, field] of template.matchAll(/\{\{(\w+)[?=}]/g)) {
+      if (field === undefined || computed.has(field) || field === "name") continue;
+      assert.ok(field in properties, `${runtime}.json reads "${field}", which package.json does not describe`);
+    }
+  }
+});
+
 test("breakpoints can be set in every language the debug type serves, without another extension", () => {
   const languages = manifest.contributes.breakpoints.map((breakpoint: { language: string }) => breakpoint.language).sort();
   assert.deepEqual(languages, [...manifest.contributes.debuggers[0].languages].sort());

@@ -47,6 +47,17 @@ test("the end of the debug session stops the podside session", async () => {
   assert.equal(debug.adapter(configuration!), undefined);
 });
 
+test("a debug adapter that cannot start stops the podside session", async () => {
+  const backend = new FakeBackend({ "podside.resolveLaunch": RESOLVED, "podside.stopSession": {} });
+  const seam = new FakeSeam();
+  const debug = new PodsideDebug(seam, backend);
+  const configuration = await debug.resolve(undefined, LAUNCH);
+  debug.adapterFailed(configuration!, "Error: podside: the debug adapter exited (1): no dlv");
+  assert.deepEqual(backend.calls.at(-1), ["podside.stopSession", { sessionId: "s1" }]);
+  assert.equal(debug.adapter(configuration!), undefined);
+  assert.match(seam.output.at(-1) ?? "", /session s1 ends: .*no dlv/);
+});
+
 const HELD = { ...LAUNCH, holdUntilAttached: true };
 const ATTACH = {
   debugConfiguration: { type: "podside", request: "attach", name: "blog", connect: { host: "127.0.0.1", port: 5999 }, podsideSessionId: "s2" },

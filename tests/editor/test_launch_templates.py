@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from podside.errors import PodsideError
@@ -56,6 +58,20 @@ def test_go_wraps_delve_so_the_program_it_starts_is_wrapped_too() -> None:
         *("exec", "--target", "deployment/blog", "--"),
         *("dlv", "dap", "--listen=127.0.0.1:0"),
     ]
+
+
+def test_delve_builds_in_the_programs_folder_even_before_vscode_fills_in_variables(
+    tmp_path: Path,
+) -> None:
+    def build_folder(program: str) -> object:
+        resolved = launch.resolve(base("go", program=program), "s1", TEMPLATES, PODSIDE)
+        return resolved.debug_configuration["dlvCwd"]
+
+    assert build_folder("${workspaceFolder}/cmd/server") == "${workspaceFolder}/cmd/server"
+    assert build_folder("${workspaceFolder}/cmd/server/main.go") == "${workspaceFolder}/cmd/server"
+    (tmp_path / "server").write_text("package main\n")  # an existing file, without a suffix
+    assert build_folder(str(tmp_path / "server")) == str(tmp_path)
+    assert build_folder(str(tmp_path)) == str(tmp_path)
 
 
 def test_the_command_template_runs_the_line_in_a_terminal() -> None:

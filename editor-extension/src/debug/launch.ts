@@ -91,6 +91,16 @@ export class PodsideDebug implements DebugHooks {
     this.tell("podside.stopSession", { sessionId });
   }
 
+  /** No debug session will come (its adapter did not start): the podside session ends too. */
+  adapterFailed(configuration: DebugConfiguration, message: string): void {
+    const sessionId = sessionOf(configuration);
+    if (sessionId === undefined) return;
+    this.seam.appendOutput(`podside: session ${sessionId} ends: ${message}`);
+    this.debugging.delete(sessionId);
+    this.sessionEnded(sessionId);
+    this.tell("podside.stopSession", { sessionId });
+  }
+
   /** The backend asks for a debugger for `sessionId`: a request waits for one. */
   async attach(sessionId: string, reason: string): Promise<void> {
     const configuration = this.attachable.get(sessionId);

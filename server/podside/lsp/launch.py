@@ -153,7 +153,20 @@ def _values(launch: dict[str, Any], wrapper: list[str], session_id: str) -> dict
         "execLine": shlex.join(wrapper),
         "sessionId": session_id,
         "backendPython": sys.executable,
+        "programFolder": _program_folder(launch.get("program")),
     }
+
+
+def _program_folder(program: Any) -> str | None:
+    """The folder of `program`: itself unless it names a file (one that exists, or a name with
+    an extension such as main.go; the path may still hold ${workspaceFolder}, which VS Code
+    fills in after the backend answered). Delve builds the program there."""
+    if not isinstance(program, str) or not program:
+        return None
+    path = Path(program)
+    if path.is_file() or (path.suffix and not path.is_dir()):
+        return str(path.parent)
+    return program
 
 
 def resolve(

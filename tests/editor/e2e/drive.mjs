@@ -10,9 +10,12 @@
 //    stops in the handler on the replayed request;
 // 5. disconnected again, traffic back: the next request brings the debugger back by itself;
 //    "podside: Stop session" ends it all;
-// 6. the config file's schema is registered: a bad value in .podside/config.json is a problem.
+// 6. the config file's schema is registered: a bad value in .podside/config.json is a problem;
+// 7. the Node.js template (js-debug) and 8. the Go template (delve's DAP server, started by
+//    the extension under podside exec) stop in their programs' handlers on mirrored requests.
 // Run by ./run, which starts code-server and passes URL, ARTIFACTS, BROWSER_PROFILE, WORKSPACE,
-// CONFIGURATION and HOLD_CONFIGURATION (launch configuration names) and PYTHON (podside's).
+// CONFIGURATION, HOLD_CONFIGURATION, NODE_CONFIGURATION and GO_CONFIGURATION (launch
+// configuration names) and PYTHON (podside's).
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
@@ -26,6 +29,7 @@ const {
   CONFIGURATION: configuration,
   HOLD_CONFIGURATION: holdConfiguration,
   NODE_CONFIGURATION: nodeConfiguration,
+  GO_CONFIGURATION: goConfiguration,
   PYTHON: python,
 } = process.env;
 const STEP_TIMEOUT = 60_000;
@@ -205,6 +209,10 @@ try {
   // Milestone 7. The Node.js template, launched through js-debug: a breakpoint in its handler.
   await runtimeMilestone(nodeConfiguration, "server.js", "function answer(", "answer");
 
+  // Milestone 8. The Go template: the extension starts delve's DAP server under podside exec in
+  // the program's folder; delve builds the program and a mirrored request stops in its handler.
+  await runtimeMilestone(goConfiguration, "goserver/main.go", "func answer(", "main.answer");
+
   // Milestone 6. The config file's schema: a value outside the enum is a problem.
   await quickOpen("", "schema-check/.podside/config.json", "config.json");
   await page.locator(".tab.active").filter({ hasText: "config.json" }).waitFor();
@@ -244,7 +252,8 @@ async function runtimeMilestone(configuration, file, marker, handler) {
   const frame = page
     .locator(".debug-call-stack .stack-frame")
     .filter({ hasText: handler })
-    .filter({ hasText: new RegExp(`${name.replace(".", "\\.")}\\s*${at}:`) })
+    // "server.js 8:16"; delve gives no column: "main.go 12".
+    .filter({ hasText: new RegExp(`${name.replace(".", "\\.")}\\s*${at}\\b`) })
     .first();
   await waitLogging(frame, BREAKPOINT_TIMEOUT, `the ${configuration} debugger to stop in ${handler}`);
   await screenshot(`stopped-${name}`);
