@@ -127,15 +127,16 @@ def test_nothing_is_left_on_the_agent_after_the_program_ends(pod: Pod) -> None:
 def test_program_is_stopped_when_podside_is_killed_hard(pod: Pod) -> None:
     """SIGKILL cannot be forwarded, but the program must not linger under a dead layer."""
     process = _start(pod, "sleep", "300")
-    wait_for(
-        lambda: subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True).stdout,
-        what="the program to start",
-    )
-    child = int(
-        subprocess.run(
-            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
-        ).stdout.split()[0]
-    )
+
+    def program() -> str:
+        # By name: podside may have other short-lived children while it starts.
+        found = subprocess.run(
+            ["pgrep", "-P", str(process.pid), "-x", "sleep"], capture_output=True, text=True
+        )
+        return found.stdout.strip()
+
+    wait_for(program, what="the program to start")
+    child = int(program().split()[0])
     process.kill()
     process.wait(10)
     wait_for(
