@@ -199,6 +199,12 @@ def _handle(owner: int, method: str, path: str, params: dict[str, Any]) -> dict[
             return {"stat": stat_fields(os.fstat(fd))}
         finally:
             os.close(fd)
+    if method == messages.READLINK:
+        parent, name = _parent_in_root(owner, path)
+        try:
+            return {"target": os.readlink(os.fsencode(name), dir_fd=parent)}
+        finally:
+            os.close(parent)
     if method == messages.LIST:
         fd = open_in_root(owner, path, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -30,7 +30,8 @@ UNLINK = "file.unlink"  # {path, directory} -> {} (unlink, or rmdir when directo
 MKDIR = "file.mkdir"  # {path, mode} -> {}
 RENAME = "file.rename"  # {path, to, flags} -> {} (renameat2 flags: RENAME_NOREPLACE, ...)
 ACCESS = "file.access"  # {path, mode} -> {} or the errno access(2) gives in the pod
+READLINK = "file.readlink"  # {path} -> {target: bytes}: the symlink's own text, not resolved
 CHUNK = 1024 * 1024
 FILE_METHODS = frozenset(
-    {OPEN, READ_CHUNK, STAT, LIST, WRITE, TRUNCATE, UNLINK, MKDIR, RENAME, ACCESS}
+    {OPEN, READ_CHUNK, STAT, LIST, WRITE, TRUNCATE, UNLINK, MKDIR, RENAME, ACCESS, READLINK}
 )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from tests.files.probe_prelude import PRELUDE
@@ -129,3 +131,40 @@ def test_fs_write_reaches_the_pods_volume_and_not_its_configmap(
         *remote,
     )
     assert seen == {"note": "written-from-here\n", "mode": "staging"}
+
+
+def test_configmap_keys_are_symlinks_that_readlink_realpath_and_cp_follow(
+    sandbox: Any,
+    core: Any,  # noqa: F811
+    namespace: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A ConfigMap volume is the kubelet's atomic-writer layout: each key a symlink through
+    `..data` to a timestamped folder. The program sees the pod's symlinks as symlinks."""
+    target = _pod_with_volumes(core, namespace)
+    config_mount, _, _ = mounts(namespace)
+    copy = tmp_path / "copy"
+    script = textwrap.dedent(
+        f"""
+        import json, os, subprocess
+        key = {config_mount + "/app.json"!r}
+        seen = {{"link": os.readlink(key), "real": os.path.realpath(key)}}
+        seen["is_link"] = os.path.islink(key)
+        subprocess.run(["cp", "-r", {config_mount!r}, {str(copy)!r}], check=True)
+        seen["copied"] = open({str(copy / "app.json")!r}).read()
+        seen["copied_link"] = os.readlink({str(copy / "app.json")!r})
+        print(json.dumps(seen))
+        """
+    )
+    # The sandbox's empty mount point exists here too: --fs-remote says whose it is.
+    remote = ("--fs-remote", f"^{os.path.dirname(config_mount)}/")
+    result = exec_target(
+        target, PYTHON, "-c", script, options=("-q", "-n", namespace, "--fs", "read", *remote)
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert (seen["link"], seen["is_link"]) == ("..data/app.json", True)
+    assert re.fullmatch(
+        rf"{re.escape(config_mount)}/\.\.\d{{4}}(_\d\d){{5}}\.\d+/app\.json", seen["real"]
+    )
+    assert (seen["copied"], seen["copied_link"]) == ('{"feature": "on"}\n', "..data/app.json")

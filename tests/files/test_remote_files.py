@@ -36,6 +36,16 @@ PROBE = PRELUDE + textwrap.dedent(
     attempt("read", lambda: read(config + "/app.json"))
     attempt("stat", lambda: [os.stat(config + "/app.json").st_size, oct(os.stat(config + "/mode").st_mode)])
     attempt("lstat_is_link", lambda: os.path.islink(config + "/app.json"))
+    attempt("readlink", lambda: [os.readlink(config + "/app.json"), os.readlink(config + "/..data")])
+    attempt("realpath", lambda: os.path.realpath(config + "/mode"))
+    attempt("readlink_of_a_file", lambda: os.readlink(large))
+    def readlink_cut():
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        buffer = ctypes.create_string_buffer(b"#" * 8)
+        count = libc.readlink((config + "/app.json").encode(), buffer, 5)
+        return [count, buffer.raw[:8].decode()]
+    attempt("readlink_cut", readlink_cut)
     attempt("exists", lambda: os.path.exists(config + "/mode"))
     attempt("access", lambda: [os.access(config + "/app.json", os.R_OK), os.access(config + "/app.json", os.W_OK)])
     attempt("listdir", lambda: sorted(os.listdir(config)))
@@ -68,6 +78,11 @@ def test_pod_only_files_are_read_under_fs_read(pod: Pod) -> None:  # noqa: F811
     assert seen["read"] == '{"greeting": "hello from the pod"}\n'
     assert seen["stat"] == [35, "0o100644"]
     assert seen["lstat_is_link"] is True  # a ConfigMap's files are symlinks into ..data
+    # ...and read as the pod's symlinks: realpath, ls -l and cp -r follow them.
+    assert seen["readlink"] == ["..data/app.json", "..2026_01_01"]
+    assert seen["realpath"] == f"{POD_CONFIG}/..2026_01_01/mode"
+    assert seen["readlink_of_a_file"] == "EINVAL"
+    assert seen["readlink_cut"] == [5, "..dat###"]  # cut to the buffer, no terminating NUL
     assert seen["exists"] is True
     assert seen["access"] == [True, False]  # read-only for the program under --fs read
     assert seen["listdir"] == ["..2026_01_01", "..data", "app.json", "large.bin", "mode"]

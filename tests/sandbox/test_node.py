@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -47,11 +48,21 @@ def test_configmap_volume_and_env_reach_the_container(core: Any, namespace: str)
         core,
         namespace,
         "reader",
-        ["sh", "-c", "cat /podside-test-config/greeting; echo; echo $MODE"],
+        [
+            "sh",
+            "-c",
+            "cat /podside-test-config/greeting; echo; echo $MODE; "
+            # A real kubelet's layout: each key a symlink through ..data; a subPath is the file.
+            "readlink /podside-test-config/greeting; readlink /podside-test-config/..data; "
+            "cat /podside-test-mode; echo; test -L /podside-test-mode || echo not-a-link",
+        ],
         restartPolicy="Never",
         volumes=[{"name": "config", "configMap": {"name": "settings"}}],
         container={
-            "volumeMounts": [{"name": "config", "mountPath": "/podside-test-config"}],
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/podside-test-config"},
+                {"name": "config", "mountPath": "/podside-test-mode", "subPath": "mode"},
+            ],
             "env": [
                 {
                     "name": "MODE",
@@ -61,7 +72,15 @@ def test_configmap_volume_and_env_reach_the_container(core: Any, namespace: str)
         },
     )
     wait_for(lambda: pod_phase(core, namespace, "reader") == "Succeeded", what="reader done")
-    assert _log(core, namespace, "reader") == "hello\nfast\n"
+    greeting, mode, link, data, sub_path, kind = _log(core, namespace, "reader").splitlines()
+    assert (greeting, mode, link, sub_path, kind) == (
+        "hello",
+        "fast",
+        "..data/greeting",
+        "fast",
+        "not-a-link",
+    )
+    assert re.fullmatch(r"\.\.\d{4}(_\d\d){5}\.\d+", data), data
 
 
 def test_failing_liveness_probe_restarts_the_container(core: Any, namespace: str) -> None:

@@ -119,12 +119,14 @@ class Change:
 
 @dataclass(slots=True)
 class StatCall:
-    """A stat-like call to answer: `kind` is stat, statx, access, getxattr or listxattr;
-    `argument` the program's buffer address (stat, statx) or the access mode."""
+    """A stat-like call to answer: `kind` is stat, statx, access, getxattr, listxattr or
+    readlink; `argument` the program's buffer address (stat, statx, readlink) or the access
+    mode; `size` readlink's buffer size."""
 
     kind: str
     follow: bool
     argument: int
+    size: int = 0
 
 
 class RemoteFiles:
@@ -396,6 +398,9 @@ class RemoteFiles:
                     await self._peer.request(messages.ACCESS, {"path": path, "mode": call.argument})
                     listener.respond(note_id, value=0)
                     return
+                if call.kind == "readlink":
+                    await self._readlink(note_id, tid, path, call)
+                    return
                 answer = await self._peer.request(
                     messages.STAT, {"path": path, "follow": call.follow}
                 )
@@ -425,6 +430,18 @@ class RemoteFiles:
         except Exception as error:
             log.warning("stat of %s in the pod failed: %r", path, error)
             listener.respond(note_id, error=errno.EIO)
+
+    async def _readlink(self, note_id: int, tid: int, path: str, call: StatCall) -> None:
+        """The pod's symlink text, cut to the program's buffer as readlink(2) cuts it."""
+        if call.size <= 0:
+            self._listener.respond(note_id, error=errno.EINVAL)
+            return
+        answer = await self._peer.request(messages.READLINK, {"path": path})
+        target = bytes(answer["target"])[: call.size]
+        if not self._listener.is_valid(note_id):
+            return
+        seccomp.write_memory(tid, call.argument, target)
+        self._listener.respond(note_id, value=len(target))
 
     async def finish(self) -> None:
         """The program has exited: what it wrote and left open still reaches the pod."""

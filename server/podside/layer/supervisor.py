@@ -15,6 +15,7 @@ notification is answered, even when handling it fails.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
@@ -46,6 +47,7 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_EMPTY_PATH = 0x1000
 _STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2")
 _XATTR_CALLS = ("getxattr", "lgetxattr", "listxattr", "llistxattr")
+_LINK_CALLS = ("readlink", "readlinkat")
 _CHANGE_CALLS = (
     "unlink",
     "unlinkat",
@@ -96,6 +98,8 @@ def filter_rules(
         # calls, and always of a descriptor, so the kernel answers them without a stop.
         always |= (set(_STAT_CALLS) - {"newfstatat", "statx"}) | set(_CHANGE_CALLS)
         always |= set(_XATTR_CALLS)  # rare (shutil.copy2, cp -a): they cost no start-up
+        # A ConfigMap's keys are symlinks through ..data: realpath, cp -r and ls -l read them.
+        always |= set(_LINK_CALLS)
         unless_flag += [("newfstatat", 3, _AT_EMPTY_PATH), ("statx", 2, _AT_EMPTY_PATH)]
     return seccomp.FilterRules(
         always=frozenset(always),
@@ -144,6 +148,7 @@ class Supervisor:
             "openat2": self._on_open,
             **dict.fromkeys(_STAT_CALLS, self._on_stat),
             **dict.fromkeys(_XATTR_CALLS, self._on_stat),
+            **dict.fromkeys(_LINK_CALLS, self._on_stat),
             **dict.fromkeys(_CHANGE_CALLS, self._on_change),
         }
 
@@ -584,13 +589,18 @@ class Supervisor:
             self.listener.allow(note.id)
             return
         args = note.args
-        directory, follow = _AT_FDCWD, True
+        directory, follow, size = _AT_FDCWD, True, 0
         if note.syscall in ("stat", "lstat", "access"):
             path_pointer, argument = args[0], args[1]
             follow = note.syscall != "lstat"
         elif note.syscall in _XATTR_CALLS:
             path_pointer, argument = args[0], 0
             follow = note.syscall in ("getxattr", "listxattr")
+        elif note.syscall in _LINK_CALLS:
+            if note.syscall == "readlinkat":
+                directory, args = _directory_fd(args[0]), args[1:]
+            path_pointer, argument, follow = args[0], args[1], False
+            size = ctypes.c_int(args[2] & 0xFFFFFFFF).value  # the kernel takes it as an int
         elif note.syscall == "newfstatat":
             directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[2]
             follow = not args[3] & _AT_SYMLINK_NOFOLLOW
@@ -616,7 +626,9 @@ class Supervisor:
             kind = "access"
         elif note.syscall in _XATTR_CALLS:
             kind = "getxattr" if "get" in note.syscall else "listxattr"
-        remote.stat_later(note.id, note.tid, text, StatCall(kind, follow, argument))
+        elif note.syscall in _LINK_CALLS:
+            kind = "readlink"
+        remote.stat_later(note.id, note.tid, text, StatCall(kind, follow, argument, size))
 
     def _on_change(self, note: Notification) -> None:
         """unlink, rmdir, mkdir and rename of remote paths: done in the pod (--fs write) or

@@ -440,7 +440,9 @@ class PodWorker:
                 if source is None:
                     continue
                 if mount.get("subPath"):
-                    source = source / mount["subPath"]
+                    # As the kubelet does: the entry itself, its symlinks (a ConfigMap key's
+                    # `..data/KEY`) resolved inside the volume.
+                    source = (source / mount["subPath"]).resolve()
                 mounts.append((str(source), mount["mountPath"], bool(mount.get("readOnly"))))
         self.holder = await asyncio.create_subprocess_exec(
             "unshare",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +45,32 @@ def hosts_file(pod: dict[str, Any], pod_ip: str) -> str:
 def _write_items(
     directory: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None
 ) -> None:
+    """The kubelet's atomic-writer layout, so the pod sees what it sees on a real node: the
+    files in a timestamped folder, `..data` naming that folder, and each top-level name a
+    symlink through `..data` (`app.json -> ..data/app.json`)."""
     directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():  # a layout left by an earlier start of the pod
+        if old.is_symlink() or not old.is_dir():
+            old.unlink()
+        elif old.name.startswith(".."):
+            shutil.rmtree(old)
+    stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
+    payload = directory / stamp
+    payload.mkdir()
     chosen = (
         [(item["key"], item["path"]) for item in items] if items else [(key, key) for key in data]
     )
+    names = set()
     for key, relative in chosen:
         if key not in data:
             continue
-        target = directory / relative
+        target = payload / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data[key])
+        names.add(Path(relative).parts[0])
+    (directory / "..data").symlink_to(stamp)
+    for name in sorted(names):
+        (directory / name).symlink_to(f"..data/{name}")
 
 
 def fill_volume(volume: dict[str, Any], directory: Path, lookup: Any) -> Path:
