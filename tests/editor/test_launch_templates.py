@@ -60,6 +60,23 @@ def test_go_wraps_delve_so_the_program_it_starts_is_wrapped_too() -> None:
     ]
 
 
+def test_steal_and_its_filters_become_podside_exec_flags() -> None:
+    fields = {
+        "mode": "steal",
+        "httpFilter": ["X-Dev: ^alice$", "X-Team: core"],
+        "pathFilter": "^/api/",
+        "methodFilter": ["GET", "POST"],
+    }
+    adapter = launch.resolve(base("go", **fields), "s1", TEMPLATES, PODSIDE).adapter
+    assert adapter is not None
+    wrapper = adapter["command"][3 : adapter["command"].index("--")]
+    assert wrapper == [
+        *("exec", "--target", "deployment/blog", "--mode", "steal"),
+        *("--http-filter", "X-Dev: ^alice$", "--http-filter", "X-Team: core"),
+        *("--path-filter", "^/api/", "--method-filter", "GET,POST"),
+    ]
+
+
 def test_delve_builds_in_the_programs_folder_even_before_vscode_fills_in_variables(
     tmp_path: Path,
 ) -> None:
@@ -97,7 +114,8 @@ def test_optional_fields_are_dropped_and_defaults_apply() -> None:
     [
         ({"runtime": "cobol"}, "runtime 'cobol' has no launch template"),
         ({"target": "blog"}, '"target": "deployment/blog"'),
-        ({"mode": "steal"}, "mode 'steal' is not one of mirror, off"),
+        ({"mode": "stael"}, "mode 'stael' is not one of mirror, steal, off"),
+        ({"pathFilter": "^/api/"}, 'pathFilter filters what is stolen: it needs "mode": "steal"'),
         ({"program": None}, "the python launch configuration needs 'program'"),
     ],
 )

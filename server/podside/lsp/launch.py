@@ -30,7 +30,13 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "launch_templates"
 
 _PLACEHOLDER = re.compile(r"\{\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>\?|=[^}]*)?\}\}")
 _MISSING = object()
-_MODES = ("mirror", "off")
+_MODES = ("mirror", "steal", "off")
+# Launch configuration fields for steal's filters, and the `podside exec` flag of each.
+_STEAL_FILTERS = (
+    ("httpFilter", "--http-filter"),
+    ("pathFilter", "--path-filter"),
+    ("methodFilter", "--method-filter"),
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,16 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
         if mode not in _MODES:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
+    for field, flag in _STEAL_FILTERS:
+        value = launch.get(field)
+        if value is None or value == []:
+            continue
+        if mode != "steal":
+            raise PodsideError(f'{field} filters what is stolen: it needs "mode": "steal"')
+        if field == "methodFilter" and isinstance(value, list):
+            value = ",".join(str(method) for method in value)
+        for item in value if isinstance(value, list) else [value]:
+            argv += [flag, str(item)]
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
