@@ -1,8 +1,9 @@
 // Drives code-server in Debian's chromium through the milestones of make e2e:
 // 1. the podside view shows the sandbox's deployment/blog;
-// 2. "Run with cluster context" on deployment/blog stops at a breakpoint in the blog's request
-//    handler when a request reaches the pod (the sandbox's traffic deployment sends one every
-//    second), and the Call Stack view shows the handler's frame;
+// 2. "Run with cluster context" (the ▷ of deployment/blog in the podside view: the workspace's
+//    first launch configuration for it) stops at a breakpoint in the blog's request handler
+//    when a request reaches the pod (the sandbox's traffic deployment sends one every second),
+//    and the Call Stack view shows the handler's frame;
 // 3. with holdUntilAttached (HOLD_CONFIGURATION), the first request waits for the debugger,
 //    which attaches by itself and stops in the handler;
 // 4. with the traffic deployment scaled to 0 and the debugger disconnected, the Traffic view
@@ -103,8 +104,12 @@ try {
     await screenshot("breakpoint-set");
     console.log(`e2e: breakpoint set in app.py line ${line} (${HANDLER})`);
 
-    await runCommand("Debug: Select and Start Debugging", configuration);
+    // "Run with cluster context" on deployment/blog: the ▷ of its row in the podside view,
+    // which starts the workspace's launch configuration for that target (the first one).
+    await blog.hover();
+    await blog.locator('.action-label[aria-label*="Run with cluster context"]').click();
     debugging = true;
+    console.log(`e2e: Run with cluster context on deployment/blog started "${configuration}"`);
     // Away from where the debug toolbar appears: no hover tooltip in the screenshot.
     await page.mouse.move(700, 890);
     await runCommand("View: Show Run and Debug");
