@@ -78,6 +78,19 @@ class Pod:
         return f"198.19.{self.block}.2"
 
     @property
+    def host_ip6(self) -> str:
+        return f"fd00:5e00:0:{self.block}::1"
+
+    @property
+    def pod_ip6(self) -> str:
+        """The pod's IPv6 address (on the host link only: the pod's cluster side is IPv4)."""
+        return f"fd00:5e00:0:{self.block}::2"
+
+    @property
+    def ipv6_range(self) -> str:
+        return f"fd00:5e00:0:{self.block}::/64"
+
+    @property
     def cluster_gateway(self) -> str:
         return f"198.19.{self.block}.129"
 
@@ -183,10 +196,13 @@ def make_pod(pod_env: dict[str, str] | None = None) -> Iterator[Pod]:
     workdir = Path(tempfile.mkdtemp(prefix=f"podside-{name}-"))
     pod = Pod(name=name, block=block, workdir=workdir)
     host_veth, cluster_veth = f"{name}h", f"{name}c"
-    created_route = False
+    created_route = created_route6 = False
     try:
         run("ip", "route", "add", "unreachable", pod.cluster_range)
         created_route = True
+        # Behind the link's own route: what is not on the veth never leaves this machine.
+        run("ip", "-6", "route", "add", "unreachable", pod.ipv6_range, "metric", "2048")
+        created_route6 = True
         run("ip", "netns", "add", pod.pod_netns)
         run("ip", "netns", "add", pod.cluster_netns)
         # host <-> pod
@@ -206,6 +222,8 @@ def make_pod(pod_env: dict[str, str] | None = None) -> Iterator[Pod]:
         run("ip", "addr", "add", f"{pod.host_ip}/30", "dev", host_veth)
         run("ip", "link", "set", host_veth, "up")
         run(*pod.in_pod("ip", "addr", "add", f"{pod.pod_ip}/30", "dev", "eth0"))
+        run("ip", "addr", "add", f"{pod.host_ip6}/64", "dev", host_veth, "nodad")
+        run(*pod.in_pod("ip", "addr", "add", f"{pod.pod_ip6}/64", "dev", "eth0", "nodad"))
         run(*pod.in_pod("ip", "link", "set", "eth0", "up"))
         run(*pod.in_pod("ip", "link", "set", "lo", "up"))
         # pod <-> cluster
@@ -247,6 +265,18 @@ def make_pod(pod_env: dict[str, str] | None = None) -> Iterator[Pod]:
         run("ip", "link", "del", host_veth, check=False)
         if created_route:
             run("ip", "route", "del", "unreachable", pod.cluster_range, check=False)
+        if created_route6:
+            run(
+                "ip",
+                "-6",
+                "route",
+                "del",
+                "unreachable",
+                pod.ipv6_range,
+                "metric",
+                "2048",
+                check=False,
+            )
         shutil.rmtree(workdir, ignore_errors=True)
 
 

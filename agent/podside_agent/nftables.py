@@ -115,16 +115,23 @@ class StealTable:
             "}\n"
         )
 
-    def apply(self, ports: Iterable[int], listener_port: int) -> None:
-        """Redirect new connections to `ports` to the listener, in one transaction."""
+    def apply(
+        self, ports: Iterable[int], listener_port: int, listener_port6: int | None = None
+    ) -> None:
+        """Redirect new connections to `ports` to the listeners (IPv4, and IPv6 when the pod
+        has it), in one transaction."""
         commands = f"flush chain inet {TABLE} prerouting\n"
         port_list = ", ".join(str(port) for port in sorted(set(ports)))
+        families = [("ipv4", "ip", listener_port)]
+        if listener_port6 is not None:
+            families.append(("ipv6", "ip6", listener_port6))
         if port_list:
-            commands += (
-                f"add rule inet {TABLE} prerouting "
-                'iifname != "lo" fib daddr type local meta nfproto ipv4 '
-                f"tcp dport {{ {port_list} }} tproxy ip to :{listener_port} accept\n"
-            )
+            for family, tproxy, port in families:
+                commands += (
+                    f"add rule inet {TABLE} prerouting "
+                    f'iifname != "lo" fib daddr type local meta nfproto {family} '
+                    f"tcp dport {{ {port_list} }} tproxy {tproxy} to :{port} accept\n"
+                )
         self._run(commands)
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DECIDE_SECONDS = 0.5
 _IP_TRANSPARENT = 19
+_IPV6_TRANSPARENT = 75
 _KUBE_PROBE = "kube-probe/"
 
 
@@ -78,7 +79,9 @@ class Steal:
         self._network = network
         self._table: StealTable | None = None
         self._server: asyncio.Server | None = None
+        self._server6: asyncio.Server | None = None
         self._listener_port = 0
+        self._listener_port6: int | None = None  # None: the pod has no IPv6
         self._rules: dict[int, list[_Rule]] = {}
         self._connections: set[StolenConnection] = set()
         self._preparing = asyncio.Lock()
@@ -96,14 +99,7 @@ class Steal:
             except NftablesError as error:
                 raise RequestFailed(f"steal is not available: {error}", errno.ENOTSUP) from None
             try:
-                sock = self._network.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    sock.setsockopt(socket.SOL_IP, _IP_TRANSPARENT, 1)
-                    sock.bind(("0.0.0.0", 0))
-                    sock.listen(1024)
-                except OSError:
-                    sock.close()
-                    raise
+                sock = self._transparent_listener(socket.AF_INET)
                 table.create()  # replaces a leftover table of an earlier run
             except (OSError, NftablesError) as error:
                 table.close()
@@ -115,12 +111,40 @@ class Steal:
                     "mirror works without it",
                     errno.EPERM,
                 ) from None
+            loop = asyncio.get_running_loop()
             self._listener_port = sock.getsockname()[1]
-            self._server = await asyncio.get_running_loop().create_server(
-                lambda: StolenConnection(self), sock=sock
-            )
+            self._server = await loop.create_server(lambda: StolenConnection(self), sock=sock)
+            try:
+                sock6 = self._transparent_listener(socket.AF_INET6)
+            except OSError as error:
+                # IPv6 switched off in the pod (or no address family): steal IPv4 alone.
+                log.info("steal: no IPv6 listener (%s); IPv4 clients only", error)
+            else:
+                self._listener_port6 = sock6.getsockname()[1]
+                self._server6 = await loop.create_server(lambda: StolenConnection(self), sock=sock6)
             self._table = table
-            log.info("steal ready: transparent listener on port %d", self._listener_port)
+            log.info(
+                "steal ready: transparent listeners on port %d (IPv4), %s (IPv6)",
+                self._listener_port,
+                self._listener_port6,
+            )
+
+    def _transparent_listener(self, family: int) -> socket.socket:
+        """A listener that TPROXY can hand connections to any address and port of the pod."""
+        sock = self._network.socket(family, socket.SOCK_STREAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_TRANSPARENT, 1)
+                sock.bind(("::", 0))
+            else:
+                sock.setsockopt(socket.SOL_IP, _IP_TRANSPARENT, 1)
+                sock.bind(("0.0.0.0", 0))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     # --- subscriptions -------------------------------------------------------------------------
 
@@ -176,7 +200,7 @@ class Steal:
 
     def _apply(self) -> None:
         if self._table is not None:
-            self._table.apply(self._rules, self._listener_port)
+            self._table.apply(self._rules, self._listener_port, self._listener_port6)
 
     def ports(self) -> dict[str, list[str]]:
         """Stolen ports (as text: msgpack map keys) and what each session takes there."""
@@ -189,9 +213,10 @@ class Steal:
         if self._table is not None:
             self._table.close()
             self._table = None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in (self._server, self._server6):
+            if server is not None:
+                server.close()
+        self._server = self._server6 = None
         for connection in list(self._connections):
             connection.abort()
 
@@ -211,8 +236,10 @@ class Steal:
             for probe in rule.subscription.probes
         )
 
-    def socket(self) -> socket.socket:
-        return self._network.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def socket(self, destination: Address) -> socket.socket:
+        """A socket in the pod to reach `destination` (the client's original one)."""
+        family = socket.AF_INET6 if ":" in destination[0] else socket.AF_INET
+        return self._network.socket(family, socket.SOCK_STREAM)
 
 
 class _Link:
@@ -254,7 +281,7 @@ class _AppLink(_Link, asyncio.Protocol):
     async def _connect(self, destination: Address) -> None:
         loop = asyncio.get_running_loop()
         try:
-            sock = self.owner.steal.socket()
+            sock = self.owner.steal.socket(destination)
             try:
                 await loop.sock_connect(sock, destination)
                 await loop.create_connection(lambda: self, sock=sock)

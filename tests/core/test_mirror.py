@@ -137,3 +137,22 @@ def test_subscriptions_end_with_the_program(pod: Pod) -> None:
     with local_copy(pod, 8080):
         wait_for(lambda: _subscribed(pod, 8080), what="subscription")
     wait_for(lambda: agent_status(pod)["mirrored_ports"] == [], what="the subscription to end")
+
+
+def test_requests_over_ipv6_are_mirrored_too(pod: Pod) -> None:
+    """A dual-stack pod whose app also listens on IPv6: those clients are copied as well."""
+    pod.spawn(
+        pod.in_pod(PYTHON, str(SERVERS / "echo_http.py"), "::", "8080", "pod-app-v6"),
+        "pod-app-v6.log",
+    )
+    wait_for(lambda: "listening" in pod.log("pod-app-v6.log"), what="the pod's IPv6 app")
+    with local_copy(pod, 8080) as copy:
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        answer = subprocess.run(
+            ["curl", "-sS", "-m", "5", f"http://[{pod.pod_ip6}]:8080/over/ipv6"],
+            capture_output=True,
+            text=True,
+        )
+        assert json.loads(answer.stdout)["server"] == "pod-app-v6"  # the real client's answer
+        wait_for(lambda: copy.requests(), what="the mirrored request")
+        assert copy.requests()[0].split()[2] == "/over/ipv6"

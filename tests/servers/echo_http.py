@@ -6,6 +6,7 @@ connection then echoes raw bytes. Logs one line per request. Usage: echo_http.py
 import hashlib
 import http.server
 import json
+import socket
 import sys
 
 PATTERN = bytes(range(256)) * 256
@@ -82,8 +83,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # IPv6 alone: beside an IPv4 server on the same port, as a pod's app may be.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+
 host, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-server = http.server.ThreadingHTTPServer((host, port), Handler)
+if ":" in host:
+    Server.address_family = socket.AF_INET6
+server = Server((host, port), Handler)
 server.daemon_threads = True
 server.name = name  # type: ignore[attr-defined]
 print(f"{name} listening on {host}:{port}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -18,7 +19,7 @@ from tests.steal.conftest import (
     redirected_ports,
     stealing,
 )
-from tests.topology import PYTHON, Pod, run, wait_for
+from tests.topology import PYTHON, SERVERS, Pod, run, wait_for
 
 
 def test_whole_port_steal_answers_with_the_program_and_gives_the_port_back(pod: Pod) -> None:
@@ -210,3 +211,34 @@ def test_http2_cleartext_passes_to_the_app_unharmed_under_a_filter(pod: Pod) -> 
         # reached it as sent.
         assert b"Error code: 505" in answer, answer[:300]
         assert "PRI" not in program.output()
+
+
+def test_ipv6_clients_are_stolen_too_and_the_others_reach_the_apps_ipv6_socket(pod: Pod) -> None:
+    """A dual-stack pod: its app also listens on IPv6; steal takes IPv6 clients as well."""
+    pod.spawn(
+        pod.in_pod(PYTHON, str(SERVERS / "echo_http.py"), "::", "8080", "pod-app-v6"),
+        "pod-app-v6.log",
+    )
+    wait_for(lambda: "listening" in pod.log("pod-app-v6.log"), what="the pod's IPv6 app")
+
+    def over_ipv6() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(pod.pod_ip6, 8080, timeout=10)
+
+    def ask_once(path: str) -> object:
+        with contextlib.closing(over_ipv6()) as connection:
+            return ask(pod, path, connection=connection)["server"]
+
+    assert ask_once("/before") == "pod-app-v6"
+    with stealing(pod, "--http-filter", "X-Dev: ^alice$") as program:
+        assert "ip6" in redirected_ports(pod)
+        connection = over_ipv6()
+        for index in range(3):
+            mine = ask(pod, f"/v6/{index}", headers={"X-Dev": "alice"}, connection=connection)
+            assert (mine["server"], mine["path"]) == ("local", f"/v6/{index}")
+            other = ask(pod, f"/v6/other/{index}", connection=connection)
+            assert other["server"] == "pod-app-v6"
+        connection.close()
+        assert ask(pod, headers={"X-Dev": "alice"})["server"] == "local"  # IPv4 still
+        assert "local GET /v6/2" in program.output()
+    wait_for(lambda: not redirected_ports(pod), what="the redirect to go")
+    assert ask_once("/after") == "pod-app-v6"
