@@ -434,6 +434,7 @@ def _say(options: ExecOptions, message: str) -> None:
 async def _run_session(
     options: ExecOptions, process: launcher.LayeredProcess, signals: children.SignalForwarder
 ) -> int:
+    signals.loop = asyncio.get_running_loop()
     local_env = dict(os.environ)
     events = await EventReporter.from_environment(local_env)  # never passed on to the program
     try:

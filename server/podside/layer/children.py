@@ -38,6 +38,8 @@ class SignalForwarder:
     def __init__(self) -> None:
         self._pid: int | None = None
         self._thread = threading.Thread(target=self._run, name="podside-signals", daemon=True)
+        # The loop podside runs, to wake: the interrupt is only seen when it runs Python code.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -50,6 +52,9 @@ class SignalForwarder:
             info = signal.sigwaitinfo(FORWARDED)
             if self._pid is None:
                 _thread.interrupt_main()
+                if self.loop is not None:
+                    with contextlib.suppress(RuntimeError):  # closed already
+                        self.loop.call_soon_threadsafe(lambda: None)
                 continue
             if info.si_code == _SI_KERNEL:
                 continue  # from the terminal: the program's process group got it already
