@@ -17,6 +17,7 @@ from typing import Any
 from tests.editor.conftest import Backend
 from tests.editor.dap import DapClient
 from tests.editor.test_lsp_backend import SANDBOX_CONTEXT, free_port
+from tests.topology import wait_for
 
 GO_SERVER = Path(__file__).parent / "e2e" / "programs" / "goserver"
 
@@ -140,3 +141,87 @@ def test_a_go_program_run_by_delve_stops_in_its_handler_on_a_mirrored_request(
         lambda p: p["sessionId"] == session_id and p["state"] == "stopped",
     )
     assert not list(program.glob("__debug_bin*")), "delve removes the binary it built"
+
+
+def test_a_held_go_program_waits_for_a_debugger_that_attaches_to_delves_server(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """holdUntilAttached: the backend runs `dlv debug --headless` under podside exec; requests
+    wait until a DAP client attaches; after a Disconnect the program runs on and the next
+    request asks for a debugger again."""
+    program = tmp_path / "goserver"
+    shutil.copytree(GO_SERVER, program)
+    port = free_port()
+    answer = backend.command(
+        "podside.resolveLaunch",
+        {
+            "name": "go, debugger on demand",
+            "type": "podside",
+            "request": "launch",
+            "runtime": "go",
+            "target": "deployment/blog",
+            "context": SANDBOX_CONTEXT,
+            "program": str(program),
+            "holdUntilAttached": True,
+            "env": {"PATH": debian_go_path()},
+            "execArgs": ["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
+        },
+        timeout=240,
+    )
+    session_id, configuration = answer["sessionId"], answer["debugConfiguration"]
+    server = answer["adapter"]["server"]
+    handler_line = 1 + next(
+        number
+        for number, text in enumerate((program / "main.go").read_text().splitlines())
+        if "body := " in text
+    )
+    source = {"path": str(program / "main.go")}
+
+    def asked() -> int:
+        mine = backend.notifications["podside/attachDebugger"]
+        return len([p for p in mine if p["sessionId"] == session_id])
+
+    try:
+        backend.wait_for(
+            "podside/attachDebugger", lambda p: p["sessionId"] == session_id, timeout=60
+        )
+        with DapClient(server["host"], server["port"]) as dap:
+            dap.request("initialize", {"adapterID": "go", "linesStartAt1": True})
+            attached = dap.send("attach", configuration)
+            dap.wait_event("initialized", timeout=30)
+            dap.request(
+                "setBreakpoints", {"source": source, "breakpoints": [{"line": handler_line}]}
+            )
+            dap.request("configurationDone")
+            assert attached.get(timeout=30)["success"]
+            backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": True})
+            # The request that waited is delivered now, and stops in the handler.
+            stopped = dap.wait_event("stopped", timeout=60)
+            frames = dap.request("stackTrace", {"threadId": stopped["threadId"]})["stackFrames"]
+            assert (frames[0]["name"], frames[0]["line"]) == ("main.answer", handler_line)
+            dap.request("setBreakpoints", {"source": source, "breakpoints": []})
+            dap.request("continue", {"threadId": stopped["threadId"]})
+            dap.request("disconnect", {"terminateDebuggee": False})
+        before = asked()
+        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": False})
+        # Disconnected: the program runs on, and the next request asks for a debugger again.
+        backend.wait_for(
+            "podside/attachDebugger",
+            lambda p: p["sessionId"] == session_id and asked() > before,
+            timeout=60,
+        )
+        states = [
+            p["state"]
+            for p in backend.notifications["podside/sessionState"]
+            if p["sessionId"] == session_id
+        ]
+        assert states[-1] == "running"
+    finally:
+        stopped_session = backend.command("podside.stopSession", {"sessionId": session_id})
+    assert stopped_session["state"] == "stopped"
+
+    def nothing_left() -> bool:
+        found = subprocess.run(["pgrep", "-f", str(program)], capture_output=True, text=True)
+        return found.stdout == ""
+
+    wait_for(nothing_left, timeout=15, what="delve and the program to end with the session")

@@ -60,6 +60,30 @@ def test_go_wraps_delve_so_the_program_it_starts_is_wrapped_too() -> None:
     ]
 
 
+def test_go_attach_runs_delves_headless_server_in_the_programs_folder() -> None:
+    attach = launch.resolve_attach(
+        base("go", program="${workspaceFolder}/cmd/api", holdUntilAttached=True, args=["-v"]),
+        "s3",
+        TEMPLATES,
+        PODSIDE,
+        debug_port=5998,
+    )
+    program = attach.argv[attach.argv.index("--") + 1 :]
+    assert program == [
+        *("dlv", "debug", "--headless", "--listen=127.0.0.1:5998", "--accept-multiclient"),
+        *("--api-version=2", "--continue", "--wd=.", "${workspaceFolder}/cmd/api", "--", "-v"),
+    ]
+    assert attach.cwd == "${workspaceFolder}/cmd/api"  # `dlv debug` builds where it runs
+    configuration = attach.resolved.debug_configuration
+    assert (configuration["request"], configuration["mode"]) == ("attach", "remote")
+    # delve's headless server speaks DAP too: the editor attaches to it, and leaves it running.
+    assert attach.resolved.adapter == {"server": {"host": "127.0.0.1", "port": 5998}}
+    with_cwd = launch.resolve_attach(
+        base("go", holdUntilAttached=True, cwd="/srv/data"), "s4", TEMPLATES, PODSIDE
+    )
+    assert "--wd=/srv/data" in with_cwd.argv and with_cwd.cwd == "/src/app"
+
+
 def test_steal_and_its_filters_become_podside_exec_flags() -> None:
     fields = {
         "mode": "steal",

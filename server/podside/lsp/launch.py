@@ -120,6 +120,8 @@ class AttachLaunch:
     argv: list[str]
     debug_port: int
     resolved: ResolvedLaunch
+    # Where the program runs: the template's `cwd` (delve builds there), else the launch's.
+    cwd: str | None = None
 
 
 def resolve_attach(
@@ -149,8 +151,12 @@ def resolve_attach(
     attach = template["attach"]
     program = _fill(attach["program"], values, where=str(runtime))
     adapter = attach.get("adapter", template.get("adapter"))
+    cwd = _fill(attach["cwd"], values, where=str(runtime)) if "cwd" in attach else None
+    if not isinstance(cwd, str):
+        cwd = str(launch["cwd"]) if launch.get("cwd") else None
     return AttachLaunch(
         argv=[*wrapper, *(str(item) for item in program)],
+        cwd=cwd,
         debug_port=port,
         resolved=ResolvedLaunch(
             debug_configuration=_fill(attach["debugConfiguration"], values, where=str(runtime)),

@@ -133,7 +133,7 @@ def build_server() -> PodsideServer:
         await ls.sessions.run(
             session,
             attach.argv,
-            _string(params, "cwd", required=False),
+            attach.cwd,
             {str(name): str(value) for name, value in env.items()},
         )
         timeout = float(params.get("startTimeout", START_TIMEOUT_SECONDS))

@@ -13,9 +13,11 @@
 //    "podside: Stop session" ends it all;
 // 6. the config file's schema is registered: a bad value in .podside/config.json is a problem;
 // 7. the Node.js template (js-debug) and 8. the Go template (delve's DAP server, started by
-//    the extension under podside exec) stop in their programs' handlers on mirrored requests.
+//    the extension under podside exec) stop in their programs' handlers on mirrored requests;
+// 9. Go with holdUntilAttached (GO_HOLD_CONFIGURATION): delve's headless server, attached to
+//    when a request waits.
 // Run by ./run, which starts code-server and passes URL, ARTIFACTS, BROWSER_PROFILE, WORKSPACE,
-// CONFIGURATION, HOLD_CONFIGURATION, NODE_CONFIGURATION and GO_CONFIGURATION (launch
+// CONFIGURATION, HOLD_CONFIGURATION, NODE_CONFIGURATION, GO_CONFIGURATION and GO_HOLD_CONFIGURATION (launch
 // configuration names) and PYTHON (podside's).
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
@@ -31,6 +33,7 @@ const {
   HOLD_CONFIGURATION: holdConfiguration,
   NODE_CONFIGURATION: nodeConfiguration,
   GO_CONFIGURATION: goConfiguration,
+  GO_HOLD_CONFIGURATION: goHoldConfiguration,
   PYTHON: python,
 } = process.env;
 const STEP_TIMEOUT = 60_000;
@@ -188,10 +191,15 @@ try {
 
     // Milestone 5. Disconnect leaves the program running; with traffic back, the next request
     // finds no debugger, waits, and the debugger attaches again and stops.
-    // (The kubelet's next probe, within 2 s, already finds no debugger and brings it back.)
+    // The kubelet's probes (GET /healthz every 2 s) do not: they reach the program without one.
     await page.locator(".debug-toolbar .codicon-debug-disconnect").click();
-    await page.locator(".statusbar").getByText("podside: deployment/blog running, requests wait for a debugger").waitFor();
-    console.log("e2e: Disconnect left the program running, and the status bar says requests wait for a debugger");
+    const waiting = page.locator(".statusbar").getByText("podside: deployment/blog running, requests wait for a debugger");
+    await waiting.waitFor();
+    await page.waitForTimeout(5000);
+    if (!(await waiting.isVisible()) || (await page.locator(".debug-toolbar").isVisible())) {
+      throw new Error("a debugger came back with no request but the kubelet's probes");
+    }
+    console.log("e2e: Disconnect left the program running; 5 s of the kubelet's probes later, requests still wait for a debugger");
     scaleTraffic(1);
     trafficScaled = false;
     await waitLogging(rootFrame, BREAKPOINT_TIMEOUT, "a held request to bring the debugger back");
@@ -217,6 +225,23 @@ try {
   // Milestone 8. The Go template: the extension starts delve's DAP server under podside exec in
   // the program's folder; delve builds the program and a mirrored request stops in its handler.
   await runtimeMilestone(goConfiguration, "goserver/main.go", "func answer(", "main.answer");
+
+  // Milestone 9. Go with holdUntilAttached: the backend runs `dlv debug --headless`; the first
+  // request waits, the debugger attaches to delve's server and stops there (the breakpoint of
+  // milestone 8 is still set); podside: Stop session ends it all.
+  await runCommand("Debug: Select and Start Debugging", goHoldConfiguration);
+  holding = true;
+  await page.mouse.move(700, 890);
+  const goFrame = page
+    .locator(".debug-call-stack .stack-frame")
+    .filter({ hasText: "main.answer" })
+    .first();
+  await waitLogging(goFrame, BREAKPOINT_TIMEOUT, "the attached delve to stop in main.answer");
+  await screenshot("go-held-request-stopped");
+  console.log(`e2e: ${goHoldConfiguration}: a held request waited for the debugger, which attached to delve and stopped in main.answer`);
+  await runCommand("podside: Stop session");
+  await page.locator(".debug-toolbar").waitFor({ state: "hidden" });
+  holding = false;
 
   // Milestone 6. The config file's schema: a value outside the enum is a problem.
   await quickOpen("", "schema-check/.podside/config.json", "config.json");
