@@ -68,13 +68,18 @@ def start_adapter(
     return process, *found[0], lines
 
 
-def test_a_go_program_run_by_delve_stops_in_its_handler_on_a_mirrored_request(
-    backend: Backend, tmp_path: Path
-) -> None:
-    program = tmp_path / "goserver"
+def copy_of_the_go_server(folder: Path) -> tuple[Path, int]:
+    """The e2e's Go server in `folder`, and the line of its handler the tests stop on."""
+    program = folder / "goserver"
     shutil.copytree(GO_SERVER, program)
+    lines = (program / "main.go").read_text().splitlines()
+    return program, 1 + next(number for number, text in enumerate(lines) if "body := " in text)
+
+
+def resolve_go_launch(backend: Backend, program: Path, **fields: Any) -> dict[str, Any]:
+    """A Go launch of `program` on deployment/blog; it listens on a free port here."""
     port = free_port()
-    answer = backend.command(
+    answer: dict[str, Any] = backend.command(
         "podside.resolveLaunch",
         {
             "name": "go with cluster context",
@@ -85,18 +90,23 @@ def test_a_go_program_run_by_delve_stops_in_its_handler_on_a_mirrored_request(
             "context": SANDBOX_CONTEXT,
             "program": str(program),
             "execArgs": ["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
+            **fields,
         },
+        timeout=240,  # a held launch answers once delve has built the program
     )
+    return answer
+
+
+def test_a_go_program_run_by_delve_stops_in_its_handler_on_a_mirrored_request(
+    backend: Backend, tmp_path: Path
+) -> None:
+    program, handler_line = copy_of_the_go_server(tmp_path)
+    answer = resolve_go_launch(backend, program)
     session_id = answer["sessionId"]
     adapter = answer["adapter"]
     # delve builds in its working directory: the configuration moves it to the program's.
     assert answer["debugConfiguration"]["dlvCwd"] == str(program)
     process, host, dap_port, lines = start_adapter(adapter, folder=tmp_path)
-    handler_line = 1 + next(
-        number
-        for number, text in enumerate((program / "main.go").read_text().splitlines())
-        if "body := " in text
-    )
     try:
         with DapClient(host, dap_port) as dap:
             dap.request("initialize", {"adapterID": "go", "linesStartAt1": True})
@@ -149,32 +159,13 @@ def test_a_held_go_program_waits_for_a_debugger_that_attaches_to_delves_server(
     """holdUntilAttached: the backend runs `dlv debug --headless` under podside exec; requests
     wait until a DAP client attaches; after a Disconnect the program runs on and the next
     request asks for a debugger again."""
-    program = tmp_path / "goserver"
-    shutil.copytree(GO_SERVER, program)
-    port = free_port()
-    answer = backend.command(
-        "podside.resolveLaunch",
-        {
-            "name": "go, debugger on demand",
-            "type": "podside",
-            "request": "launch",
-            "runtime": "go",
-            "target": "deployment/blog",
-            "context": SANDBOX_CONTEXT,
-            "program": str(program),
-            "holdUntilAttached": True,
-            "env": {"PATH": debian_go_path()},
-            "execArgs": ["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
-        },
-        timeout=240,
+    program, handler_line = copy_of_the_go_server(tmp_path)
+    # The backend runs delve itself, with the program's environment.
+    answer = resolve_go_launch(
+        backend, program, holdUntilAttached=True, env={"PATH": debian_go_path()}
     )
     session_id, configuration = answer["sessionId"], answer["debugConfiguration"]
     server = answer["adapter"]["server"]
-    handler_line = 1 + next(
-        number
-        for number, text in enumerate((program / "main.go").read_text().splitlines())
-        if "body := " in text
-    )
     source = {"path": str(program / "main.go")}
 
     def asked() -> int:
