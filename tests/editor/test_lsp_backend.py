@@ -228,7 +228,7 @@ def free_port() -> int:
         return port
 
 
-def launch_held_blog(backend: Backend) -> dict[str, Any]:
+def launch_held_blog(backend: Backend, **fields: Any) -> dict[str, Any]:
     """The blog of examples/ run by the backend with holdUntilAttached, on a free port here."""
     port = free_port()
     answer: dict[str, Any] = backend.command(
@@ -237,10 +237,32 @@ def launch_held_blog(backend: Backend) -> dict[str, Any]:
             program=str(REPO / "examples" / "blog" / "app.py"),
             holdUntilAttached=True,
             execArgs=["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
+            **fields,
         ),
         timeout=200,
     )
     return answer
+
+
+def test_a_launch_that_steals_with_a_filter_answers_only_the_matching_requests(
+    backend: Backend,
+) -> None:
+    """The traffic deployment sends GET / every second and POST /posts every fifth: with
+    methodFilter POST the local blog answers the POSTs, and the pod's app the rest."""
+    answer = launch_held_blog(backend, mode="steal", methodFilter=["POST"])
+    session_id = answer["sessionId"]
+    try:
+        backend.command("podside.debuggerAttached", {"sessionId": session_id, "attached": True})
+        stolen = backend.wait_for(
+            "podside/traffic", lambda p: p["sessionId"] == session_id, timeout=60
+        )
+        assert (stolen["mode"], stolen["method"], stolen["path"]) == ("steal", "POST", "/posts")
+        assert stolen["status"] in (200, 201, 303), stolen
+        # Seconds of GET / went by meanwhile: none of them reached the local blog.
+        seen = backend.notifications["podside/traffic"]
+        assert {p["method"] for p in seen if p["sessionId"] == session_id} == {"POST"}
+    finally:
+        backend.command("podside.stopSession", {"sessionId": session_id})
 
 
 def test_hold_until_attached_runs_the_program_and_holds_requests_until_the_editor_attaches(
