@@ -14,6 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pygls.exceptions import JsonRpcException
+
 from tests.editor.conftest import Backend
 from tests.editor.dap import DapClient
 from tests.editor.test_lsp_backend import SANDBOX_CONTEXT, free_port
@@ -216,3 +219,15 @@ def test_a_held_go_program_waits_for_a_debugger_that_attaches_to_delves_server(
         return found.stdout == ""
 
     wait_for(nothing_left, timeout=15, what="delve and the program to end with the session")
+
+
+def test_a_held_go_program_that_does_not_build_fails_with_the_compilers_line(
+    backend: Backend, tmp_path: Path
+) -> None:
+    program, _ = copy_of_the_go_server(tmp_path)
+    main = program / "main.go"
+    main.write_text(main.read_text().replace("func main() {", "func main() {\n\tnotDefined()"))
+    with pytest.raises(JsonRpcException) as raised:
+        resolve_go_launch(backend, program, holdUntilAttached=True, env={"PATH": debian_go_path()})
+    message = str(raised.value)
+    assert "undefined: notDefined" in message and "\n" not in message.strip(), message

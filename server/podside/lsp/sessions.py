@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -49,6 +50,7 @@ TRAFFIC_KEPT = 200
 STOP_GRACE_SECONDS = 5.0
 # A line of the child's output (`podside/output`) is cut to this.
 LINE_LIMIT = 300
+_EXIT_STATUS = re.compile(r"exit status \d+")
 # How long a replay with the debugger waits for the editor to attach one.
 ATTACH_TIMEOUT_SECONDS = 120.0
 
@@ -169,11 +171,11 @@ class Sessions:
 
     async def _watch(self, session: Session, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
-        last_line = ""
+        last_lines: list[str] = []
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()[:LINE_LIMIT]
             if line:
-                last_line = line
+                last_lines = [*last_lines[-1:], line]
                 self._notify("podside/output", {"sessionId": session.id, "line": line})
         code = await process.wait()
         if session.state in ("stopping", "stopped"):
@@ -181,7 +183,7 @@ class Sessions:
         elif code == 0:
             await self.close(session, "stopped", "the program exited")
         else:
-            await self.close(session, "failed", _one_line(last_line) or f"exit status {code}")
+            await self.close(session, "failed", _failure(last_lines) or f"exit status {code}")
 
     async def _follow(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -209,7 +211,10 @@ class Sessions:
             message = _one_line(str(event.get("message", "")))
             self._notify("podside/progress", {"sessionId": session.id, "message": message})
         elif kind == "state" and session.state not in ("stopping", "stopped", "failed"):
-            self._set_state(session, str(event.get("state")), str(event.get("message", "")))
+            state = str(event.get("state"))
+            if session.process is not None and state in ("stopped", "failed"):
+                return  # a program the backend runs: _watch tells its end, with its last lines
+            self._set_state(session, state, str(event.get("message", "")))
         elif kind == "traffic":
             self._record(session, event)
         elif kind == "listening" and isinstance(event.get("port"), int):
@@ -335,6 +340,15 @@ def _write_command(writer: asyncio.StreamWriter, command: dict[str, Any]) -> Non
 def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
+
+
+def _failure(last_lines: list[str]) -> str:
+    """The line that says why the program failed: its last one, unless that only says how it
+    exited (a build that failed in delve or `go run` ends with "exit status 2" after the
+    compiler's message), then the one before as well."""
+    if len(last_lines) == 2 and _EXIT_STATUS.fullmatch(last_lines[1].strip()):
+        return _one_line(f"{last_lines[0]}; {last_lines[1]}")
+    return _one_line(last_lines[-1]) if last_lines else ""
 
 
 def _one_line(text: str) -> str:
