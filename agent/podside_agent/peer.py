@@ -505,6 +505,11 @@ class SocketRelay(asyncio.Protocol):
 
     # --- endings -------------------------------------------------------------------------------
 
+    @property
+    def finished(self) -> bool:
+        """Both directions are done, or either side failed (`on_closed` has run)."""
+        return self._finished
+
     def _give_up_lingering(self) -> None:
         self._socket_done = True
         self._finish_if_done()

@@ -120,8 +120,20 @@ class Steal:
                 # IPv6 switched off in the pod (or no address family): steal IPv4 alone.
                 log.info("steal: no IPv6 listener (%s); IPv4 clients only", error)
             else:
-                self._listener_port6 = sock6.getsockname()[1]
-                self._server6 = await loop.create_server(lambda: StolenConnection(self), sock=sock6)
+                port6 = sock6.getsockname()[1]
+                try:
+                    # Tried now, redirecting nothing real (port 0): a kernel without IPv6
+                    # TPROXY must not make every later steal fail, IPv4 included.
+                    table.apply([0], self._listener_port, port6)
+                    table.apply([], self._listener_port, port6)
+                except NftablesError as error:
+                    log.info("steal: IPv6 clients cannot be redirected (%s); IPv4 only", error)
+                    sock6.close()
+                else:
+                    self._listener_port6 = port6
+                    self._server6 = await loop.create_server(
+                        lambda: StolenConnection(self), sock=sock6
+                    )
             self._table = table
             log.info(
                 "steal ready: transparent listeners on port %d (IPv4), %s (IPv6)",

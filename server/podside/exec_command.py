@@ -411,17 +411,21 @@ def run(args: argparse.Namespace) -> int:
     podside_logger.setLevel(logging.DEBUG if options.verbose else logging.WARNING)
     seccomp.set_child_subreaper()
     children.block_forwarded_signals()
-    signals = children.SignalForwarder()
-    signals.start()
     rules = filter_rules(
         network=True,
         udp=options.outgoing or options.dns,
         files=options.dns,
         stats=options.fs != "local",
     )
-    process = launcher.LayeredProcess(rules)
+    process = launcher.LayeredProcess(rules)  # forks while podside is still one thread
+    signals = children.SignalForwarder()
+    signals.start()
     try:
         return asyncio.run(_run_session(options, process, signals))
+    except asyncio.CancelledError:
+        if signals.received is None:
+            raise
+        return 128 + signals.received  # stopped by a signal before the program ran
     finally:
         process.abandon()
 
@@ -434,7 +438,9 @@ def _say(options: ExecOptions, message: str) -> None:
 async def _run_session(
     options: ExecOptions, process: launcher.LayeredProcess, signals: children.SignalForwarder
 ) -> int:
-    signals.loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signals.attach(task)
     local_env = dict(os.environ)
     events = await EventReporter.from_environment(local_env)  # never passed on to the program
     try:
@@ -576,8 +582,9 @@ async def _run_with_events(
     watcher = children.ChildWatcher(process.pid)
     try:
         path = _resolve_command(options.command[0], env)
+        if not signals.forward_to(process.pid):
+            raise asyncio.CancelledError  # a signal came first: the program never starts
         process.start(launcher.ExecSpec(path, options.command, env))
-        signals.forward_to(process.pid)
         target_pid = session.welcome.info.get("target_pid")
         progress(f"running in the context of {session.description} (pod process {target_pid})")
         events.state("running")

@@ -159,7 +159,7 @@ def test_a_signal_while_podside_connects_stops_it_before_the_program_starts(
     tmp_path: Path,
 ) -> None:
     """An agent that accepts but never answers keeps podside connecting; SIGTERM then ends
-    podside as Ctrl-C would (exit 130), and the program never runs."""
+    podside (128 + SIGTERM), and the program never runs."""
     marker = tmp_path / "ran"
     with socket.socket() as silent_agent:
         silent_agent.bind(("127.0.0.1", 0))
@@ -177,5 +177,5 @@ def test_a_signal_while_podside_connects_stops_it_before_the_program_starts(
         connection, _ = silent_agent.accept()
         with connection:
             process.send_signal(signal.SIGTERM)
-            assert process.wait(15) == 130
+            assert process.wait(15) == 128 + signal.SIGTERM
     assert not marker.exists()

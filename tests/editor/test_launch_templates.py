@@ -110,6 +110,7 @@ def test_delve_builds_in_the_programs_folder_even_before_vscode_fills_in_variabl
 
     assert build_folder("${workspaceFolder}/cmd/server") == "${workspaceFolder}/cmd/server"
     assert build_folder("${workspaceFolder}/cmd/server/main.go") == "${workspaceFolder}/cmd/server"
+    assert build_folder("${file}") == "${fileDirname}"  # the editor's current file
     (tmp_path / "server").write_text("package main\n")  # an existing file, without a suffix
     assert build_folder(str(tmp_path / "server")) == str(tmp_path)
     assert build_folder(str(tmp_path)) == str(tmp_path)
@@ -140,6 +141,7 @@ def test_optional_fields_are_dropped_and_defaults_apply() -> None:
         ({"target": "blog"}, '"target": "deployment/blog"'),
         ({"mode": "stael"}, "mode 'stael' is not one of mirror, steal, off"),
         ({"pathFilter": "^/api/"}, 'pathFilter filters what is stolen: it needs "mode": "steal"'),
+        ({"mode": "steal", "pathFilter": ["^/a", "^/b"]}, "pathFilter is one regex"),
         ({"program": None}, "the python launch configuration needs 'program'"),
     ],
 )

@@ -12,7 +12,6 @@ editor stopping the session) is forwarded to the program.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import contextlib
 import os
@@ -32,34 +31,63 @@ def block_forwarded_signals() -> None:
 
 
 class SignalForwarder:
-    """Until the program runs, a signal interrupts podside (as Ctrl-C does: it stops connecting
-    and cleans up); once it runs, signals go to the program."""
+    """Until the program runs, a signal stops podside: the session's task is cancelled, so it
+    stops connecting and cleans up, and exits with 128+N; should a thread stuck in a Kubernetes
+    call hold the exit up, podside leaves anyway after GRACE_SECONDS. Once the program runs,
+    signals go to it."""
+
+    GRACE_SECONDS = 5.0
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._pid: int | None = None
+        self._task: asyncio.Task[int] | None = None
+        self.received: int | None = None  # the signal that stopped podside before the program
         self._thread = threading.Thread(target=self._run, name="podside-signals", daemon=True)
-        # The loop podside runs, to wake: the interrupt is only seen when it runs Python code.
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._thread.start()
 
-    def forward_to(self, pid: int) -> None:
-        self._pid = pid
+    def attach(self, task: asyncio.Task[int]) -> None:
+        """The session's task: the one a signal before the program cancels."""
+        with self._lock:
+            self._task = task
+            stopped = self.received is not None
+        if stopped:
+            self._cancel()
+
+    def forward_to(self, pid: int) -> bool:
+        """Signals go to `pid` from now on; False when podside was told to stop already."""
+        with self._lock:
+            if self.received is not None:
+                return False
+            self._pid = pid
+            return True
 
     def _run(self) -> None:
         while True:
             info = signal.sigwaitinfo(FORWARDED)
-            if self._pid is None:
-                _thread.interrupt_main()
-                if self.loop is not None:
-                    with contextlib.suppress(RuntimeError):  # closed already
-                        self.loop.call_soon_threadsafe(lambda: None)
+            with self._lock:
+                pid, first = self._pid, self.received is None
+                if pid is None and first:
+                    self.received = info.si_signo
+            if pid is None:
+                if first:
+                    self._cancel()
+                    leave = threading.Timer(self.GRACE_SECONDS, os._exit, [128 + info.si_signo])
+                    leave.daemon = True
+                    leave.start()
                 continue
             if info.si_code == _SI_KERNEL:
                 continue  # from the terminal: the program's process group got it already
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, info.si_signo)
+                os.kill(pid, info.si_signo)
+
+    def _cancel(self) -> None:
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: podside is leaving
+                task.get_loop().call_soon_threadsafe(task.cancel)
 
 
 class ChildWatcher:

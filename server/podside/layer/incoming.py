@@ -250,11 +250,19 @@ class Incoming:
             report, port = self._on_exchange, target[1]
             http = HttpWatch(lambda exchange: report(exchange, port))
             watch = (http.to_program, http.from_program)
+        ended = False
+
+        def delivery_ended() -> None:  # once, whichever of the relay or a failure comes first
+            nonlocal ended
+            if not ended:
+                ended = True
+                self._delivery_ended()
+
         relay = SocketRelay(
             self._peer,
             stream_id,
             discard_output=not stolen,
-            on_closed=self._delivery_ended,
+            on_closed=delivery_ended,
             watch=watch,
         )
         accepted = False
@@ -266,18 +274,23 @@ class Incoming:
                 self._peer.accept_stream(stream_id, peek)
                 accepted = True
                 hold = not self._is_probe(remote, await peek.first_line(PEEK_SECONDS))
-            if hold:
+            if hold and not self._attached.is_set():
                 if self._on_held is not None:
                     self._on_held(MirroredConnection(target[1], remote, source))
                 await self._attached.wait()
+            if relay.finished:
+                return  # the client's side ended (a reset) while it waited: nothing to deliver
         try:
-            await self._loop.create_connection(lambda: relay, target[0], target[1])
+            transport, _ = await self._loop.create_connection(lambda: relay, target[0], target[1])
         except OSError as error:
-            self._delivery_ended()
+            delivery_ended()
             if accepted:
                 self._peer.reset_stream(stream_id, str(error))
             else:
                 self._peer.refuse_stream(stream_id, error.errno or errno.ECONNREFUSED, str(error))
+            return
+        if relay.finished and accepted:
+            transport.close()  # the stream was reset while we connected
             return
         if not accepted:
             self._peer.accept_stream(stream_id, relay.endpoint)

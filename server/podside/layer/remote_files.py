@@ -436,7 +436,14 @@ class RemoteFiles:
         if call.size <= 0:
             self._listener.respond(note_id, error=errno.EINVAL)
             return
-        answer = await self._peer.request(messages.READLINK, {"path": path})
+        try:
+            answer = await self._peer.request(messages.READLINK, {"path": path})
+        except RequestFailed as failure:
+            # An agent older than file.readlink: "not a link", as readlink(2) says of a file,
+            # so realpath goes on and the pod resolves the link at open.
+            code = errno.EINVAL if failure.errno == errno.ENOSYS else failure.errno or errno.EIO
+            self._listener.respond(note_id, error=code)
+            return
         target = bytes(answer["target"])[: call.size]
         if not self._listener.is_valid(note_id):
             return

@@ -104,6 +104,8 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
             raise PodsideError(f'{field} filters what is stolen: it needs "mode": "steal"')
         if field == "methodFilter" and isinstance(value, list):
             value = ",".join(str(method) for method in value)
+        if field == "pathFilter" and not isinstance(value, str):
+            raise PodsideError('pathFilter is one regex (a string), e.g. "^/api/"')
         for item in value if isinstance(value, list) else [value]:
             argv += [flag, str(item)]
     if launch.get("holdUntilAttached"):
@@ -185,6 +187,8 @@ def _program_folder(program: Any) -> str | None:
     fills in after the backend answered). Delve builds the program there."""
     if not isinstance(program, str) or not program:
         return None
+    if program.endswith("${file}"):  # VS Code's current file: its folder has a name too
+        return program.removesuffix("${file}") + "${fileDirname}"
     path = Path(program)
     if path.is_file() or (path.suffix and not path.is_dir()):
         return str(path.parent)

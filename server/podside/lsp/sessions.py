@@ -66,6 +66,8 @@ class Session:
     state: str = "starting"
     message: str = ""
     process: asyncio.subprocess.Process | None = None
+    # Why the wrapper said it failed (a refused steal, a lost agent), for the program we run.
+    wrapper_failure: str = ""
     traffic: dict[str, dict[str, Any]] = field(default_factory=dict)
     server: asyncio.AbstractServer | None = None
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -183,7 +185,8 @@ class Sessions:
         elif code == 0:
             await self.close(session, "stopped", "the program exited")
         else:
-            await self.close(session, "failed", _failure(last_lines) or f"exit status {code}")
+            reason = session.wrapper_failure or _failure(last_lines)
+            await self.close(session, "failed", reason or f"exit status {code}")
 
     async def _follow(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -213,7 +216,11 @@ class Sessions:
         elif kind == "state" and session.state not in ("stopping", "stopped", "failed"):
             state = str(event.get("state"))
             if session.process is not None and state in ("stopped", "failed"):
-                return  # a program the backend runs: _watch tells its end, with its last lines
+                # A program the backend runs: _watch tells its end once it has exited, with
+                # the wrapper's reason when it gave one, else the program's last lines.
+                if state == "failed":
+                    session.wrapper_failure = _one_line(str(event.get("message", "")))
+                return
             self._set_state(session, state, str(event.get("message", "")))
         elif kind == "traffic":
             self._record(session, event)

@@ -49,10 +49,10 @@ def _write_items(
     files in a timestamped folder, `..data` naming that folder, and each top-level name a
     symlink through `..data` (`app.json -> ..data/app.json`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.iterdir():  # a layout left by an earlier start of the pod
+    for old in directory.iterdir():  # what an earlier start of the pod left: all of it
         if old.is_symlink() or not old.is_dir():
             old.unlink()
-        elif old.name.startswith(".."):
+        else:
             shutil.rmtree(old)
     stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
     payload = directory / stamp
