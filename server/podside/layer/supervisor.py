@@ -588,28 +588,34 @@ class Supervisor:
         if remote is None:
             self.listener.allow(note.id)
             return
-        args = note.args
+        args, name = note.args, note.syscall
         directory, follow, size = _AT_FDCWD, True, 0
-        if note.syscall in ("stat", "lstat", "access"):
+        if name in ("stat", "lstat", "access"):
+            kind = "access" if name == "access" else "stat"
             path_pointer, argument = args[0], args[1]
-            follow = note.syscall != "lstat"
-        elif note.syscall in _XATTR_CALLS:
+            follow = name != "lstat"
+        elif name in _XATTR_CALLS:
+            kind = "getxattr" if "get" in name else "listxattr"
             path_pointer, argument = args[0], 0
-            follow = note.syscall in ("getxattr", "listxattr")
-        elif note.syscall in _LINK_CALLS:
-            if note.syscall == "readlinkat":
+            follow = name in ("getxattr", "listxattr")
+        elif name in _LINK_CALLS:
+            kind = "readlink"
+            if name == "readlinkat":
                 directory, args = _directory_fd(args[0]), args[1:]
             path_pointer, argument, follow = args[0], args[1], False
             size = ctypes.c_int(args[2] & 0xFFFFFFFF).value  # the kernel takes it as an int
-        elif note.syscall == "newfstatat":
+        elif name == "newfstatat":
+            kind = "stat"
             directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[2]
             follow = not args[3] & _AT_SYMLINK_NOFOLLOW
-        elif note.syscall == "statx":
+        elif name == "statx":
+            kind = "statx"
             directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[4]
             follow = not args[2] & _AT_SYMLINK_NOFOLLOW
         else:  # faccessat, faccessat2
+            kind = "access"
             directory, path_pointer, argument = _directory_fd(args[0]), args[1], args[2]
-            if note.syscall == "faccessat2":
+            if name == "faccessat2":
                 follow = not args[3] & _AT_SYMLINK_NOFOLLOW
         path = seccomp.read_c_string(note.tid, path_pointer) if path_pointer else b""
         if not path:
@@ -621,13 +627,6 @@ class Supervisor:
         if remote.is_remote(text) is False:
             self.listener.allow(note.id)
             return
-        kind = note.syscall if note.syscall == "statx" else "stat"
-        if "access" in note.syscall:
-            kind = "access"
-        elif note.syscall in _XATTR_CALLS:
-            kind = "getxattr" if "get" in note.syscall else "listxattr"
-        elif note.syscall in _LINK_CALLS:
-            kind = "readlink"
         remote.stat_later(note.id, note.tid, text, StatCall(kind, follow, argument, size))
 
     def _on_change(self, note: Notification) -> None:
