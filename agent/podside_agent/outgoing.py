@@ -11,17 +11,13 @@ import socket
 from podside_agent.peer import Peer, SocketRelay
 from podside_agent.podnet import PodNetwork
 from podside_protocol import StreamOpenRequested
-from podside_protocol.addresses import Address
+from podside_protocol.addresses import Address, family_of
 from podside_protocol.outgoing import STREAM_TCP, STREAM_UDP, destination_of, opened_info
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
 UDP_IDLE_TIMEOUT = 120.0
-
-
-def _family(address: Address) -> int:
-    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
 
 
 class Outgoing:
@@ -47,7 +43,7 @@ class Outgoing:
         """Connect in the pod with callbacks, not a task: the program's connect() waits."""
         loop = asyncio.get_running_loop()
         try:
-            sock = self._network.socket(_family(destination), socket.SOCK_STREAM)
+            sock = self._network.socket(family_of(destination), socket.SOCK_STREAM)
         except OSError as error:
             peer.refuse_stream(stream_id, error.errno or errno.EIO, error.strerror or str(error))
             return
@@ -102,7 +98,7 @@ class Outgoing:
     async def _open_udp(self, peer: Peer, stream_id: int, destination: Address) -> None:
         loop = asyncio.get_running_loop()
         try:
-            sock = self._network.socket(_family(destination), socket.SOCK_DGRAM)
+            sock = self._network.socket(family_of(destination), socket.SOCK_DGRAM)
             sock.connect(destination)
         except OSError as error:
             code = error.errno or errno.EIO

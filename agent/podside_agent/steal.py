@@ -35,7 +35,7 @@ from podside_agent.nftables import NftablesError, StealTable
 from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
 from podside_protocol import INITIAL_WINDOW, steal
-from podside_protocol.addresses import Address
+from podside_protocol.addresses import Address, family_of
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +250,7 @@ class Steal:
 
     def socket(self, destination: Address) -> socket.socket:
         """A socket in the pod to reach `destination` (the client's original one)."""
-        family = socket.AF_INET6 if ":" in destination[0] else socket.AF_INET
-        return self._network.socket(family, socket.SOCK_STREAM)
+        return self._network.socket(family_of(destination), socket.SOCK_STREAM)
 
 
 class _Link:

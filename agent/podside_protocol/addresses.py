@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 from podside_protocol.errors import RemoteProtocolError
 
 Address = tuple[str, int]
+
+
+def family_of(address: Address) -> int:
+    """AF_INET6 for an IPv6 literal host, else AF_INET."""
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
 
 
 def to_wire(address: Address) -> list[Any]:
