@@ -524,12 +524,10 @@ async def _run_with_events(
 
     mode = "steal" if options.steal is not None else "mirror"
 
-    # The kubelet's health checks reach the program like any request; the editor hides them.
-    probe_requests = set(session.probes)  # (the pod's port, path)
-
     def exchanged(exchange: Exchange, local_port: int) -> None:
+        # The kubelet's health checks reach the program like any request; the editor hides them.
         remote_port = options.port_map.get(local_port, local_port)
-        probe = exchange.method == "GET" and (remote_port, exchange.path) in probe_requests
+        probe = incoming.is_probe(remote_port, exchange.method, exchange.path)
         events.traffic(exchange, local_port, mode, probe)
         if options.verbose:
             took = f" in {exchange.duration * 1000:.1f} ms" if exchange.duration else ""

@@ -143,7 +143,6 @@ class Incoming:
         # Set while deliveries may go on; None: no hold at all.
         self._attached: asyncio.Event | None = asyncio.Event() if hold_until_attached else None
         self._probes = probes
-        self._probed_ports = frozenset(port for port, _path in probes)
         self.failed: asyncio.Future[str] = self._loop.create_future()
 
     def debugger_attached(self, attached: bool) -> None:
@@ -250,30 +249,23 @@ class Incoming:
             report, port = self._on_exchange, target[1]
             http = HttpWatch(lambda exchange: report(exchange, port))
             watch = (http.to_program, http.from_program)
-        ended = False
-
-        def delivery_ended() -> None:  # once, whichever of the relay or a failure comes first
-            nonlocal ended
-            if not ended:
-                ended = True
-                self._delivery_ended()
-
         relay = SocketRelay(
             self._peer,
             stream_id,
             discard_output=not stolen,
-            on_closed=delivery_ended,
+            on_closed=self._delivery_ended,  # run once, however the relay ends
             watch=watch,
         )
         accepted = False
         if self._attached is not None and not self._attached.is_set():
             hold = True
-            if not stolen and remote in self._probed_ports:
+            if not stolen and any(port == remote for port, _path in self._probes):
                 # Taken now to read its first line; its bytes wait in the relay, unacknowledged.
                 peek = _FirstLine(relay.endpoint, self._loop)
                 self._peer.accept_stream(stream_id, peek)
                 accepted = True
-                hold = not self._is_probe(remote, await peek.first_line(PEEK_SECONDS))
+                words = (await peek.first_line(PEEK_SECONDS)).decode("latin-1").split()
+                hold = not (len(words) == 3 and self.is_probe(remote, words[0], words[1]))
             if hold and not self._attached.is_set():
                 if self._on_held is not None:
                     self._on_held(MirroredConnection(target[1], remote, source))
@@ -283,7 +275,7 @@ class Incoming:
         try:
             transport, _ = await self._loop.create_connection(lambda: relay, target[0], target[1])
         except OSError as error:
-            delivery_ended()
+            relay.stream_reset(str(error))  # ends the relay, so the delivery is counted out
             if accepted:
                 self._peer.reset_stream(stream_id, str(error))
             else:
@@ -299,13 +291,9 @@ class Incoming:
         if self._on_connection is not None:
             self._on_connection(MirroredConnection(target[1], remote, source))
 
-    def _is_probe(self, remote: int, first_line: bytes) -> bool:
-        parts = first_line.split()
-        return (
-            len(parts) == 3
-            and parts[0] == b"GET"
-            and (remote, parts[1].decode("latin-1")) in self._probes
-        )
+    def is_probe(self, remote: int, method: str, path: str) -> bool:
+        """A request to the pod's port `remote` is one of the kubelet's HTTP probes."""
+        return method == "GET" and (remote, path) in self._probes
 
     def _delivery_ended(self) -> None:
         self._open_deliveries -= 1
