@@ -31,12 +31,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "launch_templates"
 _PLACEHOLDER = re.compile(r"\{\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>\?|=[^}]*)?\}\}")
 _MISSING = object()
 _MODES = ("mirror", "steal", "off")
-# Launch configuration fields for steal's filters, and the `podside exec` flag of each.
-_STEAL_FILTERS = (
-    ("httpFilter", "--http-filter"),
-    ("pathFilter", "--path-filter"),
-    ("methodFilter", "--method-filter"),
-)
 
 
 @dataclass(frozen=True)
@@ -96,23 +90,37 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
         if mode not in _MODES:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
-    for field, flag in _STEAL_FILTERS:
-        value = launch.get(field)
-        if value is None or value == []:
-            continue
-        if mode != "steal":
-            raise PodsideError(f'{field} filters what is stolen: it needs "mode": "steal"')
-        if field == "methodFilter" and isinstance(value, list):
-            value = ",".join(str(method) for method in value)
-        if field == "pathFilter" and not isinstance(value, str):
-            raise PodsideError('pathFilter is one regex (a string), e.g. "^/api/"')
-        for item in value if isinstance(value, list) else [value]:
-            argv += [flag, str(item)]
+    argv += _steal_filter_flags(launch, mode)
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
         argv.append(str(item))
     return [*argv, "--"]
+
+
+def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
+    """steal's filters of a launch configuration as `podside exec` flags."""
+    headers, path, methods = (launch.get(f) for f in ("httpFilter", "pathFilter", "methodFilter"))
+    given = [
+        f
+        for f, v in (("httpFilter", headers), ("pathFilter", path), ("methodFilter", methods))
+        if v
+    ]
+    if not given:
+        return []
+    if mode != "steal":
+        raise PodsideError(f'{given[0]} filters what is stolen: it needs "mode": "steal"')
+    if path and not isinstance(path, str):
+        raise PodsideError('pathFilter is one regex (a string), e.g. "^/api/"')
+    flags: list[str] = []
+    for header in [headers] if isinstance(headers, str) else headers or []:
+        flags += ["--http-filter", str(header)]
+    if path:
+        flags += ["--path-filter", path]
+    if methods:
+        listed = methods if isinstance(methods, str) else ",".join(str(m) for m in methods)
+        flags += ["--method-filter", listed]
+    return flags
 
 
 @dataclass(frozen=True)
