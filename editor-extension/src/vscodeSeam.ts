@@ -47,7 +47,6 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
             try {
               return await adapterFor(hooks.adapter(session.configuration as DebugConfiguration), (text) => output.append(text));
             } catch (error) {
-              output.appendLine(String(error));
               hooks.adapterFailed(session.configuration as DebugConfiguration, String(error));
               throw error;
             }

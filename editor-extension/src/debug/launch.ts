@@ -94,11 +94,8 @@ export class PodsideDebug implements DebugHooks {
   /** No debug session will come (its adapter did not start): the podside session ends too. */
   adapterFailed(configuration: DebugConfiguration, message: string): void {
     const sessionId = sessionOf(configuration);
-    if (sessionId === undefined) return;
-    this.seam.appendOutput(`podside: session ${sessionId} ends: ${message}`);
-    this.debugging.delete(sessionId);
-    this.sessionEnded(sessionId);
-    this.tell("podside.stopSession", { sessionId });
+    this.seam.appendOutput(sessionId === undefined ? message : `podside: session ${sessionId} ends: ${message}`);
+    this.terminated(configuration, "terminate");
   }
 
   /** The backend asks for a debugger for `sessionId`: a request waits for one. */
