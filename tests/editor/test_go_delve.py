@@ -19,8 +19,8 @@ from pygls.exceptions import JsonRpcException
 
 from tests.editor.conftest import Backend
 from tests.editor.dap import DapClient
-from tests.editor.test_lsp_backend import SANDBOX_CONTEXT, free_port
-from tests.topology import wait_for
+from tests.editor.test_lsp_backend import SANDBOX_CONTEXT
+from tests.topology import free_port, wait_for
 
 GO_SERVER = Path(__file__).parent / "e2e" / "programs" / "goserver"
 

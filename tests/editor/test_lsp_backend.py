@@ -18,6 +18,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from tests.editor.conftest import Backend
+from tests.topology import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_CONTEXT = "podside-sandbox"
@@ -219,13 +220,6 @@ def test_a_session_whose_podside_exec_fails_reports_failed_in_one_line(backend: 
     )
     assert failed["message"]
     assert "\n" not in failed["message"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def launch_held_blog(backend: Backend, **fields: Any) -> dict[str, Any]:

@@ -116,11 +116,7 @@ try {
     // Away from where the debug toolbar appears: no hover tooltip in the screenshot.
     await page.mouse.move(700, 890);
     await runCommand("View: Show Run and Debug");
-    const frame = page
-      .locator(".debug-call-stack .stack-frame")
-      .filter({ hasText: HANDLER })
-      .filter({ hasText: new RegExp(`app\\.py\\s*${line}:`) })
-      .first();
+    const frame = stackFrame(HANDLER, "app.py", line);
     await waitLogging(frame, BREAKPOINT_TIMEOUT, "the debugger to stop in " + HANDLER);
     // The top frame is selected and its line shown in the editor when the debugger stops.
     await page.locator(".monaco-editor .codicon-debug-stackframe").first().waitFor();
@@ -143,11 +139,7 @@ try {
     if (rootLine < 2) throw new Error("app.py has no branch for GET /");
     await quickOpen("", `:${rootLine}`);
     await runCommand("Debug: Toggle Breakpoint");
-    const rootFrame = page
-      .locator(".debug-call-stack .stack-frame")
-      .filter({ hasText: HANDLER })
-      .filter({ hasText: new RegExp(`app\\.py\\s*${rootLine}:`) })
-      .first();
+    const rootFrame = stackFrame(HANDLER, "app.py", rootLine);
 
     // Milestone 3. The program runs with debugpy's server; the first request waits for the attach.
     await runCommand("Debug: Select and Start Debugging", holdConfiguration);
@@ -224,7 +216,7 @@ try {
 
   // Milestone 8. The Go template: the extension starts delve's DAP server under podside exec in
   // the program's folder; delve builds the program and a mirrored request stops in its handler.
-  await runtimeMilestone(goConfiguration, "goserver/main.go", "func answer(", "main.answer");
+  const goLine = await runtimeMilestone(goConfiguration, "goserver/main.go", "func answer(", "main.answer");
 
   // Milestone 9. Go with holdUntilAttached: the backend runs `dlv debug --headless`; the first
   // request waits, the debugger attaches to delve's server and stops there (the breakpoint of
@@ -232,10 +224,7 @@ try {
   await runCommand("Debug: Select and Start Debugging", goHoldConfiguration);
   holding = true;
   await page.mouse.move(700, 890);
-  const goFrame = page
-    .locator(".debug-call-stack .stack-frame")
-    .filter({ hasText: "main.answer" })
-    .first();
+  const goFrame = stackFrame("main.answer", "main.go", goLine);
   await waitLogging(goFrame, BREAKPOINT_TIMEOUT, "the attached delve to stop in main.answer");
   await screenshot("go-held-request-stopped");
   console.log(`e2e: ${goHoldConfiguration}: a held request waited for the debugger, which attached to delve and stopped in main.answer`);
@@ -265,7 +254,7 @@ try {
 /**
  * Launches `configuration` with a breakpoint on the first line of the body of the function that
  * `marker` starts in `file` (a workspace path), waits for the debugger to stop there in
- * `handler` on a mirrored request, and stops.
+ * `handler` on a mirrored request, and stops; returns the line.
  */
 async function runtimeMilestone(configuration, file, marker, handler) {
   const name = basename(file);
@@ -279,17 +268,22 @@ async function runtimeMilestone(configuration, file, marker, handler) {
   debugging = true;
   await page.mouse.move(700, 890);
   await runCommand("View: Show Run and Debug");
-  const frame = page
-    .locator(".debug-call-stack .stack-frame")
-    .filter({ hasText: handler })
-    // "server.js 8:16"; delve gives no column: "main.go 12".
-    .filter({ hasText: new RegExp(`${name.replace(".", "\\.")}\\s*${at}\\b`) })
-    .first();
+  const frame = stackFrame(handler, name, at);
   await waitLogging(frame, BREAKPOINT_TIMEOUT, `the ${configuration} debugger to stop in ${handler}`);
   await screenshot(`stopped-${name}`);
   console.log(`e2e: ${configuration}: the debugger stopped in ${handler}; the call stack shows ${(await frame.innerText()).replace(/\s+/g, " ")}`);
   await stopDebugging();
   debugging = false;
+  return at;
+}
+
+/** The Call Stack's frame of `handler` at line `line` of `file` ("app.py 51:1"; delve gives no column: "main.go 12"). */
+function stackFrame(handler, file, line) {
+  return page
+    .locator(".debug-call-stack .stack-frame")
+    .filter({ hasText: handler })
+    .filter({ hasText: new RegExp(`${file.replace(".", "\\.")}\\s*${line}\\b`) })
+    .first();
 }
 
 /** The sandbox's traffic deployment, which sends the blog a request every second, to N pods. */
