@@ -76,7 +76,9 @@ def kube(report: Callable[[str], None]) -> None:
         ip = pod.status.pod_ip
         # "Direct" is a client on the pod network reaching the pod, as the node does: what a
         # laptop would get if it could route to the cluster's pods.
-        on_pod_network = ["ip", "netns", "exec", "podside-node"]
+        from podside.sandbox.layout import StateDir
+
+        on_pod_network = ["ip", "netns", "exec", StateDir.from_env().node_netns]
         report("## Kubernetes (podside exec --target on the sandbox, one WebSocket port-forward)")
         started = time.perf_counter()
         _podside("true")

@@ -10,6 +10,7 @@ can share it; the tests that take a sandbox down are not run then.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.append(item)
 
 
+def _wait_for_demo_workloads(state: Any, timeout: float = 60) -> None:
+    """The tests use the demo pods: start them only once every one of them is ready."""
+    from podside.sandbox import control
+
+    port = int(control._read_state(state)["port"])  # type: ignore[index]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = control.api_get(state, port, "/api/v1/namespaces/default/pods")["items"]
+        conditions = [(pod.get("status") or {}).get("conditions") or [] for pod in pods]
+        if pods and all(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in of_pod)
+            for of_pod in conditions
+        ):
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the sandbox's demo pods did not become ready")
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from podside.sandbox import control
@@ -58,6 +77,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         # one runs on this machine, `down` would tear down that one's node.
         control.up(state)
         try:
+            _wait_for_demo_workloads(state)
             yield state
         finally:
             control.down(state)

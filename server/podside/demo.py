@@ -33,12 +33,12 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _wait_for_ready_blog(timeout: float = 60.0) -> bool:
+def _wait_for_ready_blog(context: str, timeout: float = 60.0) -> bool:
     from kubernetes import client
 
     from podside.kube.config import load_context
 
-    core = client.CoreV1Api(load_context("podside-sandbox").api_client)
+    core = client.CoreV1Api(load_context(context).api_client)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pod in core.list_namespaced_pod("default", label_selector="app=blog").items:
@@ -54,10 +54,15 @@ def main() -> int:
     say("podside sandbox up: a Kubernetes-compatible cluster on this machine")
     if subprocess.run([*podside, "sandbox", "up"]).returncode != 0:
         return 1
-    if not _wait_for_ready_blog():
+    from podside.sandbox.control import admin_context
+    from podside.sandbox.layout import StateDir
+
+    # Another sandbox may hold `podside-sandbox` in the same kubeconfig: use the name `up` chose.
+    context = admin_context(StateDir.from_env())
+    if not _wait_for_ready_blog(context):
         print("the sandbox's blog did not become ready within 60 s", file=sys.stderr)
         return 1
-    subprocess.run(["kubectl", "--context", "podside-sandbox", "get", "pods", "-o", "wide"])
+    subprocess.run(["kubectl", "--context", context, "get", "pods", "-o", "wide"])
     if not BLOG.exists():
         print(f"the demo needs a source checkout: {BLOG} is missing", file=sys.stderr)
         return 1
@@ -68,7 +73,7 @@ def main() -> int:
             *podside,
             "exec",
             "--context",
-            "podside-sandbox",
+            context,
             "--target",
             "deployment/blog",
             "-v",

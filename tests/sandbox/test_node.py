@@ -136,9 +136,9 @@ def test_host_cannot_reach_pod_ips(core: Any) -> None:
         assert sock.connect_ex((pod_ip, 8080)) != 0
 
 
-def test_holder_process_is_named_pause(core: Any) -> None:
+def test_holder_process_is_named_pause(sandbox: Any, core: Any) -> None:
     pod = core.list_namespaced_pod("default", label_selector="app=blog").items[0]
-    netns = "ps-" + pod.metadata.uid.replace("-", "")[:8]
+    netns = sandbox.pod_netns(pod.metadata.uid)
     pids = subprocess.run(
         ["ip", "netns", "pids", netns], capture_output=True, text=True, check=True
     ).stdout.split()

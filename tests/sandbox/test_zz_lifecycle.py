@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from podside.sandbox import control
+from podside.sandbox import control, owners
+from podside.sandbox.layout import OWNERS_DIR
 
 pytestmark = pytest.mark.ends_sandbox
 
@@ -30,23 +31,27 @@ def test_up_again_is_a_no_op_and_status_reports(sandbox: Any, capsys: Any) -> No
 def test_down_removes_everything(sandbox: Any, kubeconfig: Path, core: Any) -> None:
     pod_uids = [pod.metadata.uid for pod in core.list_pod_for_all_namespaces().items]
     daemon_pid = control._read_state(sandbox)["pid"]  # type: ignore[index]
+    # A sandbox of another state dir (`make demo`'s, say) may run beside this one: its names
+    # differ and must stay, and so must the host route it shares.
+    others = owners.running(excluding=sandbox)
     assert control.down(sandbox) == 0
 
     assert control.status(sandbox) == control.EXIT_DOWN
     namespaces = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, check=True
     ).stdout
-    assert "podside-node" not in namespaces and " ps-" not in f" {namespaces}"
+    assert sandbox.node_netns not in namespaces and sandbox.pod_netns_prefix not in namespaces
+    assert not any(uid.replace("-", "")[:8] in namespaces for uid in pod_uids)
+    # The bridge and veths live in the node namespace; none ever appear on the host.
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert "podside0" not in links and "psv" not in links
-    assert (
-        "198.18.0.0/15"
-        not in subprocess.run(
-            ["ip", "route", "show", "table", "all"], capture_output=True, text=True
-        ).stdout
-    )
+    routes = subprocess.run(
+        ["ip", "route", "show", "table", "all"], capture_output=True, text=True
+    ).stdout
+    assert ("198.18.0.0/15" in routes) == bool(others)
+    assert not sandbox.owner_file.exists()
+    assert bool(others) == OWNERS_DIR.exists()
     assert not os.path.exists(f"/proc/{daemon_pid}")
-    assert not any(uid.replace("-", "")[:8] in namespaces for uid in pod_uids)
     pauses = subprocess.run(["pgrep", "-x", "pause"], capture_output=True, text=True).stdout.split()
     assert not [
         pid

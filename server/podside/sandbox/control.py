@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from podside.errors import PodsideError
-from podside.sandbox import kubeconfig
-from podside.sandbox.layout import CONTEXT_NAME, NODE_NETNS, OWNER_FILE, STATE_DIR_ENV, StateDir
+from podside.sandbox import kubeconfig, owners
+from podside.sandbox.layout import CONTEXT_NAME, StateDir
 from podside.sandbox.node import network
 from podside.sandbox.node.kubelet import recorded_mountpoints, remove_mountpoint
 from podside.sandbox.users import ADMIN_USER, Rule, add_user, create_admin, load_users
@@ -38,19 +38,6 @@ def _read_state(state: StateDir) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return loaded
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited; only its parent has not collected it yet.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
-    return True
 
 
 def admin_token(state: StateDir) -> str:
@@ -75,7 +62,7 @@ def api_get(state: StateDir, port: int, path: str, timeout: float = 2) -> Any:
 def healthy(state: StateDir) -> dict[str, Any] | None:
     """The daemon's state if it runs and answers, else None."""
     running = _read_state(state)
-    if not running or not _alive(int(running["pid"])):
+    if not running or not owners.alive(int(running["pid"])):
         return None
     try:
         api_get(state, int(running["port"]), "/readyz")
@@ -84,22 +71,8 @@ def healthy(state: StateDir) -> dict[str, Any] | None:
     return running
 
 
-def _check_no_other_sandbox(state: StateDir) -> None:
-    """The node's names are machine-wide, so only one sandbox can run at a time."""
-    try:
-        owner = json.loads(OWNER_FILE.read_text())
-    except (OSError, ValueError):
-        return
-    if owner.get("state_dir") != str(state.root) and _alive(int(owner.get("pid", 0))):
-        raise PodsideError(
-            f"another podside sandbox runs from {owner['state_dir']}: stop it first with "
-            f"`sudo {STATE_DIR_ENV}={owner['state_dir']} podside sandbox down`"
-        )
-
-
 def up(state: StateDir) -> int:
     require_root()
-    _check_no_other_sandbox(state)
     running = healthy(state)
     if running is not None:
         print(f"podside sandbox is already running at {running['server']}")
@@ -135,11 +108,12 @@ def up(state: StateDir) -> int:
                 f"the sandbox daemon did not start ({' '.join(tail) or 'no log'}); see {state.log_file}"
             )
         time.sleep(0.05)
-    OWNER_FILE.write_text(json.dumps({"state_dir": str(state.root), "pid": running["pid"]}))
     path = _add_kubeconfig_context(state, running["server"])
     elapsed = time.monotonic() - started
     print(f"podside sandbox is up at {running['server']} ({elapsed:.1f}s)")
-    print(f"kubeconfig: context {CONTEXT_NAME} in {path} (standalone: {state.admin_kubeconfig})")
+    print(
+        f"kubeconfig: context {admin_context(state)} in {path} (standalone: {state.admin_kubeconfig})"
+    )
     print(
         "demo workloads in namespace default: deployment/blog, deployment/auditor, deployment/traffic"
     )
@@ -147,12 +121,31 @@ def up(state: StateDir) -> int:
     return 0
 
 
+def choose_admin_context(state: StateDir, path: Path) -> str:
+    """`podside-sandbox`, unless another running sandbox has that context in the same
+    kubeconfig: then `podside-sandbox-<id>`, so neither overwrites the other's. A name once
+    chosen stays for as long as the sandbox's entries do."""
+    recorded = kubeconfig.recorded_admin(state, path)
+    if recorded:
+        return recorded
+    for owner in owners.running(excluding=state):
+        if CONTEXT_NAME in kubeconfig.recorded_names(StateDir(owner.state_dir), path):
+            return f"{CONTEXT_NAME}-{state.sandbox_id}"
+    return CONTEXT_NAME
+
+
+def admin_context(state: StateDir) -> str:
+    """The admin context this sandbox added to the user's kubeconfig."""
+    return kubeconfig.recorded_admin(state, kubeconfig.user_kubeconfig_path()) or CONTEXT_NAME
+
+
 def _add_kubeconfig_context(state: StateDir, server: str) -> Path:
     ca_pem = state.ca_cert.read_bytes()
     token = admin_token(state)
-    kubeconfig.write_standalone(state.admin_kubeconfig, CONTEXT_NAME, server, ca_pem, token)
     path = kubeconfig.user_kubeconfig_path()
-    kubeconfig.add_context(state, path, CONTEXT_NAME, server, ca_pem, token)
+    context = choose_admin_context(state, path)
+    kubeconfig.write_standalone(state.admin_kubeconfig, context, server, ca_pem, token)
+    kubeconfig.add_context(state, path, context, server, ca_pem, token, admin=True)
     return path
 
 
@@ -164,7 +157,7 @@ def add_restricted_user(state: StateDir, name: str, rules: tuple[Rule, ...]) -> 
     if running is None:
         raise PodsideError("the podside sandbox is not running: start it with `podside sandbox up`")
     user = add_user(state.users_file, name, rules)
-    context = f"{CONTEXT_NAME}-{name}"
+    context = f"{admin_context(state)}-{name}"
     ca_pem = state.ca_cert.read_bytes()
     standalone = state.root / f"kubeconfig-{name}"
     kubeconfig.write_standalone(standalone, context, running["server"], ca_pem, user.token)
@@ -176,14 +169,14 @@ def add_restricted_user(state: StateDir, name: str, rules: tuple[Rule, ...]) -> 
 
 def _stop_daemon(state: StateDir) -> bool:
     running = _read_state(state)
-    if not running or not _alive(int(running["pid"])):
+    if not running or not owners.alive(int(running["pid"])):
         return False
     pid = int(running["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while _alive(pid) and time.monotonic() < deadline:
+    while owners.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if owners.alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     return True
@@ -193,22 +186,23 @@ def _teardown(state: StateDir, keep_kubeconfig: bool) -> list[str]:
     removed = []
     if _stop_daemon(state):
         removed.append("daemon")
-    # Whatever the daemon left behind (if it died): every process in a pod namespace, then
-    # the namespaces, the node namespace and the host route.
-    pod_namespaces = network.list_pod_namespaces()
+    # Whatever this sandbox's daemon left behind (if it died): every process in one of its pod
+    # namespaces, then the namespaces, its node namespace and (if no other sandbox runs) the
+    # host route. Other sandboxes' names differ, so they are never touched.
+    node = network.NodeNetwork(state)
+    pod_namespaces = node.pod_namespaces()
     for name in pod_namespaces:
         for pid in network.namespace_pids(name):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     if pod_namespaces:
         removed.append(f"{len(pod_namespaces)} pod namespace(s)")
-    node_existed = Path(network.netns_path(NODE_NETNS)).exists()
-    network.node_teardown()
+    node_existed = node.exists()
+    node.teardown()
     if node_existed:
         removed.append("node namespace, bridge and service rules")
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(OWNER_FILE.read_text()).get("state_dir") == str(state.root):
-            OWNER_FILE.unlink()
+    if owners.leave(state):
+        removed.append("host route")
     for mountpoint in recorded_mountpoints(state):
         remove_mountpoint(mountpoint)
     if not keep_kubeconfig:
@@ -246,7 +240,7 @@ def status(state: StateDir) -> int:
         return EXIT_DOWN
     port = int(running["port"])
     print(
-        f"podside sandbox is up: API server {running['server']} (daemon pid {running['pid']}), context {CONTEXT_NAME}"
+        f"podside sandbox is up: API server {running['server']} (daemon pid {running['pid']}), context {admin_context(state)}"
     )
     pods = api_get(state, port, "/api/v1/pods")
     for pod in pods["items"]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from podside.sandbox import demo
+from podside.sandbox import demo, owners
 from podside.sandbox.api.registry import Registry
 from podside.sandbox.api.resources import Resource, lookup
 from podside.sandbox.api.server import ApiServer
@@ -30,13 +30,12 @@ from podside.sandbox.layout import (
     CLUSTER_DNS_IP,
     CLUSTER_DOMAIN,
     DEFAULT_API_PORT,
-    NODE_NETNS,
     StateDir,
 )
-from podside.sandbox.node import network
 from podside.sandbox.node.dns import DnsServer, Resolver
 from podside.sandbox.node.kubelet import Kubelet
 from podside.sandbox.node.netns import NamespaceSockets
+from podside.sandbox.node.network import NodeNetwork
 from podside.sandbox.users import UserTable
 
 log = logging.getLogger("podside.sandbox")
@@ -86,7 +85,9 @@ def cluster_resolver(store: Store) -> Resolver:
     return resolve
 
 
-async def _dns_sockets(sockets: NamespaceSockets) -> tuple[socket.socket, socket.socket]:
+async def _dns_sockets(
+    sockets: NamespaceSockets, node: NodeNetwork
+) -> tuple[socket.socket, socket.socket]:
     def make() -> tuple[socket.socket, socket.socket]:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind((str(CLUSTER_DNS_IP), 53))
@@ -98,7 +99,7 @@ async def _dns_sockets(sockets: NamespaceSockets) -> tuple[socket.socket, socket
             sock.setblocking(False)
         return udp, tcp
 
-    return await sockets.run(network.netns_path(NODE_NETNS), make)
+    return await sockets.run(node.node_netns_path, make)
 
 
 def _seed(store: Store, registry: Registry) -> None:
@@ -124,23 +125,24 @@ async def _listen(runner: web.AppRunner, context: ssl.SSLContext) -> int:
     raise RuntimeError("could not listen on 127.0.0.1")
 
 
-async def serve(state: StateDir) -> None:
-    network.node_setup()
+async def serve(state: StateDir, node: NodeNetwork) -> None:
+    owners.join(state, os.getpid())
+    node.setup()
     state.pause_binary.parent.mkdir(parents=True, exist_ok=True)
     if not state.pause_binary.is_symlink():
         state.pause_binary.symlink_to(shutil.which("sleep") or "/bin/sleep")
     store = Store()
     registry = Registry(store)
     sockets = NamespaceSockets()
-    kubelet = Kubelet(store, state, sockets)
+    kubelet = Kubelet(store, state, sockets, node)
     api = ApiServer(store, registry, UserTable(state.users_file), kubelet, "127.0.0.1:6443")
 
     def delete(resource: Resource, namespace: str, name: str) -> None:
         api.delete_object(resource, namespace, name, None)
 
-    controllers = Controllers(store, network.apply_service_rules, delete)
+    controllers = Controllers(store, node.apply_service_rules, delete)
     dns = DnsServer(cluster_resolver(store))
-    await dns.start(*await _dns_sockets(sockets))
+    await dns.start(*await _dns_sockets(sockets, node))
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(state.server_cert, state.server_key)
@@ -167,7 +169,8 @@ async def serve(state: StateDir) -> None:
     await kubelet.shutdown()
     dns.close()
     await runner.cleanup()
-    network.node_teardown()
+    node.teardown()
+    owners.leave(state)
     sockets.close()
 
 
@@ -178,11 +181,13 @@ def main() -> int:
         stream=sys.stderr,
     )
     state = StateDir(Path(sys.argv[1]))
+    node = NodeNetwork(state)
     try:
-        asyncio.run(serve(state))
+        asyncio.run(serve(state, node))
     except Exception:
         log.exception("the sandbox daemon failed")
-        network.node_teardown()
+        node.teardown()
+        owners.leave(state)
         return 1
     return 0
 

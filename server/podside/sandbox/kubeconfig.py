@@ -78,9 +78,16 @@ def context_entries(
 
 
 def add_context(
-    state: StateDir, path: Path, name: str, server: str, ca_pem: bytes, token: str
+    state: StateDir,
+    path: Path,
+    name: str,
+    server: str,
+    ca_pem: bytes,
+    token: str,
+    admin: bool = False,
 ) -> bool:
-    """Add or refresh one context; returns True if it became the current context."""
+    """Add or refresh one context (`admin`: the sandbox's own, which names its users');
+    returns True if it became the current context."""
     config = _load(path)
     cluster, user, context = context_entries(name, server, ca_pem, token)
     config["clusters"] = _upsert(config.get("clusters") or [], name, "cluster", cluster)
@@ -90,7 +97,7 @@ def add_context(
     if made_current:
         config["current-context"] = name
     _save(path, config)
-    _record(state, path, name, made_current)
+    _record(state, path, name, made_current, admin)
     return made_current
 
 
@@ -108,20 +115,34 @@ def write_standalone(path: Path, name: str, server: str, ca_pem: bytes, token: s
     os.chmod(path, 0o600)
 
 
-def _record(state: StateDir, path: Path, name: str, made_current: bool) -> None:
+def _record(state: StateDir, path: Path, name: str, made_current: bool, admin: bool) -> None:
     records = _records(state)
     entry = records.setdefault(str(path), {"names": [], "current": None})
     if name not in entry["names"]:
         entry["names"].append(name)
     if made_current:
         entry["current"] = name
+    if admin:
+        entry["admin"] = name
     state.kubeconfig_entries_file.write_text(json.dumps(records, indent=2))
 
 
+def recorded_names(state: StateDir, path: Path) -> list[str]:
+    """The entries this sandbox added to the kubeconfig at `path`."""
+    return list(_records(state).get(str(path), {}).get("names", []))
+
+
+def recorded_admin(state: StateDir, path: Path) -> str | None:
+    """The name of this sandbox's admin context in the kubeconfig at `path`, once added."""
+    name = _records(state).get(str(path), {}).get("admin")
+    return str(name) if name else None
+
+
 def _records(state: StateDir) -> dict[str, Any]:
-    if not state.kubeconfig_entries_file.exists():
+    try:
+        loaded: dict[str, Any] = json.loads(state.kubeconfig_entries_file.read_text())
+    except FileNotFoundError:
         return {}
-    loaded: dict[str, Any] = json.loads(state.kubeconfig_entries_file.read_text())
     return loaded
 
 

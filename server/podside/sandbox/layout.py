@@ -1,11 +1,15 @@
 """Where the sandbox keeps its state and which names and addresses it owns.
 
 Everything the sandbox creates on the host is named here, so `down` can remove exactly that and
-never touch namespaces, interfaces or routes that belong to someone else.
+never touch namespaces, interfaces or routes that belong to someone else. Names that are
+machine-wide (network namespaces, the owner file in /run) carry the sandbox's id, a hash of
+its state dir, so sandboxes with different state dirs run side by side; names inside the
+node's own namespace (bridge, veths, nftables) cannot clash and stay fixed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -13,15 +17,14 @@ from pathlib import Path
 
 DEFAULT_STATE_DIR = Path("/var/lib/podside/sandbox")
 STATE_DIR_ENV = "PODSIDE_SANDBOX_DIR"
-# Which state dir owns the running sandbox: node names are machine-wide, so one at a time.
-OWNER_FILE = Path("/run/podside-sandbox.json")
+# One owner file per running sandbox (`<id>.json`): what is shared by all of them on the host
+# is set up by the first and removed by the last.
+OWNERS_DIR = Path("/run/podside-sandbox")
 
 CONTEXT_NAME = "podside-sandbox"
 NODE_NAME = "podside-sandbox"
-NODE_NETNS = "podside-node"
+# Inside the node namespace, so the same in every sandbox.
 BRIDGE = "podside0"
-# Pod network namespaces are `ps-<8 hex of the pod uid>`, host-side veths `psv<8 hex>`.
-POD_NETNS_PREFIX = "ps-"
 POD_VETH_PREFIX = "psv"
 
 # The whole 198.18.0.0/15 benchmarking range is ours; the host gets an `unreachable` route for
@@ -56,7 +59,30 @@ class StateDir:
 
     @classmethod
     def from_env(cls) -> StateDir:
-        return cls(Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR))
+        return cls(Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).absolute())
+
+    @property
+    def sandbox_id(self) -> str:
+        """8 hex digits of the resolved state dir's path: stable across runs, so `down` finds
+        the names of a sandbox whose daemon died, and different for every state dir."""
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+
+    @property
+    def node_netns(self) -> str:
+        return f"podside-node-{self.sandbox_id}"
+
+    @property
+    def pod_netns_prefix(self) -> str:
+        return f"ps-{self.sandbox_id}-"
+
+    def pod_netns(self, uid: str) -> str:
+        """The pod's network namespace: `ps-<sandbox id>-<8 hex of the pod uid>`."""
+        return self.pod_netns_prefix + uid.replace("-", "")[:8]
+
+    @property
+    def owner_file(self) -> Path:
+        """Says this sandbox runs (state dir and daemon pid) while its daemon lives."""
+        return OWNERS_DIR / f"{self.sandbox_id}.json"
 
     @property
     def state_file(self) -> Path:
@@ -110,10 +136,6 @@ class StateDir:
 
     def pod_dir(self, uid: str) -> Path:
         return self.root / "pods" / uid
-
-
-def pod_netns_name(uid: str) -> str:
-    return POD_NETNS_PREFIX + uid.replace("-", "")[:8]
 
 
 def pod_veth_name(uid: str) -> str:

@@ -26,9 +26,7 @@ from podside.sandbox.api.store import Event, Object, Store, now_rfc3339
 from podside.sandbox.layout import (
     GATEWAY_IP,
     NODE_NAME,
-    NODE_NETNS,
     StateDir,
-    pod_netns_name,
     pod_veth_name,
 )
 from podside.sandbox.node import network
@@ -267,7 +265,7 @@ class ContainerWorker:
 
     def _checker(self, probe: dict[str, Any]) -> Any:
         kubelet, pod_ip = self.pod.kubelet, self.pod.ip or ""
-        node_netns = network.netns_path(NODE_NETNS)
+        node_netns = kubelet.network.node_netns_path
         if "httpGet" in probe:
             return lambda: http_get(kubelet.sockets, node_netns, pod_ip, probe, self.spec)
         if "tcpSocket" in probe:
@@ -356,7 +354,7 @@ class PodWorker:
         self.namespace: str = pod["metadata"]["namespace"]
         self.spec: dict[str, Any] = pod["spec"]
         self.directory = kubelet.state.pod_dir(self.uid)
-        self.netns = pod_netns_name(self.uid)
+        self.netns = kubelet.state.pod_netns(self.uid)
         self.veth = pod_veth_name(self.uid)
         self.ip: str | None = None
         self.holder: asyncio.subprocess.Process | None = None
@@ -462,7 +460,7 @@ class PodWorker:
         await self._wait_for_holder()
         self.ip = self.kubelet.addresses.allocate()
         await asyncio.to_thread(
-            network.add_pod_network, self.netns, self.veth, self.holder.pid, self.ip
+            self.kubelet.network.add_pod, self.netns, self.veth, self.holder.pid, self.ip
         )
         (self.directory / "resolv.conf").write_text(resolv_conf(self.namespace))
         (self.directory / "hosts").write_text(hosts_file(self.current(), self.ip))
@@ -633,7 +631,7 @@ class PodWorker:
         if self.holder is not None and self.holder.returncode is None:
             self.holder.kill()
             await self.holder.wait()
-        await asyncio.to_thread(network.remove_pod_network, self.netns, self.veth)
+        await asyncio.to_thread(self.kubelet.network.remove_pod, self.netns, self.veth)
         if self.ip:
             self.kubelet.addresses.release(self.ip)
             self.ip = None
@@ -642,10 +640,13 @@ class PodWorker:
 class Kubelet:
     """Keeps the node's pods in line with the store; also the API server's NodeConnector."""
 
-    def __init__(self, store: Store, state: StateDir, sockets: NamespaceSockets) -> None:
+    def __init__(
+        self, store: Store, state: StateDir, sockets: NamespaceSockets, node: network.NodeNetwork
+    ) -> None:
         self.store = store
         self.state = state
         self.sockets = sockets
+        self.network = node
         self.addresses = network.AddressPool()
         self.workers: dict[str, PodWorker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -715,7 +716,7 @@ class Kubelet:
         return self.state.pod_dir(pod["metadata"]["uid"]) / "logs" / container / f"{restart}.log"
 
     def netns_path(self, pod: Object) -> str:
-        return network.netns_path(pod_netns_name(pod["metadata"]["uid"]))
+        return network.netns_path(self.state.pod_netns(pod["metadata"]["uid"]))
 
     async def connect(self, pod: Object, port: int) -> socket.socket:
         """A connection to 127.0.0.1:port inside the pod, as the kubelet makes for port-forward."""

@@ -1,6 +1,6 @@
 """The node's network: its namespace and bridge, one veth per pod, service DNAT in nftables,
 and the host's `unreachable` route for the sandbox range. Everything is made with iproute2
-and nft, named with the sandbox's prefixes and recorded so teardown removes only that."""
+and nft, named after the sandbox's state dir so teardown removes only that sandbox's."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from podside.sandbox.layout import (
     BRIDGE,
     CLUSTER_DNS_IP,
     GATEWAY_IP,
-    NODE_NETNS,
     POD_CIDR,
-    POD_NETNS_PREFIX,
     SANDBOX_RANGE,
+    StateDir,
 )
 
 log = logging.getLogger(__name__)
@@ -48,38 +47,100 @@ class ServiceRule:
     endpoints: list[tuple[str, int]] = field(default_factory=list)
 
 
-def node_setup() -> None:
-    """Create the node namespace with its bridge and DNS address, and the host route."""
-    run("ip", "netns", "add", NODE_NETNS)
-    prefix = POD_CIDR.prefixlen
-    run(
-        "ip",
-        "-n",
-        NODE_NETNS,
-        "-batch",
-        "-",
-        stdin="\n".join(
-            [
-                "link set lo up",
-                f"link add {BRIDGE} type bridge",
-                f"addr add {GATEWAY_IP}/{prefix} dev {BRIDGE}",
-                f"link set {BRIDGE} up",
-                f"addr add {CLUSTER_DNS_IP}/32 dev lo",
-            ]
+class NodeNetwork:
+    """One sandbox's node namespace (bridge, DNS address, service table) and its pods'
+    namespaces, all named after the sandbox's state dir."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.node_netns = state.node_netns
+        self.pod_netns_prefix = state.pod_netns_prefix
+
+    @property
+    def node_netns_path(self) -> str:
+        return netns_path(self.node_netns)
+
+    def setup(self) -> None:
+        """Create the node namespace with its bridge and DNS address."""
+        run("ip", "netns", "add", self.node_netns)
+        prefix = POD_CIDR.prefixlen
+        run(
+            "ip",
+            "-n",
+            self.node_netns,
+            "-batch",
+            "-",
+            stdin="\n".join(
+                [
+                    "link set lo up",
+                    f"link add {BRIDGE} type bridge",
+                    f"addr add {GATEWAY_IP}/{prefix} dev {BRIDGE}",
+                    f"link set {BRIDGE} up",
+                    f"addr add {CLUSTER_DNS_IP}/32 dev lo",
+                ]
+            )
+            + "\n",
         )
-        + "\n",
-    )
-    run("ip", "netns", "exec", NODE_NETNS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    apply_service_rules([])
-    # As on a laptop beside a real cluster: the host has no way into pod or service networks.
+        run("ip", "netns", "exec", self.node_netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.apply_service_rules([])
+
+    def exists(self) -> bool:
+        return Path(self.node_netns_path).exists()
+
+    def teardown(self) -> None:
+        """Remove the pods' namespaces and the node namespace (its bridge, veths and nftables
+        go with it)."""
+        for name in self.pod_namespaces():
+            self.remove_pod(name, "")
+        run("ip", "netns", "del", self.node_netns, check=False)
+
+    def pod_namespaces(self) -> list[str]:
+        if not NETNS_DIR.exists():
+            return []
+        return sorted(
+            path.name for path in NETNS_DIR.iterdir() if path.name.startswith(self.pod_netns_prefix)
+        )
+
+    def add_pod(self, netns: str, veth: str, holder_pid: int, pod_ip: str) -> None:
+        """Name the holder's namespace, wire it to the bridge and give it its address."""
+        run("ip", "netns", "attach", netns, str(holder_pid))
+        run(
+            "ip",
+            "-n",
+            self.node_netns,
+            "-batch",
+            "-",
+            stdin=f"link add {veth} type veth peer name eth0 netns {netns}\n"
+            f"link set {veth} master {BRIDGE} up\n",
+        )
+        run(
+            "ip",
+            "-n",
+            netns,
+            "-batch",
+            "-",
+            stdin="link set lo up\n"
+            "link set eth0 up\n"
+            f"addr add {pod_ip}/{POD_CIDR.prefixlen} dev eth0\n"
+            f"route add default via {GATEWAY_IP}\n",
+        )
+
+    def remove_pod(self, netns: str, veth: str) -> None:
+        if veth:
+            run("ip", "-n", self.node_netns, "link", "del", veth, check=False)
+        run("ip", "netns", "del", netns, check=False)
+
+    def apply_service_rules(self, rules: list[ServiceRule]) -> None:
+        """Replace the whole service table in one atomic nft transaction."""
+        run("ip", "netns", "exec", self.node_netns, "nft", "-f", "-", stdin=_service_ruleset(rules))
+
+
+def add_host_route() -> None:
+    """As on a laptop beside a real cluster: the host has no way into pod or service networks.
+    Every sandbox uses the same range, each in its own node namespace, so one route serves all."""
     run("ip", "route", "replace", "unreachable", str(SANDBOX_RANGE))
 
 
-def node_teardown() -> None:
-    """Remove the node namespace (its bridge, veths and nftables go with it) and the route."""
-    for name in list_pod_namespaces():
-        remove_pod_network(name, "")
-    run("ip", "netns", "del", NODE_NETNS, check=False)
+def remove_host_route() -> None:
     routes = run(
         "ip", "route", "show", "type", "unreachable", str(SANDBOX_RANGE), check=False
     ).stdout
@@ -87,48 +148,9 @@ def node_teardown() -> None:
         run("ip", "route", "del", "unreachable", str(SANDBOX_RANGE), check=False)
 
 
-def list_pod_namespaces() -> list[str]:
-    if not NETNS_DIR.exists():
-        return []
-    return sorted(
-        path.name for path in NETNS_DIR.iterdir() if path.name.startswith(POD_NETNS_PREFIX)
-    )
-
-
 def namespace_pids(name: str) -> list[int]:
     output = run("ip", "netns", "pids", name, check=False).stdout
     return [int(pid) for pid in output.split()]
-
-
-def add_pod_network(netns: str, veth: str, holder_pid: int, pod_ip: str) -> None:
-    """Name the holder's namespace, wire it to the bridge and give it its address."""
-    run("ip", "netns", "attach", netns, str(holder_pid))
-    run(
-        "ip",
-        "-n",
-        NODE_NETNS,
-        "-batch",
-        "-",
-        stdin=f"link add {veth} type veth peer name eth0 netns {netns}\n"
-        f"link set {veth} master {BRIDGE} up\n",
-    )
-    run(
-        "ip",
-        "-n",
-        netns,
-        "-batch",
-        "-",
-        stdin="link set lo up\n"
-        "link set eth0 up\n"
-        f"addr add {pod_ip}/{POD_CIDR.prefixlen} dev eth0\n"
-        f"route add default via {GATEWAY_IP}\n",
-    )
-
-
-def remove_pod_network(netns: str, veth: str) -> None:
-    if veth:
-        run("ip", "-n", NODE_NETNS, "link", "del", veth, check=False)
-    run("ip", "netns", "del", netns, check=False)
 
 
 def _service_ruleset(rules: list[ServiceRule]) -> str:
@@ -170,11 +192,6 @@ def _service_ruleset(rules: list[ServiceRule]) -> str:
         )
         + "\n"
     )
-
-
-def apply_service_rules(rules: list[ServiceRule]) -> None:
-    """Replace the whole service table in one atomic nft transaction."""
-    run("ip", "netns", "exec", NODE_NETNS, "nft", "-f", "-", stdin=_service_ruleset(rules))
 
 
 class AddressPool:
