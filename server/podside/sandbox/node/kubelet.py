@@ -65,6 +65,8 @@ class ContainerWorker:
         self.ready = False
         self.finished = False  # terminated and will not restart
         self.process: asyncio.subprocess.Process | None = None
+        # The environment it runs with; exec probes get the same, as `runc exec` gives them.
+        self.env: dict[str, str] = {}
         self.has_run = False
         self.task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -120,6 +122,7 @@ class ContainerWorker:
                 )
                 await asyncio.sleep(CONFIG_RETRY_SECONDS)
                 continue
+            self.env = env
             exit_code = await self._run_once(argv, env)
             if not self._will_restart(exit_code):
                 self.finished = True
@@ -162,7 +165,7 @@ class ContainerWorker:
         env = container_env(
             self.pod.current(),
             self.spec,
-            self.pod.kubelet.store.list(SERVICES, self.pod.namespace),
+            self.pod.kubelet.linkable_services(self.pod.namespace),
             self.pod.lookup,
         )
         return [expand(arg, env) for arg in argv], env
@@ -289,8 +292,10 @@ class ContainerWorker:
             "-n",
             "-m",
             "-u",
+            f"--wd={self.spec.get('workingDir') or '/'}",
             "--",
             *probe["exec"]["command"],
+            env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -706,6 +711,14 @@ class Kubelet:
         if path not in self._mountpoints:
             remove_mountpoint(path)
         network.record(self.state.network_file, mountpoints=sorted(set(self._mountpoints)))
+
+    def linkable_services(self, namespace: str) -> list[Object]:
+        """The namespace's services and the control plane's, for the containers' variables."""
+        control_plane = self.store.get(SERVICES, "default", "kubernetes")
+        return [
+            *([control_plane] if control_plane is not None else []),
+            *self.store.list(SERVICES, namespace),
+        ]
 
     def worker_of(self, pod: Object) -> PodWorker | None:
         return self.workers.get(pod["metadata"]["uid"])
