@@ -5,6 +5,7 @@ other one; test_zz_lifecycle takes it down last and checks that nothing is left)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import yaml
 
 from podside.sandbox import control, owners
 from podside.sandbox.layout import CONTEXT_NAME, StateDir
+from podside.sandbox.node import network
 from tests.sandbox.conftest import pod_phase, run_pod, wait_for
 
 
@@ -143,3 +145,41 @@ def test_two_sandboxes_serve_their_own_pods_and_one_down_leaves_the_other_whole(
     assert answer["audit"] == "audited (201)"
     auditor_ip = core.read_namespaced_service("auditor", "default").spec.cluster_ip
     assert _lookup_in_new_pod(core, namespace) == auditor_ip
+
+
+def test_a_mount_point_two_sandboxes_use_outlives_the_down_of_the_one_that_made_it(
+    sandbox: StateDir, second: StateDir, kubeconfig: Path, core: Any, namespace: str
+) -> None:
+    # A mount path the host lacks: the sandbox creates it on the shared filesystem.
+    target = f"/podside-shared-{os.urandom(3).hex()}/data"
+    made = Path(target).parent
+    second_core = _core(kubeconfig, control.admin_context(second))
+    for client, pod_namespace, name in (
+        (second_core, "default", "maker"),
+        (core, namespace, "user"),
+    ):
+        run_pod(
+            client,
+            pod_namespace,
+            name,
+            ["sleep", "600"],
+            terminationGracePeriodSeconds=1,
+            volumes=[{"name": "scratch", "emptyDir": {}}],
+            container={"volumeMounts": [{"name": "scratch", "mountPath": target}]},
+        )
+        wait_for(lambda c=client, n=pod_namespace, p=name: pod_phase(c, n, p) == "Running")
+    assert made.is_dir()
+
+    assert control.down(second) == 0
+
+    # Removing the directory would have detached the first sandbox's mount in its pod.
+    assert made.is_dir()
+    uid = core.read_namespaced_pod("user", namespace).metadata.uid
+    holder = network.namespace_pids(sandbox.pod_netns(uid))[0]
+    mounted = [
+        line.split()[4] for line in Path(f"/proc/{holder}/mountinfo").read_text().splitlines()
+    ]
+    assert target in mounted
+    # The first sandbox now owns it: it goes with the last pod that used it.
+    core.delete_namespaced_pod("user", namespace, grace_period_seconds=0)
+    wait_for(lambda: not made.exists(), what=f"{made} removed with the last pod using it")

@@ -50,7 +50,10 @@ def test_down_removes_everything(sandbox: Any, kubeconfig: Path, core: Any) -> N
     ).stdout
     assert ("198.18.0.0/15" in routes) == bool(others)
     assert not sandbox.owner_file.exists()
-    assert bool(others) == OWNERS_DIR.exists()
+    # The last sandbox takes the owners' directory (and its lock) with it, unless a crashed
+    # sandbox's owner file still waits there for that sandbox's own `down`.
+    if not others and not any(OWNERS_DIR.glob("*.json")):
+        assert not OWNERS_DIR.exists()
     assert not os.path.exists(f"/proc/{daemon_pid}")
     pauses = subprocess.run(["pgrep", "-x", "pause"], capture_output=True, text=True).stdout.split()
     assert not [

@@ -204,7 +204,7 @@ def _teardown(state: StateDir, keep_kubeconfig: bool) -> list[str]:
     if owners.leave(state):
         removed.append("host route")
     for mountpoint in recorded_mountpoints(state):
-        remove_mountpoint(mountpoint)
+        remove_mountpoint(mountpoint, state)
     if not keep_kubeconfig:
         changed = kubeconfig.remove_recorded_contexts(state)
         if changed:

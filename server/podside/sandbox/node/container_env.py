@@ -1,5 +1,6 @@
-"""A container's environment as the kubelet builds it: service links, envFrom, env with
-valueFrom, and `$(VAR)` expansion in values, command and args."""
+"""A container's environment as the kubelet and the runtime build it: HOSTNAME, the image's
+variables, service links, envFrom, env with valueFrom, and `$(VAR)` expansion in values,
+command and args. Nothing of the node's own environment gets in, as in a real container."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from podside.sandbox.node.images import image_env
 from podside.sandbox.node.pod_files import MissingReference
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 Lookup = Callable[[str, str], dict[str, Any] | None]
@@ -56,6 +57,24 @@ def service_links(services: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
+def linked_services(pod: dict[str, Any], services: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The services a container gets variables for, as the kubelet picks them from
+    `services`: the control plane's `kubernetes` service in `default` always (even with
+    enableServiceLinks false), and those of the pod's own namespace unless links are off,
+    a same-named one there winning."""
+    namespace = pod["metadata"]["namespace"]
+    links = pod["spec"].get("enableServiceLinks", True)
+    chosen: dict[str, dict[str, Any]] = {}
+    for service in services:
+        metadata = service["metadata"]
+        if metadata["namespace"] == "default" and metadata["name"] == "kubernetes":
+            chosen.setdefault(metadata["name"], service)
+    for service in services:
+        if service["metadata"]["namespace"] == namespace and links:
+            chosen[service["metadata"]["name"]] = service
+    return list(chosen.values())
+
+
 def _field(pod: dict[str, Any], path: str) -> str:
     match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
     if match:
@@ -92,14 +111,14 @@ def _config_value(lookup: Lookup, kind: str, reference: dict[str, Any]) -> str |
 def container_env(
     pod: dict[str, Any], container: dict[str, Any], services: list[dict[str, Any]], lookup: Lookup
 ) -> dict[str, str]:
-    """Raises MissingReference when a required configMap or secret is absent."""
+    """`services`: those of the pod's namespace and the `kubernetes` service of `default`.
+    Raises MissingReference when a required configMap or secret is absent."""
+    # containerd sets HOSTNAME, then the image's variables; the kubelet's come on top.
     env = {
-        "PATH": DEFAULT_PATH,
         "HOSTNAME": pod["spec"].get("hostname") or pod["metadata"]["name"],
-        "HOME": "/root",
+        **image_env(container.get("image", "")),
     }
-    if pod["spec"].get("enableServiceLinks", True):
-        env.update(service_links(services))
+    env.update(service_links(linked_services(pod, services)))
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
         if "configMapRef" in source:
@@ -134,4 +153,6 @@ def container_env(
             value = _config_value(lookup, "secrets", source["secretKeyRef"])
         if value is not None:
             env[name] = value
+    # runc gives a process without HOME the home of its user, root's here.
+    env.setdefault("HOME", "/root")
     return env

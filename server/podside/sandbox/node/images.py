@@ -1,4 +1,4 @@
-"""Which local program a container image stands for.
+"""Which local program a container image stands for, and the environment the image sets.
 
 The sandbox pulls nothing: it knows the podside agent image and the demo images, and runs
 any other image only when the container says what to run (`command`).
@@ -6,6 +6,7 @@ any other image only when the container says what to run (`command`).
 
 from __future__ import annotations
 
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ DEMO_PROGRAMS = {
     "podside/demo-blog": "blog/app.py",
     "podside/demo-auditor": "auditor/app.py",
     "podside/demo-traffic": "traffic/app.py",
+}
+
+
+# containerd's PATH for an image that sets none; busybox's image sets exactly this one.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The release manager's key the official python image's Dockerfile checks the source with.
+PYTHON_RELEASE_KEYS = {
+    "3.10": "A035C8C19219BA821ECEA86B64E628F8D684696D",
+    "3.11": "A035C8C19219BA821ECEA86B64E628F8D684696D",
+    "3.12": "7169605F62C751356D054A26A821E680E5FA6305",
+    "3.13": "7169605F62C751356D054A26A821E680E5FA6305",
 }
 
 
@@ -35,6 +47,38 @@ def repository(image: str) -> str:
 
 def is_agent_image(image: str) -> bool:
     return repository(image).endswith(AGENT_REPOSITORY_SUFFIX)
+
+
+def _is_python_image(image: str) -> bool:
+    """The official python image, and the images built on it: the agent's (agent/Dockerfile)
+    and the demo programs'."""
+    repo = repository(image)
+    return (
+        repo.rsplit("/", 1)[-1] == "python"
+        or is_agent_image(image)
+        or any(repo.endswith(suffix) for suffix in DEMO_PROGRAMS)
+    )
+
+
+def image_env(image: str) -> dict[str, str]:
+    """The variables the image's config sets (its Dockerfile's ENV lines).
+
+    A python image here runs this machine's interpreter, so its variables describe that one:
+    PYTHON_VERSION is the interpreter's. PYTHON_SHA256 (the source tarball's digest, in newer
+    images) is left out, since no tarball was ever on this machine to take it from.
+    """
+    if not _is_python_image(image):
+        return {"PATH": DEFAULT_PATH}
+    env = {
+        # The official image puts /usr/local/bin in front of the default PATH.
+        "PATH": "/usr/local/bin:" + DEFAULT_PATH,
+        "LANG": "C.UTF-8",
+        "PYTHON_VERSION": platform.python_version(),
+    }
+    key = PYTHON_RELEASE_KEYS.get("{}.{}".format(*sys.version_info[:2]))
+    if key:
+        env["GPG_KEY"] = key
+    return env
 
 
 def resolve_argv(container: dict[str, Any], target_pid: int | None = None) -> list[str]:

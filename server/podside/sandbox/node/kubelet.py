@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from podside.sandbox import owners
 from podside.sandbox.api.resources import resource
 from podside.sandbox.api.store import Event, Object, Store, now_rfc3339
 from podside.sandbox.layout import (
@@ -65,6 +66,8 @@ class ContainerWorker:
         self.ready = False
         self.finished = False  # terminated and will not restart
         self.process: asyncio.subprocess.Process | None = None
+        # The environment it runs with; exec probes get the same, as `runc exec` gives them.
+        self.env: dict[str, str] = {}
         self.has_run = False
         self.task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -120,6 +123,7 @@ class ContainerWorker:
                 )
                 await asyncio.sleep(CONFIG_RETRY_SECONDS)
                 continue
+            self.env = env
             exit_code = await self._run_once(argv, env)
             if not self._will_restart(exit_code):
                 self.finished = True
@@ -162,7 +166,7 @@ class ContainerWorker:
         env = container_env(
             self.pod.current(),
             self.spec,
-            self.pod.kubelet.store.list(SERVICES, self.pod.namespace),
+            self.pod.kubelet.linkable_services(self.pod.namespace),
             self.pod.lookup,
         )
         return [expand(arg, env) for arg in argv], env
@@ -289,8 +293,10 @@ class ContainerWorker:
             "-n",
             "-m",
             "-u",
+            f"--wd={self.spec.get('workingDir') or '/'}",
             "--",
             *probe["exec"]["command"],
+            env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -495,6 +501,10 @@ class PodWorker:
                 if kind == "touch":
                     commands.append(f"mkdir -p {shlex.quote(str(Path(target).parent))}")
                 commands.append(f"{kind} {shlex.quote(target)}")
+            elif (shared := self.kubelet.created_by_another_sandbox(target)) is not None:
+                # Another sandbox's pod made it, and this pod needs it too: whichever of the
+                # sandboxes goes last removes it.
+                self._remember_mountpoint(shared)
             commands.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")
             if read_only:
                 commands.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
@@ -522,8 +532,11 @@ class PodWorker:
         path = Path(target)
         while not path.parent.exists():
             path = path.parent
-        self.created_mountpoints.append(str(path))
-        self.kubelet.remember_mountpoint(str(path))
+        self._remember_mountpoint(str(path))
+
+    def _remember_mountpoint(self, path: str) -> None:
+        self.created_mountpoints.append(path)
+        self.kubelet.remember_mountpoint(path)
 
     def publish_status(self) -> None:
         """Coalesce status writes: several changes in one loop turn become one update."""
@@ -700,12 +713,28 @@ class Kubelet:
         self._mountpoints.append(path)
         network.record(self.state.network_file, mountpoints=sorted(set(self._mountpoints)))
 
+    def created_by_another_sandbox(self, target: str) -> str | None:
+        """The mount point another running sandbox created at or above `target`, if any."""
+        for owner in owners.running(excluding=self.state):
+            for recorded in recorded_mountpoints(StateDir(owner.state_dir)):
+                if target == recorded or target.startswith(recorded.rstrip("/") + "/"):
+                    return recorded
+        return None
+
     def forget_mountpoint(self, path: str) -> None:
         if path in self._mountpoints:
             self._mountpoints.remove(path)
         if path not in self._mountpoints:
-            remove_mountpoint(path)
+            remove_mountpoint(path, self.state)
         network.record(self.state.network_file, mountpoints=sorted(set(self._mountpoints)))
+
+    def linkable_services(self, namespace: str) -> list[Object]:
+        """The namespace's services and the control plane's, for the containers' variables."""
+        control_plane = self.store.get(SERVICES, "default", "kubernetes")
+        return [
+            *([control_plane] if control_plane is not None else []),
+            *self.store.list(SERVICES, namespace),
+        ]
 
     def worker_of(self, pod: Object) -> PodWorker | None:
         return self.workers.get(pod["metadata"]["uid"])
@@ -726,8 +755,29 @@ class Kubelet:
         return connection
 
 
-def remove_mountpoint(path: str) -> None:
-    """Remove a mount point the sandbox created, if nothing else was put there since."""
+def _mounted_by_another_sandbox(state: StateDir, path: str) -> bool:
+    """Whether a pod of another running sandbox mounts something at or under `path`: removing
+    the directory would detach that pod's mount (the kernel lets rmdir take a mount point of
+    another mount namespace)."""
+    for owner in owners.running(excluding=state):
+        for netns in network.NodeNetwork(StateDir(owner.state_dir)).pod_namespaces():
+            for pid in network.namespace_pids(netns):
+                try:
+                    lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                except OSError:
+                    continue
+                # Field 5 is the mount point; pods share the host's root, so paths compare.
+                targets = (line.split()[4] for line in lines)
+                if any(t == path or t.startswith(path.rstrip("/") + "/") for t in targets):
+                    return True
+    return False
+
+
+def remove_mountpoint(path: str, state: StateDir) -> None:
+    """Remove a mount point the sandbox created, if nothing else was put there since and no
+    other sandbox's pod mounts there."""
+    if _mounted_by_another_sandbox(state, path):
+        return
     target = Path(path)
     with contextlib.suppress(OSError):
         if target.is_dir():
@@ -739,6 +789,8 @@ def remove_mountpoint(path: str) -> None:
 
 
 def recorded_mountpoints(state: StateDir) -> list[str]:
-    if not state.network_file.exists():
+    try:
+        recorded = json.loads(state.network_file.read_text())
+    except FileNotFoundError:
         return []
-    return list(json.loads(state.network_file.read_text()).get("mountpoints", []))
+    return list(recorded.get("mountpoints", []))

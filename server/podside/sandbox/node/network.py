@@ -216,4 +216,7 @@ def record(path: Path, **facts: object) -> None:
     """Merge facts into the network record the CLI reads on `down`."""
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(facts)
-    path.write_text(json.dumps(data, indent=2))
+    # Other sandboxes read it too (which mount points this one made): never a torn file.
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    temporary.replace(path)
