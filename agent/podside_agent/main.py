@@ -1,4 +1,5 @@
-"""Command line of the agent: `python -m podside_agent --port N --token T [...]`."""
+"""Command line of the agent: `python -m podside_agent --port N (--token T | --token-sha256 H)
+[...]`, and `--enroll`, which hands one more verifier to the agent already on port N."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from podside_agent import __version__
+from podside_agent.enrollment import EnrollmentFailed, enroll
 from podside_agent.podnet import PodNetwork, find_target_process
 from podside_agent.server import AgentServer
+from podside_protocol.tokens import VERIFIER_ENV, Verifiers, parse_verifier
 
 log = logging.getLogger("podside_agent")
 
@@ -22,7 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("PODSIDE_AGENT_TOKEN"),
-        help="session token every client must present (default: $PODSIDE_AGENT_TOKEN)",
+        help="a session token clients may present (default: $PODSIDE_AGENT_TOKEN)",
+    )
+    parser.add_argument(
+        "--token-sha256",
+        default=os.environ.get(VERIFIER_ENV),
+        metavar="HEX",
+        help="accept the token whose SHA-256 this is, so the token itself need not be where "
+        f"the agent is started (default: ${VERIFIER_ENV})",
+    )
+    parser.add_argument(
+        "--enroll",
+        action="store_true",
+        help="do not serve: make the agent already listening on --port in this pod accept "
+        "the token of --token-sha256 too, then exit",
     )
     parser.add_argument(
         "--listen",
@@ -57,9 +73,34 @@ class AgentStartError(Exception):
     """The agent cannot start; the message is one line for the user."""
 
 
+def verifiers_of(args: argparse.Namespace) -> Verifiers:
+    verifiers = Verifiers.of_token(args.token) if args.token else Verifiers()
+    if args.token_sha256:
+        try:
+            verifiers.add(args.token_sha256)
+        except ValueError as error:
+            raise AgentStartError(f"--token-sha256: {error}") from None
+    if not verifiers:
+        raise AgentStartError(
+            f"a session token is required (--token, --token-sha256 or ${VERIFIER_ENV})"
+        )
+    return verifiers
+
+
+def enroll_with_agent(args: argparse.Namespace) -> None:
+    if not args.token_sha256:
+        raise AgentStartError(f"--enroll hands over --token-sha256 (or ${VERIFIER_ENV})")
+    try:
+        enroll(args.port, parse_verifier(args.token_sha256))
+    except ValueError as error:
+        raise AgentStartError(f"--token-sha256: {error}") from None
+    except (EnrollmentFailed, OSError) as error:
+        raise AgentStartError(f"enrolling with the agent on port {args.port}: {error}") from None
+    print(f"podside-agent: the agent on port {args.port} accepts one more token", flush=True)
+
+
 async def serve(args: argparse.Namespace) -> None:
-    if not args.token:
-        raise AgentStartError("a session token is required (--token or $PODSIDE_AGENT_TOKEN)")
+    verifiers = verifiers_of(args)
     target_pid = args.target_pid
     if target_pid is None:
         target_pid = find_target_process()
@@ -69,7 +110,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise AgentStartError(f"no process with pid {target_pid}")
     network = PodNetwork(target_pid)
     server = AgentServer(
-        token=args.token,
+        verifiers=verifiers,
         network=network,
         heartbeat_timeout=args.heartbeat_timeout,
         idle_exit=args.idle_exit,
@@ -108,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(serve(args))
+        if args.enroll:
+            enroll_with_agent(args)
+        else:
+            asyncio.run(serve(args))
     except AgentStartError as error:
         print(f"podside-agent: {error}", file=sys.stderr)
         return 1

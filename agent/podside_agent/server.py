@@ -1,5 +1,6 @@
-"""The agent's server: accepts clients, checks their token, and routes each request or stream
-to the feature that owns it (outgoing, mirror, env, files).
+"""The agent's server: accepts clients, checks their token against its verifiers (more come
+through enrollment, see `enrollment.py`), and routes each request or stream to the feature
+that owns it (outgoing, mirror, env, files).
 
 Clients are independent: a client that breaks the protocol or goes silent is dropped with its
 subscriptions and streams, and the others carry on.
@@ -17,6 +18,7 @@ from typing import Any
 
 from podside_agent import __version__, capabilities
 from podside_agent import files as agent_files
+from podside_agent.enrollment import EnrollmentListener
 from podside_agent.mirror import Mirror
 from podside_agent.outgoing import Outgoing
 from podside_agent.peer import Peer, RequestFailed
@@ -36,6 +38,7 @@ from podside_protocol import (
 from podside_protocol import capabilities as capabilities_messages
 from podside_protocol import mirror as mirror_messages
 from podside_protocol import steal as steal_messages
+from podside_protocol.tokens import Verifiers
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,14 @@ class AgentServer:
     def __init__(
         self,
         *,
-        token: str,
+        verifiers: Verifiers,
         network: PodNetwork,
         heartbeat_timeout: float = 3.0,
         idle_exit: float = 0.0,
     ) -> None:
-        self.token = token
+        self.verifiers = verifiers
         self.network = network
+        self.enrollment = EnrollmentListener(verifiers, network)
         self.heartbeat_timeout = heartbeat_timeout
         self.idle_exit = idle_exit
         self.peers: set[Peer] = set()
@@ -66,6 +70,7 @@ class AgentServer:
         self._server = await asyncio.get_running_loop().create_server(
             self._new_peer, host, port, reuse_address=True
         )
+        await self.enrollment.start(self.addresses()[0][1])
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     def addresses(self) -> list[tuple[str, int]]:
@@ -75,6 +80,7 @@ class AgentServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.enrollment.close()
         for peer in list(self.peers):
             peer.close("agent shutting down")
         if self.mirror is not None:
@@ -88,7 +94,7 @@ class AgentServer:
     def _new_peer(self) -> Peer:
         connection = Connection(
             Role.AGENT,
-            self.token,
+            self.verifiers,
             name=f"podside-agent/{__version__}",
             session_id=uuid.uuid4().hex[:12],
             info=self._info(),

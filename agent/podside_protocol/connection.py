@@ -10,7 +10,6 @@ stalls the others, and no buffer grows without bound.
 
 from __future__ import annotations
 
-import hmac
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from podside_protocol.frames import (
     encode,
     encode_data_header,
 )
+from podside_protocol.tokens import Verifiers
 
 __all__ = ["Connection", "Role"]
 
@@ -61,12 +61,16 @@ class _Stream:
 
 
 class Connection:
-    """The protocol state of one agent connection, identical on both ends but for `role`."""
+    """The protocol state of one agent connection, identical on both ends but for `role`.
+
+    `token` is what a client presents; an agent accepts the tokens its `Verifiers` know (a
+    plain string there stands for the verifier of that one token).
+    """
 
     def __init__(
         self,
         role: Role,
-        token: str,
+        token: str | Verifiers,
         *,
         name: str = "",
         session_id: str = "",
@@ -77,7 +81,7 @@ class Connection:
         self.role = role
         self.state = INITIAL_STATE[role]
         self.version = version
-        self._token = token
+        self._verifiers = token if isinstance(token, Verifiers) else Verifiers.of_token(token)
         self._name = name
         self._session_id = session_id
         self._info = info or {}
@@ -92,6 +96,8 @@ class Connection:
         self._next_ping = 1
         self.peer_version: int | None = None
         if role is Role.CLIENT:
+            if not isinstance(token, str):
+                raise LocalProtocolError("a client presents a token, not verifiers")
             hello = {"version": version, "token": token, "client": name, "features": features or {}}
             self._outbox.append(encode(Kind.HELLO, hello))
 
@@ -137,9 +143,7 @@ class Connection:
             )
             return self._reject("version", message)
         token = hello.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(
-            token.encode(), self._token.encode()
-        ):
+        if not isinstance(token, str) or not self._verifiers.accepts(token):
             return self._reject("token", "the session token is wrong")
         client = hello.get("client")
         features = hello.get("features")

@@ -119,7 +119,8 @@ def test_agent_without_a_token_says_so() -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert _one_line(result) == (
-        "podside-agent: a session token is required (--token or $PODSIDE_AGENT_TOKEN)"
+        "podside-agent: a session token is required "
+        "(--token, --token-sha256 or $PODSIDE_AGENT_TOKEN_SHA256)"
     )
 
 

@@ -4,12 +4,24 @@ namespace (the namespace the test's workloads are created in)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 # Fixtures shared with the sandbox tests: importing them here makes them available to tests/kube.
 from tests.sandbox.conftest import api_client, apps, core, kubeconfig, namespace  # noqa: F401
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache of agent tokens for the session, as one developer's machine has, instead of
+    this machine user's own."""
+    directory = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(directory))
+        yield directory
 
 
 @pytest.fixture

@@ -1,15 +1,19 @@
-"""The agent in the sandbox: an ephemeral container that really runs and is reused, a
-targetless pod, and image failures reported with the container's reason."""
+"""The agent in the sandbox: an ephemeral container that really runs and is reused by the
+session that holds its token, a targetless pod, and image failures reported with the
+container's reason."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from podside.errors import PodsideError
 from podside.kube.agent import DEFAULT_IMAGE, ensure_agent, ensure_targetless_agent
+from podside.kube.agent_tokens import TokenCache
 from podside.kube.targets import resolve_target
+from podside_protocol.tokens import verifier_of
 from tests.sandbox.conftest import pod_phase, wait_for
 
 
@@ -35,12 +39,15 @@ def _listening(core: Any, namespace: str, pod: str, container: str, port: int) -
 
 
 def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
-    core: Any, ctx: Any, namespace: str
+    core: Any, ctx: Any, namespace: str, tmp_path: Path
 ) -> None:
     _two_container_pod(core, namespace)
     target = resolve_target(ctx, "pod/app")
     said: list[str] = []
-    endpoint = ensure_agent(ctx, target, image=DEFAULT_IMAGE, progress=said.append, timeout=30)
+    tokens = TokenCache(tmp_path / "cache")
+    endpoint = ensure_agent(
+        ctx, target, image=DEFAULT_IMAGE, progress=said.append, timeout=30, tokens=tokens
+    )
     assert (endpoint.namespace, endpoint.pod, endpoint.reused) == (namespace, "app", False)
     assert endpoint.container.startswith("podside-agent-")
     assert said == [
@@ -52,7 +59,11 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
     assert spec.name == endpoint.container
     assert spec.target_container_name == "main"
     assert spec.args == ["--port", str(endpoint.port), "--idle-exit", "300"]
-    assert [(e.name, e.value) for e in spec.env] == [("PODSIDE_AGENT_TOKEN", endpoint.token)]
+    # Only the verifier: the token is in this user's cache, not in what `get pods` shows.
+    assert [(e.name, e.value) for e in spec.env] == [
+        ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token))
+    ]
+    assert tokens.get(pod.metadata.uid, endpoint.container) == endpoint.token
     assert spec.security_context.capabilities.add == ["NET_ADMIN", "NET_RAW"]
     (status,) = pod.status.ephemeral_container_statuses
     assert status.state.running is not None
@@ -61,7 +72,7 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
         what="the agent listening",
     )
 
-    again = ensure_agent(ctx, target, image=DEFAULT_IMAGE, progress=said.append)
+    again = ensure_agent(ctx, target, image=DEFAULT_IMAGE, progress=said.append, tokens=tokens)
     assert again.reused
     assert (again.container, again.port, again.token) == (
         endpoint.container,
@@ -126,6 +137,9 @@ def test_targetless_agent_is_a_pod_of_its_own(core: Any, ctx: Any, namespace: st
     assert pod.status.phase == "Running"
     (container,) = pod.spec.containers
     assert container.args == ["--port", str(endpoint.port), "--idle-exit", "300"]
+    assert [(e.name, e.value) for e in container.env] == [
+        ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token))
+    ]
     assert container.security_context.capabilities.add == ["NET_ADMIN", "NET_RAW"]
     wait_for(
         lambda: _listening(core, namespace, endpoint.pod, "agent", endpoint.port),

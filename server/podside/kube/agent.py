@@ -1,9 +1,13 @@
 """The agent in the cluster: an ephemeral container in the target pod (or, targetless, a pod of
-its own), started or reused, and waited for until it runs.
+its own), started, joined or reused, and waited for until it runs.
 
 Ephemeral containers can never be removed from a pod, so a running podside agent in the pod is
 reused rather than another one added each session; the agent serves several clients and exits
-by itself `--idle-exit` seconds after its last one left.
+by itself `--idle-exit` seconds after its last one left. Its spec carries only the verifier of
+a token (anyone who may `get pods` reads the spec); the token stays in the starter's cache
+(`agent_tokens`). A session with no token for the agent there joins it: a short-lived
+`--enroll` container hands the agent the verifier of a fresh token over the pod-local socket,
+so several developers share one agent, and the steal coordination that lives in it.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from kubernetes.client.exceptions import ApiException
 
 import podside
 from podside.errors import PodsideError
+from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
 from podside.kube.targets import AGENT_POD_LABEL, Target
+from podside_protocol.tokens import VERIFIER_ENV, new_token, verifier_of
 
 DEFAULT_IMAGE = f"ghcr.io/podside/agent:{podside.__version__}"
 AGENT_REPOSITORY_SUFFIX = "podside/agent"
-TOKEN_ENV = "PODSIDE_AGENT_TOKEN"
+# Older podside put the token itself in the spec: such an agent is never reused.
+PLAIN_TOKEN_ENV = "PODSIDE_AGENT_TOKEN"
+ENROLL_FLAG = "--enroll"
 IDLE_EXIT_SECONDS = 300
 PORT_RANGE = (20000, 60000)
 TARGETLESS_CONTAINER = "agent"
@@ -49,7 +57,8 @@ FAILED_WAITING_REASONS = frozenset(
 
 @dataclass
 class AgentEndpoint:
-    """Where a running agent listens (inside `pod`, reached by port-forward) and its token."""
+    """Where a running agent listens (inside `pod`, reached by port-forward) and this
+    session's token for it."""
 
     namespace: str
     pod: str
@@ -75,28 +84,43 @@ def _random_suffix() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(5))
 
 
-def _agent_container(name: str, image: str, port: int, token: str) -> dict[str, Any]:
-    """The agent's container spec, shared by the ephemeral and the targetless form."""
+def _agent_container(name: str, image: str, args: list[str], token: str) -> dict[str, Any]:
+    """An agent image container spec (the agent, or an enrollment) that shows only the
+    token's verifier; shared by the ephemeral and the targetless form."""
     return {
         "name": name,
         "image": image,
-        "args": ["--port", str(port), "--idle-exit", str(IDLE_EXIT_SECONDS)],
-        "env": [{"name": TOKEN_ENV, "value": token}],
+        "args": args,
+        "env": [{"name": VERIFIER_ENV, "value": verifier_of(token)}],
         "securityContext": {"capabilities": {"add": CAPABILITIES}},
     }
 
 
-def _endpoint_of(container: Any, namespace: str, pod: str) -> AgentEndpoint | None:
-    """Port and token of an agent container spec, if it was started the way podside does."""
+def _agent_args(port: int) -> list[str]:
+    return ["--port", str(port), "--idle-exit", str(IDLE_EXIT_SECONDS)]
+
+
+@dataclass(frozen=True)
+class RunningAgent:
+    """An agent container of a pod that podside started and that runs now."""
+
+    container: str
+    port: int
+
+
+def _port_of(container: Any) -> int | None:
+    """The port of an agent container started the way this podside starts one: its spec
+    holds a verifier and never a token (that would be an older podside's)."""
     args = list(container.args or [])
-    token = next((e.value for e in container.env or [] if e.name == TOKEN_ENV and e.value), None)
-    if "--port" not in args or token is None:
+    names = {e.name for e in container.env or []}
+    if "--port" not in args or ENROLL_FLAG in args or VERIFIER_ENV not in names:
+        return None
+    if PLAIN_TOKEN_ENV in names:
         return None
     try:
-        port = int(args[args.index("--port") + 1])
+        return int(args[args.index("--port") + 1])
     except (IndexError, ValueError):
         return None
-    return AgentEndpoint(namespace, pod, port, token, container.name, reused=True)
 
 
 def _container_state(statuses: list[Any] | None, name: str) -> Any:
@@ -104,28 +128,26 @@ def _container_state(statuses: list[Any] | None, name: str) -> Any:
     return status.state if status else None
 
 
-def _reusable_agent(pod: Any, target: Target, image: str) -> AgentEndpoint | None:
-    """A running agent in `pod` attached to the same container, from the same image (another
-    image may speak another protocol version); the newest if there are several."""
+def running_agents(pod: Any, target: Target, image: str) -> list[RunningAgent]:
+    """The running agents in `pod` attached to the same container, from the same image
+    (another image may speak another protocol version), newest first."""
     running = {
         status.name
         for status in pod.status.ephemeral_container_statuses or []
         if status.state and status.state.running
     }
-    candidates = [
-        container
-        for container in pod.spec.ephemeral_containers or []
-        if container.name in running
-        and is_agent_image(container.image or "")
-        and container.image == image
-        and container.target_container_name == target.container
-    ]
+    agents = []
+    for container in pod.spec.ephemeral_containers or []:
+        if (
+            container.name in running
+            and is_agent_image(container.image or "")
+            and container.image == image
+            and container.target_container_name == target.container
+            and (port := _port_of(container)) is not None
+        ):
+            agents.append(RunningAgent(container.name, port))
     # Ephemeral containers are only ever appended, so the last one is the newest.
-    for container in reversed(candidates):
-        endpoint = _endpoint_of(container, target.namespace, target.pod)
-        if endpoint is not None:
-            return endpoint
-    return None
+    return agents[::-1]
 
 
 def _failure(state: Any, what: str) -> str | None:
@@ -198,47 +220,45 @@ def ensure_agent(
     image: str,
     progress: Callable[[str], None],
     timeout: float = 60.0,
+    tokens: TokenCache | None = None,
 ) -> AgentEndpoint:
-    """A running agent in the target's pod: the one already there for the same container and
-    image, else a new ephemeral container (random port, fresh token) once it runs."""
+    """A running agent in the target's pod and a token it accepts: the one already there for
+    the same container and image (with the token this user holds for it, else joined with a
+    fresh one), or a new ephemeral container (random port, fresh token) once it runs."""
+    tokens = tokens or TokenCache()
     core = client.CoreV1Api(ctx.api_client)
     where = f"pod {target.namespace}/{target.pod}"
     with api_errors(ctx, f"get pods in namespace {target.namespace}"):
-        pod = core.read_namespaced_pod(
+        pod: Any = core.read_namespaced_pod(
             target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
         )
-    reused = _reusable_agent(pod, target, image)
-    if reused is not None:
-        progress(f"reusing the agent {reused.container} in {where}")
-        return reused
+    pod_uid = str(pod.metadata.uid)
+    agents = running_agents(pod, target, image)
+    for agent in agents:
+        token = tokens.get(pod_uid, agent.container)
+        if token is not None:
+            progress(f"reusing the agent {agent.container} in {where}")
+            return AgentEndpoint(
+                target.namespace, target.pod, agent.port, token, agent.container, reused=True
+            )
+    if agents:
+        endpoint = _join(ctx, target, agents[0], image, progress, timeout)
+        if endpoint is not None:
+            tokens.put(pod_uid, endpoint.container, endpoint.token)
+            return endpoint
 
     name = f"podside-agent-{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
-    token = secrets.token_urlsafe(24)
+    token = new_token()
     container = {
-        **_agent_container(name, image, port, token),
+        **_agent_container(name, image, _agent_args(port), token),
         "targetContainerName": target.container,
     }
     progress(f"starting the agent in {where} (container {target.container}, image {image})")
-    with api_errors(ctx, f"patch pods/ephemeralcontainers in namespace {target.namespace}"):
-        try:
-            core.patch_namespaced_pod_ephemeralcontainers(
-                target.pod,
-                target.namespace,
-                {"spec": {"ephemeralContainers": [container]}},
-                # Strategic merge adds to the list by name; a merge patch would replace the
-                # list, which the API server refuses once the pod has ephemeral containers.
-                _content_type="application/strategic-merge-patch+json",
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                raise PodsideError(
-                    f"cannot add the agent to {where}: {status_message(error)} (the pod is gone, "
-                    "or the cluster is older than Kubernetes 1.25 and has no ephemeral "
-                    "containers; --targetless needs none)"
-                ) from None
-            raise
+    _add_ephemeral_container(ctx, target, container)
+    # Kept from the moment the container exists: a session ended while it starts still
+    # leaves this user able to reuse it.
+    tokens.put(pod_uid, name, token)
 
     def running(pod: Any) -> bool:
         state = _container_state(pod.status.ephemeral_container_statuses, name)
@@ -260,6 +280,95 @@ def ensure_agent(
     return AgentEndpoint(target.namespace, target.pod, port, token, name, reused=False)
 
 
+def _join(
+    ctx: KubeContext,
+    target: Target,
+    agent: RunningAgent,
+    image: str,
+    progress: Callable[[str], None],
+    timeout: float,
+) -> AgentEndpoint | None:
+    """Make `agent` accept a fresh token through an enrollment container; None if the agent
+    ended meanwhile (it reached its idle exit), so that a new one is started instead."""
+    where = f"pod {target.namespace}/{target.pod}"
+    name = f"podside-enroll-{_random_suffix()}"
+    token = new_token()
+    container = {
+        **_agent_container(name, image, [ENROLL_FLAG, "--port", str(agent.port)], token),
+        # The agent checks the enrolling process's capabilities in /proc: it must be in the
+        # agent's PID namespace, the target container's.
+        "targetContainerName": target.container,
+        # Why it failed, in the status, as the agent said it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    progress(f"joining the agent {agent.container} in {where} (container {name})")
+    try:
+        _add_ephemeral_container(ctx, target, container)
+    except PodsideError as error:
+        raise PodsideError(
+            f"the agent {agent.container} in {where} was started by another session, and "
+            f"this machine holds no token for it; joining it: {error.message}",
+            error.exit_code,
+        ) from None
+    outcome: list[bool] = []
+
+    def finished(pod: Any) -> bool:
+        statuses = pod.status.ephemeral_container_statuses
+        state = _container_state(statuses, name)
+        if state is not None and state.terminated and state.terminated.exit_code == 0:
+            outcome.append(True)
+            return True
+        failure = _failure(state, f"joining the agent {agent.container} in {where}: {name}")
+        if failure is None:
+            return False
+        agent_state = _container_state(statuses, agent.container)
+        if agent_state is None or not agent_state.running:
+            outcome.append(False)
+            return True
+        raise PodsideError(failure)
+
+    def on_timeout(pod: Any) -> str:
+        state = _container_state(pod.status.ephemeral_container_statuses, name) if pod else None
+        return (
+            f"joining the agent {agent.container} in {where}: {name} has not finished after "
+            f"{timeout:g}s ({_waiting_detail(state)}); see `kubectl describe pod -n "
+            f"{target.namespace} {target.pod}`"
+        )
+
+    _wait_for_pod(ctx, target.namespace, target.pod, timeout, finished, on_timeout)
+    if not outcome[0]:
+        progress(f"the agent {agent.container} ended meanwhile")
+        return None
+    progress("joined the agent")
+    return AgentEndpoint(
+        target.namespace, target.pod, agent.port, token, agent.container, reused=True
+    )
+
+
+def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[str, Any]) -> None:
+    core = client.CoreV1Api(ctx.api_client)
+    where = f"pod {target.namespace}/{target.pod}"
+    with api_errors(ctx, f"patch pods/ephemeralcontainers in namespace {target.namespace}"):
+        try:
+            core.patch_namespaced_pod_ephemeralcontainers(
+                target.pod,
+                target.namespace,
+                {"spec": {"ephemeralContainers": [container]}},
+                # Strategic merge adds to the list by name; a merge patch would replace the
+                # list, which the API server refuses once the pod has ephemeral containers.
+                _content_type="application/strategic-merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise PodsideError(
+                    f"cannot add the agent to {where}: {status_message(error)} (the pod is gone, "
+                    "or the cluster is older than Kubernetes 1.25 and has no ephemeral "
+                    "containers; --targetless needs none)"
+                ) from None
+            raise
+
+
 def ensure_targetless_agent(
     ctx: KubeContext,
     *,
@@ -273,7 +382,8 @@ def ensure_targetless_agent(
     namespace = ctx.namespace
     name = f"podside-agent-{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
-    token = secrets.token_urlsafe(24)
+    # Never reused, so the token stays in this process alone.
+    token = new_token()
     # A plain manifest: the client serializes dicts as they are, as for the patch above.
     body: Any = {
         "apiVersion": "v1",
@@ -281,7 +391,7 @@ def ensure_targetless_agent(
         "metadata": {"name": name, "labels": dict([AGENT_POD_LABEL])},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [_agent_container(TARGETLESS_CONTAINER, image, port, token)],
+            "containers": [_agent_container(TARGETLESS_CONTAINER, image, _agent_args(port), token)],
         },
     }
     where = f"pod {namespace}/{name}"

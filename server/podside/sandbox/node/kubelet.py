@@ -49,6 +49,8 @@ BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 IMAGE_BACKOFF_SECONDS = 1.0
 CONFIG_RETRY_SECONDS = 1.0
+TERMINATION_MESSAGE_BYTES = 2048
+TERMINATION_MESSAGE_LINES = 80
 
 
 class ContainerWorker:
@@ -233,17 +235,17 @@ class ContainerWorker:
         # A process killed by signal N exits as 128+N in a container runtime.
         exit_code = 128 - exit_code if exit_code < 0 else exit_code
         reason = "Completed" if exit_code == 0 else "Error"
-        self._set_state(
-            {
-                "terminated": {
-                    "exitCode": exit_code,
-                    "reason": reason,
-                    "startedAt": started_at,
-                    "finishedAt": now_rfc3339(),
-                    "containerID": self.status().get("containerID", ""),
-                }
-            }
-        )
+        terminated = {
+            "exitCode": exit_code,
+            "reason": reason,
+            "startedAt": started_at,
+            "finishedAt": now_rfc3339(),
+            "containerID": self.status().get("containerID", ""),
+        }
+        # The sandbox has no termination-log file, so only the fallback to the logs applies.
+        if exit_code and self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            terminated["message"] = log_tail(log_path)
+        self._set_state({"terminated": terminated})
         return exit_code
 
     def _start_probes(self) -> list[asyncio.Task[None]]:
@@ -753,6 +755,17 @@ class Kubelet:
             self.netns_path(pod), "127.0.0.1", port, timeout=5
         )
         return connection
+
+
+def log_tail(path: Path) -> str:
+    """The end of a container's log as the kubelet takes it for a termination message:
+    2048 bytes or 80 lines, whichever is less."""
+    with path.open("rb") as log_file:
+        log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - TERMINATION_MESSAGE_BYTES))
+        tail = log_file.read()
+    return b"".join(tail.splitlines(keepends=True)[-TERMINATION_MESSAGE_LINES:]).decode(
+        errors="replace"
+    )
 
 
 def _mounted_by_another_sandbox(state: StateDir, path: str) -> bool:

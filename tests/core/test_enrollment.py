@@ -1,0 +1,105 @@
+"""An agent started with only a token's verifier accepts that token and nothing the verifier
+shows; more tokens are enrolled over the pod-local socket, and only by a peer that holds what
+the agent holds (its uid and capabilities), never by the pod's other processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from podside_protocol import Connection, Role
+from podside_protocol.tokens import new_token, verifier_of
+from tests.topology import PYTHON, Pod, make_pod, wait_for
+
+# What `setpriv` needs to drop around the enrolling program.
+AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
+WITHOUT_NET_ADMIN = ("setpriv", "--inh-caps", "-net_admin", "--bounding-set", "-net_admin")
+
+
+@pytest.fixture(scope="module")
+def pod() -> Iterator[Pod]:
+    with make_pod() as pod:
+        # As podside starts it in a cluster: the verifier given, the token nowhere.
+        pod.spawn(
+            pod.in_pod(
+                *(PYTHON, "-m", "podside_agent", "--listen", "0.0.0.0"),
+                *("--port", str(pod.agent_port), "--token-sha256", verifier_of(pod.token)),
+            ),
+            "agent.log",
+        )
+        wait_for(lambda: "listening on" in pod.log("agent.log"), what="the agent to listen")
+        yield pod
+
+
+def handshake(pod: Pod, token: str) -> str:
+    """The state a client presenting `token` ends in: "open", or "closed" when rejected."""
+    client = Connection(Role.CLIENT, token, name="enrollment-test")
+    with socket.create_connection((pod.pod_ip, pod.agent_port), timeout=10) as sock:
+        sock.sendall(b"".join(client.data_to_send()))
+        while client.state.value == "awaiting welcome" and (piece := sock.recv(65536)):
+            client.receive_data(piece)
+    return client.state.value
+
+
+def enroll(pod: Pod, token: str, *wrapper: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pod.in_pod(
+            *wrapper,
+            *(PYTHON, "-m", "podside_agent", "--enroll", "--port", str(pod.agent_port)),
+            *("--token-sha256", verifier_of(token)),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_agent_accepts_the_token_and_not_its_verifier(pod: Pod) -> None:
+    assert handshake(pod, pod.token) == "open"
+    assert handshake(pod, verifier_of(pod.token)) == "closed"
+    assert handshake(pod, "") == "closed"
+
+
+def test_a_peer_with_the_agents_uid_and_capabilities_enrolls_a_token(pod: Pod) -> None:
+    token = new_token()
+    assert handshake(pod, token) == "closed"
+    result = enroll(pod, token)
+    assert result.returncode == 0, result.stderr
+    assert handshake(pod, token) == "open"
+    assert handshake(pod, pod.token) == "open"  # the first token still works
+
+
+def test_a_non_root_process_in_the_pod_cannot_enroll(pod: Pod) -> None:
+    token = new_token()
+    result = enroll(pod, token, *AS_NOBODY)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"podside-agent: enrolling with the agent on port {pod.agent_port}: "
+        "refused: the peer runs as uid 65534, the agent as uid 0"
+    )
+    assert handshake(pod, token) == "closed"
+    assert "refused an enrollment" in pod.log("agent.log")
+
+
+def test_a_root_process_without_the_agents_capabilities_cannot_enroll(pod: Pod) -> None:
+    token = new_token()
+    result = enroll(pod, token, *WITHOUT_NET_ADMIN)
+    assert result.returncode == 1
+    assert "refused: the peer lacks capabilities the agent has (mask 0x1000)" in result.stderr
+    assert handshake(pod, token) == "closed"
+
+
+def test_enrolling_needs_the_agents_network_namespace(pod: Pod) -> None:
+    """The socket is abstract, so it exists in the pod's network namespace only."""
+    result = subprocess.run(
+        [PYTHON, "-m", "podside_agent", "--enroll", "--port", str(pod.agent_port)],
+        env={"PODSIDE_AGENT_TOKEN_SHA256": verifier_of(new_token()), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "no agent listens for enrollments on port" in result.stderr

@@ -1,0 +1,118 @@
+"""Which running agent a session may reuse, and the cache that holds the tokens for them."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from podside.kube.agent import RunningAgent, running_agents
+from podside.kube.agent_tokens import TokenCache, default_directory
+from podside.kube.targets import Target
+
+IMAGE = "ghcr.io/podside/agent:0.1.0"
+VERIFIER = "0" * 64
+
+
+def _container(name: str, env: dict[str, str], args: list[str], **fields: Any) -> Any:
+    return SimpleNamespace(
+        name=name,
+        image=fields.get("image", IMAGE),
+        args=args,
+        env=[SimpleNamespace(name=key, value=value) for key, value in env.items()],
+        target_container_name=fields.get("target", "main"),
+    )
+
+
+def _pod(*containers: Any, running: tuple[str, ...] | None = None) -> Any:
+    names = running if running is not None else tuple(c.name for c in containers)
+    statuses = [
+        SimpleNamespace(
+            name=c.name, state=SimpleNamespace(running=object() if c.name in names else None)
+        )
+        for c in containers
+    ]
+    return SimpleNamespace(
+        spec=SimpleNamespace(ephemeral_containers=list(containers)),
+        status=SimpleNamespace(ephemeral_container_statuses=statuses),
+    )
+
+
+TARGET = Target("pod", "app", "ns", "app", "main", None)
+AGENT_ENV = {"PODSIDE_AGENT_TOKEN_SHA256": VERIFIER}
+
+
+def test_running_agents_are_listed_newest_first() -> None:
+    pod = _pod(
+        _container("podside-agent-a", AGENT_ENV, ["--port", "20001"]),
+        _container("podside-agent-b", AGENT_ENV, ["--port", "20002"]),
+    )
+    assert running_agents(pod, TARGET, IMAGE) == [
+        RunningAgent("podside-agent-b", 20002),
+        RunningAgent("podside-agent-a", 20001),
+    ]
+
+
+def test_an_agent_of_an_older_podside_with_its_token_in_the_spec_is_never_reused() -> None:
+    pod = _pod(
+        _container("podside-agent-old", {"PODSIDE_AGENT_TOKEN": "secret"}, ["--port", "20001"]),
+        _container(
+            "podside-agent-both", {**AGENT_ENV, "PODSIDE_AGENT_TOKEN": "x"}, ["--port", "20002"]
+        ),
+    )
+    assert running_agents(pod, TARGET, IMAGE) == []
+
+
+def test_enrollments_other_images_targets_and_stopped_agents_are_not_agents_to_reuse() -> None:
+    pod = _pod(
+        _container("podside-enroll-a", AGENT_ENV, ["--enroll", "--port", "20001"]),
+        _container("podside-agent-b", AGENT_ENV, ["--port", "20002"], image=IMAGE + "x"),
+        _container("podside-agent-c", AGENT_ENV, ["--port", "20003"], target="side"),
+        _container("podside-agent-d", AGENT_ENV, ["--port", "20004"]),
+        running=("podside-enroll-a", "podside-agent-b", "podside-agent-c"),
+    )
+    assert running_agents(pod, TARGET, IMAGE) == []
+
+
+def test_the_cache_keeps_tokens_per_pod_and_container_private(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path / "agents")
+    assert cache.get("uid-1", "podside-agent-a") is None
+    cache.put("uid-1", "podside-agent-a", "token-a")
+    cache.put("uid-1", "podside-agent-b", "token-b")
+    cache.put("uid-2", "podside-agent-a", "token-c")
+    assert cache.get("uid-1", "podside-agent-a") == "token-a"
+    assert cache.get("uid-1", "podside-agent-b") == "token-b"
+    assert cache.get("uid-2", "podside-agent-a") == "token-c"
+    assert stat.S_IMODE((tmp_path / "agents").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "agents" / "uid-1.json").stat().st_mode) == 0o600
+
+
+def test_concurrent_sessions_lose_no_token(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path)
+    threads = [
+        threading.Thread(target=cache.put, args=("uid", f"agent-{n}", f"token-{n}"))
+        for n in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [cache.get("uid", f"agent-{n}") for n in range(20)] == [f"token-{n}" for n in range(20)]
+
+
+def test_a_damaged_cache_file_is_no_token(tmp_path: Path) -> None:
+    (tmp_path / "uid.json").write_text("{not json")
+    assert TokenCache(tmp_path).get("uid", "agent") is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [("/x/cache", "/x/cache"), ("relative", None)])
+def test_the_cache_follows_xdg_cache_home(
+    value: str, expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    root = Path(expected) if expected else Path.home() / ".cache"
+    assert default_directory() == root / "podside" / "agents"
