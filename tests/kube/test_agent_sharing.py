@@ -140,16 +140,14 @@ def _stealing(
         log.unlink()
 
 
-def _who_answers(pod_ip: str, developer: str | None) -> str:
+def _who_answers(sandbox: Any, pod_ip: str, developer: str | None) -> str:
     """The `server` that answers a request sent to the pod from the node, as a peer pod's would."""
     import json
-
-    from podside.sandbox.layout import NODE_NETNS
 
     header = ["-H", f"x-dev: {developer}"] if developer else []
     result = subprocess.run(
         [
-            *("ip", "netns", "exec", NODE_NETNS, "curl", "-sS", "-m", "10", *header),
+            *("ip", "netns", "exec", sandbox.node_netns, "curl", "-sS", "-m", "10", *header),
             f"http://{pod_ip}:{APP_PORT}/",
         ],
         capture_output=True,
@@ -168,21 +166,21 @@ def test_two_developers_steal_from_one_pod_through_one_agent(
     bob = _user(sandbox, namespace, "bob", DEVELOPER_RULES)
     with _stealing(*alice, tmp_path / "alice", namespace, "alice", 18081) as alice_log:
         wait_for(
-            lambda: _who_answers(pod_ip, "alice") == "alice",
+            lambda: _who_answers(sandbox, pod_ip, "alice") == "alice",
             timeout=90,
             what=f"alice's steal ({alice_log.read_text()})",
         )
         with _stealing(*bob, tmp_path / "bob", namespace, "bob", 18082) as bob_log:
             wait_for(
-                lambda: _who_answers(pod_ip, "bob") == "bob",
+                lambda: _who_answers(sandbox, pod_ip, "bob") == "bob",
                 timeout=90,
                 what=f"bob's steal ({bob_log.read_text()})",
             )
             for _ in range(5):
-                assert _who_answers(pod_ip, "alice") == "alice"
-                assert _who_answers(pod_ip, "bob") == "bob"
-                assert _who_answers(pod_ip, None) == "app"
-                assert _who_answers(pod_ip, "carol") == "app"
+                assert _who_answers(sandbox, pod_ip, "alice") == "alice"
+                assert _who_answers(sandbox, pod_ip, "bob") == "bob"
+                assert _who_answers(sandbox, pod_ip, None) == "app"
+                assert _who_answers(sandbox, pod_ip, "carol") == "app"
             assert "joined the agent" in bob_log.read_text()
 
         pod = core.read_namespaced_pod("app", namespace)
