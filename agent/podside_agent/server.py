@@ -2,7 +2,9 @@
 to the feature that owns it (outgoing, mirror, env, files).
 
 Clients are independent: a client that breaks the protocol or goes silent is dropped with its
-subscriptions and streams, and the others carry on.
+subscriptions and streams, and the others carry on. Before its HELLO a connection is anyone's:
+at most `MAX_PENDING_HANDSHAKES` may wait at once (more are closed at once), each for at most
+`HANDSHAKE_SECONDS`, with small frames only (`podside_protocol.frames.MAX_HANDSHAKE_BODY`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from podside_protocol import steal as steal_messages
 
 log = logging.getLogger(__name__)
 
+# Connections that have not completed their handshake yet, and how long each may take.
+MAX_PENDING_HANDSHAKES = 32
+HANDSHAKE_SECONDS = 5.0
+
 
 class AgentServer:
     def __init__(
@@ -54,6 +60,8 @@ class AgentServer:
         self.heartbeat_timeout = heartbeat_timeout
         self.idle_exit = idle_exit
         self.peers: set[Peer] = set()
+        self._handshaking = 0
+        self._turned_away = 0  # connections closed at once since the last log line about it
         self.outgoing = Outgoing(network)
         self.mirror: Mirror | None = None
         self.steal = Steal(network)
@@ -85,7 +93,15 @@ class AgentServer:
         if not self.stopped.done():
             self.stopped.set_result(None)
 
-    def _new_peer(self) -> Peer:
+    def _new_peer(self) -> asyncio.Protocol:
+        if self._handshaking >= MAX_PENDING_HANDSHAKES:
+            if not self._turned_away:
+                log.warning(
+                    "%d connections wait for their handshake: closing new ones",
+                    self._handshaking,
+                )
+            self._turned_away += 1
+            return _TurnedAway()
         connection = Connection(
             Role.AGENT,
             self.token,
@@ -95,6 +111,7 @@ class AgentServer:
         )
         peer = Peer(connection, self)
         self.peers.add(peer)
+        self._handshaking += 1
         asyncio.get_running_loop().create_task(self._greet(peer))
         return peer
 
@@ -103,18 +120,24 @@ class AgentServer:
             "target_pid": self.network.target_pid,
             "hostname": socket.gethostname(),
             "agent_pid": os.getpid(),
+            # How long a silent client is kept: a suspended podside can say why it was dropped.
+            "heartbeat_timeout": self.heartbeat_timeout,
         }
 
     async def _greet(self, peer: Peer) -> None:
         try:
-            event = await asyncio.wait_for(peer.handshake, self.heartbeat_timeout * 3)
+            event = await asyncio.wait_for(peer.handshake, HANDSHAKE_SECONDS)
         except (TimeoutError, ConnectionError):
             peer.abort("no handshake")
             return
+        finally:
+            self._handshaking -= 1
+            if self._turned_away and self._handshaking < MAX_PENDING_HANDSHAKES:
+                log.warning("closed %d connections that came while full", self._turned_away)
+                self._turned_away = 0
         if isinstance(event, Rejected):
             log.warning("rejected a client: %s", event.message)
-            peer.flush()
-            peer.abort(event.message)
+            peer.close(event.message)  # the REJECT goes out first
         elif isinstance(event, Hello):
             log.info("client %r connected (%d clients)", event.client, len(self.peers))
 
@@ -213,10 +236,21 @@ class AgentServer:
                     peer.last_heard = max(peer.last_heard, now - period)
                 continue
             for peer in list(self.peers):
-                if now - peer.last_heard > self.heartbeat_timeout:
+                if peer.draining():
+                    # We stopped reading it (it has much unread output), and it reads that.
+                    peer.last_heard = now
+                elif now - peer.last_heard > self.heartbeat_timeout:
                     log.warning("dropping a client silent for %.1f s", now - peer.last_heard)
                     peer.abort("heartbeat timeout")
             if self.idle_exit and not self.peers and now - self._idle_since > self.idle_exit:
                 log.info("no clients for %.0f s: exiting", self.idle_exit)
                 self.stop()
                 return
+
+
+class _TurnedAway(asyncio.Protocol):
+    """A connection that came while too many handshakes were pending: closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.abort()
