@@ -547,9 +547,19 @@ class SocketRelay(asyncio.Protocol):
         if self._early_eof:
             self.stream_eof()
 
+    def _observe(self, direction: int, data: bytes) -> None:
+        """Show `data` to the read-only watcher; one that fails is dropped, never the relay."""
+        if self._watch is None:
+            return
+        try:
+            self._watch[direction](data)
+        except Exception as error:
+            log.warning("stopped watching a relayed connection: %s", _say(error))
+            log.debug("the failure", exc_info=error)
+            self._watch = None
+
     def data_received(self, data: bytes) -> None:
-        if self._watch is not None:
-            self._watch[1](data)
+        self._observe(1, data)
         if self._discard_output:
             return
         if self.peer.send_data(self.stream_id, data) and self.transport is not None:
@@ -591,8 +601,7 @@ class SocketRelay(asyncio.Protocol):
         if transport.is_closing():
             self.peer.acknowledge(self.stream_id, len(data))
             return
-        if self._watch is not None:
-            self._watch[0](data)
+        self._observe(0, data)
         transport.write(data)
         if self._write_paused:
             self._unacknowledged += len(data)

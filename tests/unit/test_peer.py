@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from podside_agent import peer as peer_module
-from podside_agent.peer import Peer
+from podside_agent.peer import Peer, SocketRelay
 from podside_protocol import (
     Connection,
+    DataReceived,
     Event,
     RemoteProtocolError,
     Request,
@@ -43,6 +44,9 @@ class MemoryTransport(asyncio.Transport):
         for chunk in list_of_data:
             self.written.append(bytes(chunk))
             self.unread += len(chunk)
+
+    def write(self, data: Any) -> None:
+        self.writelines([data])
 
     def take(self) -> bytes:
         data, self.written = b"".join(self.written), []
@@ -234,5 +238,28 @@ def test_a_lost_peer_keeps_no_output_or_queued_requests() -> None:
             await asyncio.sleep(0)
         assert pair.handler.answered == answered
         assert pair.peer.connection.data_to_send() == []
+
+    run(test)
+
+
+def test_a_watcher_that_fails_is_dropped_and_the_bytes_still_flow() -> None:
+    def broken(data: bytes) -> None:
+        raise ValueError("the watcher's bug")
+
+    async def test() -> None:
+        pair = Pair()
+        await pair.events()
+        stream = pair.client.open_stream("quiet")
+        pair.send()
+        await pair.events()
+        relay = SocketRelay(pair.peer, stream, watch=(broken, broken))
+        program = MemoryTransport()
+        relay.connection_made(program)
+        relay.stream_data(b"to the program")
+        relay.data_received(b"from the program")
+        assert program.take() == b"to the program"
+        events = await pair.events()
+        assert DataReceived(stream, b"from the program") in events
+        assert not relay.finished
 
     run(test)
