@@ -3,8 +3,10 @@ to the feature that owns it (outgoing, mirror, env, files).
 
 Clients are independent: a client that breaks the protocol or goes silent is dropped with its
 subscriptions and streams, and the others carry on. Before its HELLO a connection is anyone's:
-at most `MAX_PENDING_HANDSHAKES` may wait at once (more are closed at once), each for at most
-`HANDSHAKE_SECONDS`, with small frames only (`podside_protocol.frames.MAX_HANDSHAKE_BODY`).
+at most `MAX_PENDING_HANDSHAKES` may wait at once (a new one closes the one that has waited
+longest: a real client's HELLO follows its connect at once, so only idle ones are crowded
+out), each for at most `HANDSHAKE_SECONDS`, with small frames only
+(`podside_protocol.frames.MAX_HANDSHAKE_BODY`).
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ class AgentServer:
         self.heartbeat_timeout = heartbeat_timeout
         self.idle_exit = idle_exit
         self.peers: set[Peer] = set()
-        self._handshaking = 0
-        self._turned_away = 0  # connections closed at once since the last log line about it
+        self._handshaking: dict[Peer, None] = {}  # oldest first
+        self._crowded_out = 0  # since the last log line about it
+        self._crowded_logged = -HANDSHAKE_SECONDS
         self.outgoing = Outgoing(network)
         self.mirror: Mirror | None = None
         self.steal = Steal(network)
@@ -93,15 +96,9 @@ class AgentServer:
         if not self.stopped.done():
             self.stopped.set_result(None)
 
-    def _new_peer(self) -> asyncio.Protocol:
-        if self._handshaking >= MAX_PENDING_HANDSHAKES:
-            if not self._turned_away:
-                log.warning(
-                    "%d connections wait for their handshake: closing new ones",
-                    self._handshaking,
-                )
-            self._turned_away += 1
-            return _TurnedAway()
+    def _new_peer(self) -> Peer:
+        if len(self._handshaking) >= MAX_PENDING_HANDSHAKES:
+            self._crowd_out()
         connection = Connection(
             Role.AGENT,
             self.token,
@@ -111,9 +108,25 @@ class AgentServer:
         )
         peer = Peer(connection, self)
         self.peers.add(peer)
-        self._handshaking += 1
+        self._handshaking[peer] = None
         asyncio.get_running_loop().create_task(self._greet(peer))
         return peer
+
+    def _crowd_out(self) -> None:
+        """Close the connection that has waited longest for its handshake (one log line per
+        `HANDSHAKE_SECONDS` however many go)."""
+        oldest = next(iter(self._handshaking))
+        del self._handshaking[oldest]
+        oldest.abort("crowded out before its handshake")
+        self._crowded_out += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._crowded_logged >= HANDSHAKE_SECONDS:
+            log.warning(
+                "%d connections wait for their handshake: closing the oldest (%d since the last such line)",
+                MAX_PENDING_HANDSHAKES,
+                self._crowded_out,
+            )
+            self._crowded_out, self._crowded_logged = 0, now
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -131,10 +144,7 @@ class AgentServer:
             peer.abort("no handshake")
             return
         finally:
-            self._handshaking -= 1
-            if self._turned_away and self._handshaking < MAX_PENDING_HANDSHAKES:
-                log.warning("closed %d connections that came while full", self._turned_away)
-                self._turned_away = 0
+            self._handshaking.pop(peer, None)
         if isinstance(event, Rejected):
             log.warning("rejected a client: %s", event.message)
             peer.close(event.message)  # the REJECT goes out first
@@ -246,11 +256,3 @@ class AgentServer:
                 log.info("no clients for %.0f s: exiting", self.idle_exit)
                 self.stop()
                 return
-
-
-class _TurnedAway(asyncio.Protocol):
-    """A connection that came while too many handshakes were pending: closed at once."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.abort()

@@ -124,3 +124,27 @@ def test_malformed_open_and_request_parameters_are_refused_in_one_line_each(pod:
     for method in (mirror.SUBSCRIBE, steal.SUBSCRIBE):
         assert len([line for line in lines if method in line]) == 1, log
     assert len([line for line in lines if files.MKDIR in line]) <= 1, log
+
+
+def test_idle_connections_before_hello_are_bounded_and_crowded_out_oldest_first(
+    pod: Pod,
+) -> None:
+    idle = [socket.create_connection((pod.pod_ip, pod.agent_port)) for _ in range(40)]
+    try:
+        for sock in idle:
+            sock.settimeout(3)  # well under the handshake deadline
+
+        def closed_by_the_agent(sock: socket.socket) -> bool:
+            try:
+                return sock.recv(1) == b""
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        _a_session_works(pod)  # a real client gets in: it is the newest
+        assert all(closed_by_the_agent(sock) for sock in idle[:8])
+        assert "connections wait for their handshake: closing the oldest" in pod.log("agent.log")
+    finally:
+        for sock in idle:
+            sock.close()
