@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import socket
 from typing import Any
 
 import pytest
@@ -86,6 +88,8 @@ class Handler:
     def handle_stream(self, peer: Peer, request: StreamOpenRequested) -> None:
         if request.params.get("fail"):
             raise RemoteProtocolError("invalid address 'nowhere'")
+        if request.kind == "unanswered":
+            return  # answered later, by the test
         peer.accept_stream(request.stream_id, Exploding() if request.kind == "boom" else Quiet())
 
     def connection_lost(self, peer: Peer, reason: str) -> None:
@@ -261,5 +265,23 @@ def test_a_watcher_that_fails_is_dropped_and_the_bytes_still_flow() -> None:
         events = await pair.events()
         assert DataReceived(stream, b"from the program") in events
         assert not relay.finished
+
+    run(test)
+
+
+def test_an_outgoing_connection_reset_as_it_connects_is_refused_not_left_unanswered() -> None:
+    from podside_agent.outgoing import Outgoing
+
+    async def test() -> None:
+        pair = Pair()
+        await pair.events()
+        stream = pair.client.open_stream("unanswered")
+        pair.send()
+        await pair.events()
+        never_connected = socket.socket()  # getpeername fails as after a reset: ENOTCONN
+        Outgoing(network=None)._connected(pair.peer, stream, never_connected)  # type: ignore[arg-type]
+        events = await pair.events()
+        assert StreamRefused(stream, errno.ENOTCONN, os.strerror(errno.ENOTCONN)) in events
+        assert never_connected.fileno() == -1
 
     run(test)
