@@ -77,7 +77,13 @@ class Outgoing:
         loop.add_writer(fd, writable)
 
     def _connected(self, peer: Peer, stream_id: int, sock: socket.socket) -> None:
-        local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+        try:
+            local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+        except OSError as error:  # reset by the destination as soon as it connected
+            sock.close()
+            code = error.errno or errno.ECONNRESET
+            peer.refuse_stream(stream_id, code, os.strerror(code))
+            return
         relay = SocketRelay(peer, stream_id)
         # Answer at once. Bytes that arrive before the transport below exists wait in the
         # relay, unacknowledged.
@@ -104,9 +110,15 @@ class Outgoing:
             code = error.errno or errno.EIO
             peer.refuse_stream(stream_id, code, os.strerror(code))
             return
-        local = sock.getsockname()[:2]
         flow = UdpFlow(peer, stream_id)
-        await loop.create_datagram_endpoint(lambda: flow, sock=sock)
+        try:
+            local = sock.getsockname()[:2]
+            await loop.create_datagram_endpoint(lambda: flow, sock=sock)
+        except OSError as error:
+            sock.close()
+            code = error.errno or errno.EIO
+            peer.refuse_stream(stream_id, code, os.strerror(code))
+            return
         peer.accept_stream(stream_id, flow, opened_info(local, destination))
 
 

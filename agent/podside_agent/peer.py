@@ -6,6 +6,17 @@ protocol events, and hands stream events to the `StreamEndpoint` registered for 
 Writes are coalesced: everything queued during one turn of the event loop leaves in one
 `writelines` call, so a burst of small frames costs one syscall.
 
+Nothing one stream does ends the connection: an exception from a stream's endpoint, or from
+the handler of a stream the other side opens, resets (or refuses) that stream alone, with one
+log line. A request whose handler fails gets an error answer and one log line, never a
+traceback (client-made errors would flood the log otherwise).
+
+Answers are back-pressured: requests wait in a queue and run a few at a time, none start while
+more than `OUTPUT_LIMIT` bytes wait to be written to the other side, and the transport is not
+read while that lasts or while the queue is full, so a peer that sends requests without
+reading the answers holds a bounded amount of memory (and, silent while it does not read, is
+dropped by its heartbeat).
+
 `SocketRelay` joins one stream to one local socket in both directions with the protocol's
 flow control: it stops reading the socket while the peer has no credit for it, and
 acknowledges received bytes only once the socket has taken them.
@@ -15,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -24,6 +37,7 @@ from podside_protocol import (
     ConnectionClosed,
     DataReceived,
     Event,
+    LocalProtocolError,
     Pong,
     RemoteProtocolError,
     Request,
@@ -37,6 +51,14 @@ from podside_protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+# Bytes that may wait to be written to the other side before requests stop being answered
+# (and read): a peer that does not read its answers holds at most about this much.
+OUTPUT_LIMIT = 4 * 1024 * 1024
+# Requests answered at once; more wait in order. Answers are at most a few MiB each.
+MAX_ACTIVE_REQUESTS = 8
+# Requests read but not started yet; past this the transport is not read until some start.
+MAX_QUEUED_REQUESTS = 64
 
 
 class ByteTransport(Protocol):
@@ -109,6 +131,10 @@ class Peer(asyncio.Protocol):
         # stream id -> what to call when the peer accepts or refuses a stream we opened
         self._opening: dict[int, OpenCallback] = {}
         self._lost = False
+        self._queued_requests: deque[Request] = deque()
+        self._answering: set[asyncio.Task[None]] = set()
+        self._reading_paused = False
+        self._unsent_seen = 0  # the unsent output at the last `draining()` look
 
     # --- transport side ----------------------------------------------------------------------
 
@@ -130,7 +156,10 @@ class Peer(asyncio.Protocol):
             self.abort(f"protocol error: {error}")
             return
         for event in events:
-            self._dispatch(event)
+            try:
+                self._dispatch(event)
+            except Exception as error:
+                self._event_failed(event, error)
         self.schedule_flush()
 
     def eof_received(self) -> bool | None:
@@ -145,6 +174,50 @@ class Peer(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._answer_queued()
+
+    # --- back-pressure -------------------------------------------------------------------------
+
+    def _unsent(self) -> int:
+        """Bytes written to the transport that the other side has not taken yet."""
+        if isinstance(self.transport, asyncio.WriteTransport):
+            return self.transport.get_write_buffer_size()
+        return 0
+
+    def _output_full(self) -> bool:
+        return self._unsent() > OUTPUT_LIMIT
+
+    def draining(self) -> bool:
+        """Whether the other side took some of our unsent output since the last look: a
+        peer that reads what we send is alive even while we do not read what it sends."""
+        unsent, before = self._unsent(), self._unsent_seen
+        self._unsent_seen = unsent
+        return self._reading_paused and unsent < before
+
+    def _answer_queued(self) -> None:
+        """Start waiting requests while there is room, and read only while there is."""
+        while (
+            self._queued_requests
+            and len(self._answering) < MAX_ACTIVE_REQUESTS
+            and not self._output_full()
+            and not self._lost
+        ):
+            task = self._loop.create_task(self._answer(self._queued_requests.popleft()))
+            self._answering.add(task)
+            task.add_done_callback(self._answered)
+        full = len(self._queued_requests) >= MAX_QUEUED_REQUESTS or self._output_full()
+        if full != self._reading_paused and isinstance(self.transport, asyncio.ReadTransport):
+            if self.transport.is_closing():
+                return
+            self._reading_paused = full
+            if full:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._answering.discard(task)
+        self._answer_queued()
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -260,7 +333,10 @@ class Peer(asyncio.Protocol):
         self._lose(reason or "closed")
 
     def abort(self, reason: str) -> None:
-        if self.transport is not None:
+        """Drop the connection now, discarding what was not written yet."""
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.abort()
+        elif self.transport is not None:
             self.transport.close()
         self._lose(reason)
 
@@ -302,7 +378,8 @@ class Peer(asyncio.Protocol):
         elif isinstance(event, StreamOpenRequested):
             self.handler.handle_stream(self, event)
         elif isinstance(event, Request):
-            self._loop.create_task(self._answer(event))
+            self._queued_requests.append(event)
+            self._answer_queued()
         elif isinstance(event, Response):
             future = self._pending_requests.pop(event.request_id, None)
             if future is not None and not future.done():
@@ -317,34 +394,74 @@ class Peer(asyncio.Protocol):
         elif not self.handshake.done():
             self.handshake.set_result(event)
 
+    def _event_failed(self, event: Event, error: Exception) -> None:
+        """An event's handler failed: end what the event belongs to, never the connection."""
+        stream_id = getattr(event, "stream_id", None)
+        if isinstance(stream_id, int):
+            self._fail_stream(stream_id, error)
+        else:
+            log.warning("ignored a failure handling %s: %s", type(event).__name__, _say(error))
+            log.debug("the failure", exc_info=error)
+
+    def _fail_stream(self, stream_id: int, error: Exception) -> None:
+        """Reset (or refuse, if not answered yet) one stream whose handling raised."""
+        if isinstance(error, RemoteProtocolError):
+            code, message = errno.EINVAL, str(error)
+            log.warning("refused stream %d: %s", stream_id, message)
+        else:
+            code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+            message = _say(error)
+            log.warning("stream %d failed and was reset: %s", stream_id, message)
+            log.debug("the failure", exc_info=error)
+        endpoint = self.endpoints.pop(stream_id, None)
+        opening = self._opening.pop(stream_id, None)
+        self.connection.abandon_stream(stream_id, code, message)
+        self.schedule_flush()
+        if opening is not None:
+            with contextlib.suppress(Exception):
+                opening(StreamRefusedError(code, message))
+        if endpoint is not None:
+            with contextlib.suppress(Exception):
+                endpoint.reset(message)
+
     async def _answer(self, request: Request) -> None:
         try:
             result = self.handler.handle_request(self, request)
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
         except RequestFailed as failure:
-            self.connection.send_response(
-                request.request_id, {"message": str(failure), "errno": failure.errno}, ok=False
-            )
+            self._refuse(request, str(failure), failure.errno)
         except OSError as error:
-            self.connection.send_response(
-                request.request_id,
-                {"message": error.strerror or str(error), "errno": error.errno or 0},
-                ok=False,
-            )
+            self._refuse(request, error.strerror or str(error), error.errno or 0)
+        except RemoteProtocolError as error:
+            self._refuse(request, str(error), errno.EINVAL, log_it=True)
         except Exception as error:
-            log.exception("request %s failed", request.method)
-            self.connection.send_response(
-                request.request_id, {"message": f"{type(error).__name__}: {error}"}, ok=False
-            )
+            log.debug("the failure of request %s", request.method, exc_info=error)
+            self._refuse(request, _say(error), errno.EIO, log_it=True)
         else:
-            self.connection.send_response(request.request_id, result)
+            try:
+                self.connection.send_response(request.request_id, result)
+            except LocalProtocolError as error:  # an answer too large for one frame, say
+                self._refuse(request, str(error), errno.EMSGSIZE, log_it=True)
         self.schedule_flush()
+
+    def _refuse(self, request: Request, message: str, code: int, *, log_it: bool = False) -> None:
+        """Answer a request with an error; `log_it` for failures that are not the answer."""
+        if log_it:
+            log.warning("refused a %s request: %s", request.method, message)
+        self.connection.send_response(
+            request.request_id, {"message": message, "errno": code}, ok=False
+        )
 
     def _lose(self, reason: str) -> None:
         if self._lost:
             return
         self._lost = True
+        # Nothing more is sent: what is still queued for the other side is dropped, with the
+        # requests not started yet, so a peer that is gone holds no memory.
+        self.connection.close()
+        self.connection.data_to_send()
+        self._queued_requests.clear()
         error = ConnectionError(reason)
         for future in self._pending_requests.values():
             if not future.done():
@@ -363,6 +480,12 @@ class Peer(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(reason)
         self.handler.connection_lost(self, reason)
+
+
+def _say(error: BaseException) -> str:
+    """An exception as one line: its type, and its message when it has one."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _request_failure(result: Any) -> RequestFailed:
@@ -424,9 +547,19 @@ class SocketRelay(asyncio.Protocol):
         if self._early_eof:
             self.stream_eof()
 
+    def _observe(self, direction: int, data: bytes) -> None:
+        """Show `data` to the read-only watcher; one that fails is dropped, never the relay."""
+        if self._watch is None:
+            return
+        try:
+            self._watch[direction](data)
+        except Exception as error:
+            log.warning("stopped watching a relayed connection: %s", _say(error))
+            log.debug("the failure", exc_info=error)
+            self._watch = None
+
     def data_received(self, data: bytes) -> None:
-        if self._watch is not None:
-            self._watch[1](data)
+        self._observe(1, data)
         if self._discard_output:
             return
         if self.peer.send_data(self.stream_id, data) and self.transport is not None:
@@ -468,8 +601,7 @@ class SocketRelay(asyncio.Protocol):
         if transport.is_closing():
             self.peer.acknowledge(self.stream_id, len(data))
             return
-        if self._watch is not None:
-            self._watch[0](data)
+        self._observe(0, data)
         transport.write(data)
         if self._write_paused:
             self._unacknowledged += len(data)

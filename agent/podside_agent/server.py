@@ -3,7 +3,11 @@ through enrollment, see `enrollment.py`), and routes each request or stream to t
 that owns it (outgoing, mirror, env, files).
 
 Clients are independent: a client that breaks the protocol or goes silent is dropped with its
-subscriptions and streams, and the others carry on.
+subscriptions and streams, and the others carry on. Before its HELLO a connection is anyone's:
+at most `MAX_PENDING_HANDSHAKES` may wait at once (a new one closes the one that has waited
+longest: a real client's HELLO follows its connect at once, so only idle ones are crowded
+out), each for at most `HANDSHAKE_SECONDS`, with small frames only
+(`podside_protocol.frames.MAX_HANDSHAKE_BODY`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ from podside_protocol.tokens import Verifiers
 
 log = logging.getLogger(__name__)
 
+# Connections that have not completed their handshake yet, and how long each may take.
+MAX_PENDING_HANDSHAKES = 32
+HANDSHAKE_SECONDS = 5.0
+
 
 class AgentServer:
     def __init__(
@@ -58,6 +66,9 @@ class AgentServer:
         self.heartbeat_timeout = heartbeat_timeout
         self.idle_exit = idle_exit
         self.peers: set[Peer] = set()
+        self._handshaking: dict[Peer, None] = {}  # oldest first
+        self._crowded_out = 0  # since the last log line about it
+        self._crowded_logged = -HANDSHAKE_SECONDS
         self.outgoing = Outgoing(network)
         self.mirror: Mirror | None = None
         self.steal = Steal(network)
@@ -92,6 +103,8 @@ class AgentServer:
             self.stopped.set_result(None)
 
     def _new_peer(self) -> Peer:
+        if len(self._handshaking) >= MAX_PENDING_HANDSHAKES:
+            self._crowd_out()
         connection = Connection(
             Role.AGENT,
             self.verifiers,
@@ -101,26 +114,46 @@ class AgentServer:
         )
         peer = Peer(connection, self)
         self.peers.add(peer)
+        self._handshaking[peer] = None
         asyncio.get_running_loop().create_task(self._greet(peer))
         return peer
+
+    def _crowd_out(self) -> None:
+        """Close the connection that has waited longest for its handshake (one log line per
+        `HANDSHAKE_SECONDS` however many go)."""
+        oldest = next(iter(self._handshaking))
+        del self._handshaking[oldest]
+        oldest.abort("crowded out before its handshake")
+        self._crowded_out += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._crowded_logged >= HANDSHAKE_SECONDS:
+            log.warning(
+                "%d connections wait for their handshake: closing the oldest (%d since the last such line)",
+                MAX_PENDING_HANDSHAKES,
+                self._crowded_out,
+            )
+            self._crowded_out, self._crowded_logged = 0, now
 
     def _info(self) -> dict[str, Any]:
         return {
             "target_pid": self.network.target_pid,
             "hostname": socket.gethostname(),
             "agent_pid": os.getpid(),
+            # How long a silent client is kept: a suspended podside can say why it was dropped.
+            "heartbeat_timeout": self.heartbeat_timeout,
         }
 
     async def _greet(self, peer: Peer) -> None:
         try:
-            event = await asyncio.wait_for(peer.handshake, self.heartbeat_timeout * 3)
+            event = await asyncio.wait_for(peer.handshake, HANDSHAKE_SECONDS)
         except (TimeoutError, ConnectionError):
             peer.abort("no handshake")
             return
+        finally:
+            self._handshaking.pop(peer, None)
         if isinstance(event, Rejected):
             log.warning("rejected a client: %s", event.message)
-            peer.flush()
-            peer.abort(event.message)
+            peer.close(event.message)  # the REJECT goes out first
         elif isinstance(event, Hello):
             log.info("client %r connected (%d clients)", event.client, len(self.peers))
 
@@ -219,7 +252,10 @@ class AgentServer:
                     peer.last_heard = max(peer.last_heard, now - period)
                 continue
             for peer in list(self.peers):
-                if now - peer.last_heard > self.heartbeat_timeout:
+                if peer.draining():
+                    # We stopped reading it (it has much unread output), and it reads that.
+                    peer.last_heard = now
+                elif now - peer.last_heard > self.heartbeat_timeout:
                     log.warning("dropping a client silent for %.1f s", now - peer.last_heard)
                     peer.abort("heartbeat timeout")
             if self.idle_exit and not self.peers and now - self._idle_since > self.idle_exit:

@@ -683,7 +683,11 @@ class StolenConnection(asyncio.Protocol):
         if self._phase == _TUNNEL:
             if link is self._target and self.transport is not None:
                 if self.transport.can_write_eof() and not self.transport.is_closing():
-                    self.transport.write_eof()
+                    try:
+                        self.transport.write_eof()
+                    except OSError:  # the pod's client already left (ENOTCONN)
+                        self.abort()
+                        return
                 self._finish_tunnel()
             return
         if link is self._target and self._phase == _ROUTING:

@@ -26,7 +26,9 @@ from podside_protocol._state import (
 from podside_protocol.errors import LocalProtocolError, RemoteProtocolError
 from podside_protocol.frames import (
     INITIAL_WINDOW,
+    MAX_CLIENT_FRAME_BODY,
     MAX_DATA_CHUNK,
+    MAX_HANDSHAKE_BODY,
     PROTOCOL_VERSION,
     FrameDecoder,
     Kind,
@@ -85,7 +87,8 @@ class Connection:
         self._name = name
         self._session_id = session_id
         self._info = info or {}
-        self._decoder = FrameDecoder()
+        # The agent hears from anyone who reaches its port: it buffers little until HELLO.
+        self._decoder = FrameDecoder(MAX_HANDSHAKE_BODY) if role is Role.AGENT else FrameDecoder()
         self._outbox: list[bytes] = []
         self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1 if role is Role.CLIENT else 2
@@ -159,6 +162,7 @@ class Connection:
             )
         )
         self.state = State.OPEN
+        self._decoder.max_body = MAX_CLIENT_FRAME_BODY
         return events.Hello(
             version=version,
             client=client if isinstance(client, str) else "",
@@ -203,6 +207,7 @@ class Connection:
             self._outbox.append(encode(Kind.GOODBYE, reason))
         self.state = State.CLOSED
         self._streams.clear()
+        self._decoder = FrameDecoder()  # a partial frame still buffered is never completed
 
     # --- streams -------------------------------------------------------------------------------
 
@@ -278,6 +283,17 @@ class Connection:
         self._forget(stream)
         if self.state is State.OPEN:
             self._outbox.append(encode(Kind.RESET, stream_id, reason))
+
+    def abandon_stream(self, stream_id: int, errno: int, message: str) -> None:
+        """This side failed on a stream: REFUSED if the peer still waits for the answer to its
+        OPEN, else RESET; nothing if the stream is already gone."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.state is StreamState.OPENING and not self._is_local(stream_id):
+            self.refuse_stream(stream_id, errno, message)
+        else:
+            self.reset_stream(stream_id, message)
 
     def acknowledge(self, stream_id: int, count: int) -> None:
         """The shell consumed `count` received bytes: the peer may send that much more."""

@@ -24,6 +24,12 @@ INITIAL_WINDOW = 1 << 20
 MAX_DATA_CHUNK = 256 * 1024
 # Largest frame body accepted from a peer (a DATA frame plus its header, or a large response).
 MAX_FRAME_BODY = 8 * 1024 * 1024
+# What the agent accepts from a client that has not introduced itself yet: a HELLO is a few
+# hundred bytes, and anyone who can reach the port may send one.
+MAX_HANDSHAKE_BODY = 64 * 1024
+# What the agent accepts from a client after the handshake: its largest message is a
+# `file.write` of one chunk (1 MiB) with its path; the agent's own answers may be larger.
+MAX_CLIENT_FRAME_BODY = 2 * 1024 * 1024
 
 
 class Kind(enum.IntEnum):
@@ -91,10 +97,15 @@ def encode_data_header(stream_id: int, payload_length: int) -> bytes:
 
 
 class FrameDecoder:
-    """Splits a byte stream into frames; keeps at most one partial frame buffered."""
+    """Splits a byte stream into frames; keeps at most one partial frame buffered.
 
-    def __init__(self) -> None:
+    A frame announcing more than `max_body` bytes is refused as soon as its length arrives,
+    before any of it is buffered.
+    """
+
+    def __init__(self, max_body: int = MAX_FRAME_BODY) -> None:
         self._buffer = bytearray()
+        self.max_body = max_body
 
     def feed(self, data: bytes) -> list[tuple[Kind, tuple[Any, ...]]]:
         buffer = self._buffer
@@ -106,7 +117,7 @@ class FrameDecoder:
         try:
             while available - offset >= 4:
                 (length,) = _LENGTH.unpack_from(buffer, offset)
-                if length > MAX_FRAME_BODY:
+                if length > self.max_body:
                     raise RemoteProtocolError(f"frame of {length} bytes exceeds the limit")
                 end = offset + 4 + length
                 if end > available:

@@ -610,10 +610,7 @@ async def _run_with_events(
         if watcher.exited.done():
             code = children.exit_code(watcher.exited.result())
         elif session.lost.done():
-            _say(
-                options,
-                f"lost the connection to the agent ({session.lost.result()}); stopping the program",
-            )
+            _say(options, f"{session.describe_loss()}; stopping the program")
             code = 1
         else:
             code = 128 + signal.SIGTERM  # stopped from the editor; the rest is killed below

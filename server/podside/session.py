@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,8 @@ HEARTBEAT_SECONDS = 1.0
 # The agent drops a client after 3 s of silence; we give the agent a little longer.
 SILENCE_LIMIT_SECONDS = 6.0
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# How long the agent keeps a silent client, unless its WELCOME says otherwise.
+AGENT_HEARTBEAT_TIMEOUT_SECONDS = 3.0
 
 StreamHandler = Callable[[StreamOpenRequested], bool]
 
@@ -52,8 +55,13 @@ class AgentSession:
         # (port, path) of the target pod's HTTP probes, when the pod spec is known (Kubernetes).
         self.probes: tuple[tuple[int, str], ...] = ()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.lost_at = 0.0
         self._heartbeat: asyncio.Task[None] | None = None
         self._closing = False
+        # When the heartbeat last ran, in wall and CPU time: a long gap means podside itself
+        # did not run (suspended, or its loop blocked), and the agent may have given up on it.
+        self._last_beat = (0.0, 0.0)
+        self._stall: tuple[float, float, float] | None = None  # (noticed at, gap, CPU used)
 
     def new_peer(self) -> Peer:
         """The protocol side of the transport (asyncio protocol factory)."""
@@ -109,13 +117,46 @@ class AgentSession:
     async def _beat(self) -> None:
         assert self.peer is not None
         loop = asyncio.get_running_loop()
+        self._last_beat = (loop.time(), time.process_time())
         while not self._closing:
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            self._note_stall()
             silence = loop.time() - self.peer.last_heard
             if silence > SILENCE_LIMIT_SECONDS:
                 self.peer.abort(f"no answer for {silence:.0f} s")
                 return
             self.peer.send_ping()
+
+    def _agent_patience(self) -> float:
+        """How long the agent keeps a client it does not hear from."""
+        info = self.welcome.info if self.welcome is not None else {}
+        limit = info.get("heartbeat_timeout")
+        if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0:
+            return float(limit)
+        return AGENT_HEARTBEAT_TIMEOUT_SECONDS
+
+    def _note_stall(self) -> None:
+        """Remember a gap since the last beat longer than the agent's patience."""
+        if self._heartbeat is None:
+            return
+        now, cpu = asyncio.get_running_loop().time(), time.process_time()
+        (last, last_cpu), self._last_beat = self._last_beat, (now, cpu)
+        if now - last > self._agent_patience():
+            self._stall = (now, now - last, cpu - last_cpu)
+
+    def describe_loss(self) -> str:
+        """One line on why the session ended, once `lost` is done."""
+        reason = self.lost.result()
+        stall = self._stall
+        if stall is None or self.lost_at - stall[0] > SILENCE_LIMIT_SECONDS:
+            return f"lost the connection to the agent ({reason})"
+        _noticed, gap, cpu = stall
+        # A suspended process uses no CPU; a blocked loop usually does.
+        what = "was suspended (Ctrl-Z or SIGSTOP)" if cpu < gap / 2 else "did not run"
+        return (
+            f"{self.description} ended the session: podside {what} for {gap:.0f} s, longer "
+            f"than the {self._agent_patience():g} s the agent waits for a silent client"
+        )
 
     async def close(self) -> None:
         self._closing = True
@@ -137,4 +178,6 @@ class AgentSession:
 
     def connection_lost(self, peer: Peer, reason: str) -> None:
         if not self.lost.done():
+            self._note_stall()
+            self.lost_at = asyncio.get_running_loop().time()
             self.lost.set_result(reason)

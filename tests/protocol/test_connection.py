@@ -25,7 +25,14 @@ from podside_protocol import (
     StreamWritable,
     Welcome,
 )
-from podside_protocol.frames import Kind, encode, encode_data_header
+from podside_protocol.files import CHUNK
+from podside_protocol.frames import (
+    MAX_CLIENT_FRAME_BODY,
+    MAX_HANDSHAKE_BODY,
+    Kind,
+    encode,
+    encode_data_header,
+)
 
 from .helpers import TOKEN, ConnectionPair
 
@@ -237,3 +244,41 @@ def test_sending_on_a_closed_connection_is_a_local_error() -> None:
     pair.client.close()
     with pytest.raises(LocalProtocolError):
         pair.client.open_stream("tcp", {})
+
+
+def test_the_agent_buffers_little_before_hello_and_one_chunk_write_after() -> None:
+    agent = Connection(Role.AGENT, TOKEN)
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        agent.receive_data((MAX_HANDSHAKE_BODY + 1).to_bytes(4, "big"))
+    pair = ConnectionPair()
+    pair.handshake()
+    pair.client.send_request("file.write", {"path": "/x", "offset": 0, "data": b"x" * CHUNK})
+    [request] = pair.to_agent()
+    assert isinstance(request, Request) and len(request.params["data"]) == CHUNK
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        pair.agent.receive_data((MAX_CLIENT_FRAME_BODY + 1).to_bytes(4, "big"))
+
+
+def test_the_client_accepts_the_agents_large_answers() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    request_id = pair.client.send_request("file.read", {"path": "/big"})
+    pair.to_agent()
+    pair.agent.send_response(request_id, {"data": b"x" * (4 * 1024 * 1024)})
+    [response] = pair.to_client()
+    assert isinstance(response, Response) and response.ok
+
+
+def test_abandoning_a_stream_refuses_it_if_unanswered_and_resets_it_otherwise() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    first, second = pair.client.open_stream("tcp"), pair.client.open_stream("tcp")
+    pair.to_agent()
+    pair.agent.accept_stream(second)
+    pair.agent.abandon_stream(first, 22, "invalid address")
+    pair.agent.abandon_stream(second, 5, "it broke")
+    events = pair.to_client()
+    assert StreamRefused(first, 22, "invalid address") in events
+    assert StreamReset(second, "it broke") in events
+    pair.agent.abandon_stream(first, 22, "again")  # gone: nothing more is sent
+    assert pair.agent.data_to_send() == []

@@ -1,6 +1,6 @@
 """A tiny HTTP server for tests: answers every request with who it is, the request line, the
 client address it saw and a digest of the body (Content-Length or chunked); `GET /bytes/N`
-answers N bytes of a fixed pattern; a request with `Upgrade: echo` is answered 101 and the
+answers N bytes of a fixed pattern; `GET /slow` answers after 2 s; a request with `Upgrade: echo` is answered 101 and the
 connection then echoes raw bytes. Logs one line per request. Usage: echo_http.py HOST PORT NAME"""
 
 import hashlib
@@ -8,6 +8,7 @@ import http.server
 import json
 import socket
 import sys
+import time
 
 PATTERN = bytes(range(256)) * 256
 
@@ -46,6 +47,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._upgrade()
             return
         body = self._read_body()
+        if self.path == "/slow":
+            time.sleep(2)
         digest = hashlib.sha256(body).hexdigest()
         if self.command == "GET" and self.path.startswith("/bytes/"):
             size = int(self.path.split("/")[2])
