@@ -186,20 +186,31 @@ class RemoteFiles:
         return path
 
     def open_later(self, note_id: int, path: str, call: OpenCall) -> None:
-        self._loop.call_soon_threadsafe(self._start, self._open(note_id, path, call))
+        self._loop.call_soon_threadsafe(self._start, note_id, self._open(note_id, path, call))
 
     def change_later(self, note_id: int, path: str, change: Change) -> None:
-        self._loop.call_soon_threadsafe(self._start, self._change(note_id, path, change))
+        self._loop.call_soon_threadsafe(self._start, note_id, self._change(note_id, path, change))
 
     def stat_later(self, note_id: int, tid: int, path: str, call: StatCall) -> None:
-        self._loop.call_soon_threadsafe(self._start, self._stat(note_id, tid, path, call))
+        self._loop.call_soon_threadsafe(self._start, note_id, self._stat(note_id, tid, path, call))
 
     # --- on the event loop -----------------------------------------------------------------
 
-    def _start(self, coroutine: Any) -> None:
+    def _start(self, note_id: int, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            # Each coroutine answers on every way it returns; one that ended otherwise
+            # (cancelled, a BaseException) has not, and its program thread must not wait on.
+            if task.cancelled():
+                self._listener.respond(note_id, error=errno.EINTR)
+            elif task.exception() is not None:
+                log.warning("a remote file call failed: %r", task.exception())
+                self._listener.respond(note_id, error=errno.EIO)
+
+        task.add_done_callback(ended)
 
     async def _decide(self, path: str, creating: bool = False) -> bool:
         if self._written is not None:
@@ -341,7 +352,8 @@ class RemoteFiles:
                     os.mkdir(os.path.join(folder, name))
                 else:
                     os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_WRONLY, 0o644))
-            self._served_dirs[folder] = path
+            # Copied, not changed in place: the supervisor thread iterates it (remote_path).
+            self._served_dirs = {**self._served_dirs, folder: path}
             return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return await self._copies.open(path, answer, self._fill)
 

@@ -13,6 +13,7 @@ import errno
 import os
 import platform
 import struct
+import threading
 from dataclasses import dataclass
 
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -398,50 +399,81 @@ class PreparedFilter:
 
 
 class Listener:
-    """The supervisor's end of a seccomp filter: receive and answer notifications."""
+    """The supervisor's end of a seccomp filter: receive and answer notifications.
+
+    Two threads use it at once: the supervisor's, which receives and answers most
+    notifications, and the event loop's, which answers those it finished (a tunnelled connect,
+    a file from the pod). So every call passes the kernel an argument of its own — a buffer
+    shared between calls lets one thread's id replace the other's between the write and the
+    ioctl, and `is_valid` then judges the wrong notification (a lost answer, a program stuck in
+    its syscall for ever). `close` and the ioctls share a lock: an answer that comes after the
+    session closed the descriptor is refused instead of reaching whatever reused its number.
+    """
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._request = SeccompNotif()
-        self._request_size = ctypes.sizeof(SeccompNotif)
-        self._request_pointer = ctypes.addressof(self._request)
-        self._id = ctypes.c_uint64()
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    @property
+    def fd(self) -> int:
+        """The descriptor to poll; -1 once closed."""
+        return self._fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _ioctl(self, request: int, argument: int | None) -> int:
+        """0, or the errno the ioctl failed with (EBADF once closed)."""
+        with self._lock:
+            if self._fd < 0:
+                return errno.EBADF
+            if _ioctl(self._fd, request, argument) == 0:
+                return 0
+            return ctypes.get_errno()
 
     def enable_sync_wakeup(self) -> bool:
         """Ask the kernel to hand notifications over on the same CPU (Linux ≥ 6.6)."""
         # Unlike the other notification ioctls, this one takes its argument by value.
-        return bool(_ioctl(self.fd, NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
+        return self._ioctl(NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0
 
     def receive(self) -> SeccompNotif | None:
-        """Block for the next notification; None if its caller went away first."""
-        ctypes.memset(self._request_pointer, 0, self._request_size)
-        if _ioctl(self.fd, NOTIF_RECV, self._request_pointer) < 0:
-            code = ctypes.get_errno()
-            if code in (errno.ENOENT, errno.EINTR):
-                return None
-            raise OSError(code, os.strerror(code))
-        return self._request
+        """The next notification (call once the descriptor polls readable, so this does not
+        block); None if its caller went away first or the listener is closed."""
+        request = SeccompNotif()  # zeroed, as the kernel requires
+        code = self._ioctl(NOTIF_RECV, ctypes.addressof(request))
+        if code == 0:
+            return request
+        if code in (errno.ENOENT, errno.EINTR) or self._fd < 0:
+            return None
+        raise OSError(code, os.strerror(code))
 
     def is_valid(self, notification_id: int) -> bool:
-        self._id.value = notification_id
-        return bool(_ioctl(self.fd, NOTIF_ID_VALID, ctypes.addressof(self._id)) == 0)
+        """Whether the notification still waits for its answer."""
+        argument = ctypes.c_uint64(notification_id)
+        return self._ioctl(NOTIF_ID_VALID, ctypes.addressof(argument)) == 0
 
     def respond(self, notification_id: int, value: int = 0, error: int = 0) -> bool:
         """Answer with a result (`value`) or a failure (`error` is a positive errno)."""
         response = SeccompNotifResp(notification_id, value, -error if error else 0, 0)
-        return bool(_ioctl(self.fd, NOTIF_SEND, ctypes.addressof(response)) == 0)
+        return self._ioctl(NOTIF_SEND, ctypes.addressof(response)) == 0
 
     def allow(self, notification_id: int) -> bool:
         """Let the kernel run the syscall as the program asked."""
         response = SeccompNotifResp(notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-        return bool(_ioctl(self.fd, NOTIF_SEND, ctypes.addressof(response)) == 0)
+        return self._ioctl(NOTIF_SEND, ctypes.addressof(response)) == 0
 
     def respond_with_fd(self, notification_id: int, source_fd: int, cloexec: bool) -> int:
         """Install `source_fd` in the caller and return it as the syscall's result."""
         request = SeccompNotifAddfd(
             notification_id, SECCOMP_ADDFD_FLAG_SEND, source_fd, 0, os.O_CLOEXEC if cloexec else 0
         )
-        return _check(_ioctl(self.fd, NOTIF_ADDFD, ctypes.addressof(request)))
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, "the seccomp listener is closed")
+            return _check(_ioctl(self._fd, NOTIF_ADDFD, ctypes.addressof(request)))
 
 
 # --- other processes ---------------------------------------------------------------------------

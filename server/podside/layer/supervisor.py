@@ -7,9 +7,17 @@ relayed datagram. Work that needs the agent or must wait goes to the event loop 
 with a duplicate of the socket, and is answered from there. The thread never touches the data
 relays, so a busy relay never stalls the program's syscalls.
 
-Rules kept throughout: the receive buffer is zeroed before each receive; a notification is
-checked still valid after reading the program's memory and before acting on it; every
-notification is answered, even when handling it fails.
+Rules kept throughout: a notification is checked still valid after reading the program's
+memory and before acting on it; every notification is answered exactly once, even when handling
+it fails — here, or by the event loop once handed over, never both, never neither (a thread
+whose notification is never answered waits in its syscall for ever, unkillable but by SIGKILL).
+
+What this thread shares with the event loop: the `seccomp.Listener` (each call has its own
+ioctl argument; see there), the `TunnelRegistry` (locked), the UDP relays' addresses (written
+under their lock, read by single dict look-ups), the remote files' listings and served folders
+(only the loop changes them: a listing is replaced whole, the served folders copied on write),
+and descriptors duplicated here, which the loop owns from the hand-over on. The pidfd cache is
+this thread's alone, closed by it when it ends.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ _UINT32 = struct.Struct("=I")
 # struct msghdr: name, namelen, iov, iovlen, control, controllen, flags
 _MSGHDR = struct.Struct("=QI4xQQQQi4x")
 _MSG_TRUNC = 0x20
+# Calls that would send from this machine if let through: failing to handle them must fail them.
+_SENDING_CALLS = frozenset({"connect", "sendto", "sendmsg"})
 
 
 @dataclass(slots=True)
@@ -158,12 +168,10 @@ class Supervisor:
     def stop(self) -> None:
         os.write(self._stop_write, b"x")
         self._thread.join(timeout=5)
-        for pidfd in self._pidfds.values():
-            os.close(pidfd)
-        self._pidfds.clear()
         os.close(self._stop_read)
         os.close(self._stop_write)
-        os.close(self.listener.fd)
+        # From here on the event loop's late answers are refused (the program has ended).
+        self.listener.close()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -178,7 +186,7 @@ class Supervisor:
             while True:
                 ready = poller.poll()
                 for fd, mask in ready:
-                    if fd == self._stop_read:
+                    if fd == self._stop_read or mask & select.POLLNVAL:
                         return
                     if mask & select.POLLHUP and not mask & select.POLLIN:
                         return  # no process is left under the filter
@@ -197,8 +205,6 @@ class Supervisor:
                         listener.allow(note.id)
                     else:
                         handler(note)
-                except ProcessLookupError:
-                    pass  # the thread is gone; its notification is void
                 except Exception as error:
                     self._answer_after_failure(note, error)
         except BaseException as error:
@@ -206,10 +212,19 @@ class Supervisor:
             self.failure = error
             print(f"podside: the layer's supervisor failed: {error!r}", file=sys.stderr)
             raise
+        finally:
+            for pidfd in self._pidfds.values():
+                os.close(pidfd)
+            self._pidfds.clear()
 
     def _answer_after_failure(self, note: Notification, error: Exception) -> None:
-        log.warning("handling %s failed: %r", note.syscall, error)
-        if note.syscall in ("connect", "sendto"):
+        """A handler failed before answering (or handing over) its notification: answer now.
+
+        Also when the program's thread seemed gone (ESRCH): the kernel then refuses the answer,
+        and if the thread is still there after all, it must not wait for ever."""
+        if not isinstance(error, ProcessLookupError):
+            log.warning("handling %s failed: %r", note.syscall, error)
+        if note.syscall in _SENDING_CALLS:
             # Never let a connection we failed to handle escape to this machine's network.
             self.listener.respond(note.id, error=errno.ENETUNREACH)
         else:
@@ -453,11 +468,6 @@ class Supervisor:
             listener.allow(note.id)
             return
         dup = self._take_fd(note.tid, fd)
-        if not self._registry.is_udp(os.fstat(dup).st_ino):
-            os.close(dup)
-            listener.allow(note.id)
-            return
-        blocking = not (flags & _MSG_DONTWAIT) and not (_file_flags(dup) & os.O_NONBLOCK)
 
         def attempt() -> bool:
             result, data, source = seccomp.raw_recvfrom(dup, size, flags | _MSG_DONTWAIT)
@@ -477,11 +487,22 @@ class Supervisor:
             listener.respond(note.id, value=value)
             return True
 
-        if attempt():
-            os.close(dup)
-            return
-        timeout = _receive_timeout(dup)
-        self._loop.call_soon_threadsafe(self._work.wait_readable, note.id, dup, attempt, timeout)
+        handed_over = False
+        try:
+            if not self._registry.is_udp(os.fstat(dup).st_ino):
+                listener.allow(note.id)
+                return
+            blocking = not (flags & _MSG_DONTWAIT) and not (_file_flags(dup) & os.O_NONBLOCK)
+            if attempt():
+                return
+            timeout = _receive_timeout(dup)
+            self._loop.call_soon_threadsafe(
+                self._work.wait_readable, note.id, dup, attempt, timeout
+            )
+            handed_over = True  # the event loop owns `dup` and answers from here on
+        finally:
+            if not handed_over:
+                os.close(dup)
 
     def _original_source(self, raw: bytes) -> bytes:
         """The address a relay's datagram stands for: the destination the program wrote to."""
@@ -524,10 +545,13 @@ class Supervisor:
         except OSError:
             kind = -1
         self.listener.allow(note.id)
-        if kind == socket.SOCK_STREAM:
-            self._loop.call_soon_threadsafe(self._on_listen, dup)  # type: ignore[arg-type]
-        else:
+        if kind != socket.SOCK_STREAM:
             os.close(dup)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._on_listen, dup)  # type: ignore[arg-type]
+        except RuntimeError:
+            os.close(dup)  # the event loop has closed: the session is ending
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -564,6 +588,9 @@ class Supervisor:
         fd = served.open(path)
         try:
             listener.respond_with_fd(note.id, fd, cloexec=bool(flags & _O_CLOEXEC))
+        except OSError as error:
+            # Not "continue": the program would read this machine's resolver files instead.
+            listener.respond(note.id, error=error.errno or errno.EIO)
         finally:
             os.close(fd)
 

@@ -3,13 +3,16 @@
 The supervisor thread decides and answers what it can at once; what needs the agent (a TCP
 connect must succeed in the pod before the program's connect returns) or must wait (a blocking
 recvfrom on a tunnelled UDP socket) continues here, on the event loop, and answers the
-notification when done. Sockets are recognised again by inode, because the program may close a
-descriptor and reuse its number; descriptor numbers only serve as a cheap first filter.
+notification when done — also when that work fails: a failure is answered with an errno,
+never left to hold the program's thread. Sockets are recognised again by inode, because the
+program may close a descriptor and reuse its number; descriptor numbers only serve as a cheap
+first filter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -121,14 +124,22 @@ class TunnelWork:
         relay = SocketRelay(self._peer, on_closed=lambda: self._registry.forget_tcp(inode))
 
         def answered(result: dict[str, object] | BaseException) -> None:
+            # Runs inside the agent connection's data_received: nothing may escape from here.
             try:
                 self._finish_connect(
                     result, relay, notification_id, program_fd, dup, inode, family, v6only, original
                 )
+            except Exception as error:
+                log.warning("finishing a tunnelled connect failed: %r", error)
+                with contextlib.suppress(Exception):
+                    self._peer.reset_stream(relay.stream_id, "podside could not connect it")
+                self._listener.respond(notification_id, error=errno.ENETUNREACH)
             finally:
                 os.close(dup)
 
         try:
+            if self._peer.closed.done():
+                raise ConnectionError("the agent is gone")  # it would never answer the stream
             relay.stream_id = self._peer.open_stream_then(
                 STREAM_TCP, open_params(remote), relay.endpoint, answered
             )
@@ -197,7 +208,13 @@ class TunnelWork:
             os.close(dup)
 
         def on_readable() -> None:
-            if attempt():
+            try:
+                answered = attempt()
+            except Exception as error:
+                log.warning("receiving for the program failed: %r", error)
+                self._listener.respond(notification_id, error=errno.EIO)
+                answered = True
+            if answered:
                 finish()
 
         def check() -> None:
@@ -216,7 +233,8 @@ class TunnelWork:
         checker = self._loop.call_later(0.2, check)
 
     def close(self) -> None:
-        for finish in list(self._waits.values()):
+        for notification_id, finish in list(self._waits.items()):
+            self._listener.respond(notification_id, error=errno.EINTR)
             finish()
 
 
