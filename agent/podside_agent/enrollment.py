@@ -14,6 +14,7 @@ its own user id and at least its own effective capabilities (SO_PEERCRED, then t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -103,6 +104,12 @@ class EnrollmentListener:
         pid, uid, _ = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
+        # The line is read before any refusal, so that a refused peer is not still writing
+        # when the answer comes and the socket closes (it would see EPIPE, not the reason).
+        try:
+            line = await asyncio.wait_for(reader.readline(), _READ_TIMEOUT)
+        except ValueError as error:  # longer than the reader's limit
+            return f"refused: {error}"
         # pid 0: the peer is in a PID namespace this agent cannot see into.
         peer_caps = await asyncio.to_thread(effective_capabilities, pid) if pid else None
         reason = refusal(uid, peer_caps, os.geteuid(), self._own_caps)
@@ -110,9 +117,8 @@ class EnrollmentListener:
             log.warning("refused an enrollment from pid %d: %s", pid, reason)
             return f"refused: {reason}"
         try:
-            line = await asyncio.wait_for(reader.readline(), _READ_TIMEOUT)
             verifier = parse_verifier(line.decode("ascii"))
-        except ValueError as error:  # too long, not ASCII, not a verifier
+        except ValueError as error:  # not ASCII, not a verifier
             return f"refused: {error}"
         if not self.verifiers.add(verifier):
             return "refused: the agent holds as many verifiers as it takes"
@@ -144,7 +150,9 @@ def enroll(port: int, verifier: str) -> None:
                 ) from None
             time.sleep(0.2)
     with sock:
-        sock.sendall(f"{verifier}\n".encode())
+        # A refusing agent may close before the line is taken: its answer is still read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(f"{verifier}\n".encode())
         answer = b""
         while not answer.endswith(b"\n") and len(answer) < 4096:
             piece = sock.recv(4096)
