@@ -41,6 +41,7 @@ class MirroredCopy:
     source: tuple[str, int]
     data: bytearray = field(default_factory=bytearray)
     ended: bool = False
+    reset: bool = False  # the agent dropped it (or the client reset the connection)
 
     def requests(self) -> list[str]:
         """The request lines in the copied bytes ("GET /path")."""
@@ -51,14 +52,19 @@ class MirroredCopy:
 
 
 class _Recording:
-    """The test's end of one mirror stream: keeps every byte and acknowledges it."""
+    """The test's end of one mirror stream: keeps every byte and acknowledges it, or not (a
+    subscriber that has stopped keeping up)."""
 
-    def __init__(self, peer: Peer, stream_id: int, copy: MirroredCopy) -> None:
+    def __init__(
+        self, peer: Peer, stream_id: int, copy: MirroredCopy, *, acknowledge: bool
+    ) -> None:
         self._peer, self._stream_id, self._copy = peer, stream_id, copy
+        self._acknowledge = acknowledge
 
     def data_received(self, data: bytes) -> None:
         self._copy.data += data
-        self._peer.acknowledge(self._stream_id, len(data))
+        if self._acknowledge:
+            self._peer.acknowledge(self._stream_id, len(data))
 
     def eof_received(self) -> None:
         self._copy.ended = True
@@ -67,11 +73,13 @@ class _Recording:
         pass
 
     def reset(self, reason: str) -> None:
-        self._copy.ended = True
+        self._copy.ended = self._copy.reset = True
 
 
 @contextmanager
-def mirror_recorder(pod: Pod, port: int) -> Iterator[list[MirroredCopy]]:
+def mirror_recorder(
+    pod: Pod, port: int, *, acknowledge: bool = True
+) -> Iterator[list[MirroredCopy]]:
     """A client of its own that mirrors `port` and records each copy the agent sends it, in
     the order the agent opened them (the list grows while the block runs)."""
     copies: list[MirroredCopy] = []
@@ -86,7 +94,8 @@ def mirror_recorder(pod: Pod, port: int) -> Iterator[list[MirroredCopy]]:
         copy = MirroredCopy(source)
         copies.append(copy)
         session.peer.accept_stream(
-            request.stream_id, _Recording(session.peer, request.stream_id, copy)
+            request.stream_id,
+            _Recording(session.peer, request.stream_id, copy, acknowledge=acknowledge),
         )
         session.peer.send_eof(request.stream_id)  # nothing goes back on a copy
         return True

@@ -3,11 +3,13 @@ app exactly once, and never a request another client stole."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import os
 
 from tests.core.agent_client import MirroredCopy, mirror_recorder
-from tests.steal.conftest import ask, redirected_ports, stealing
+from tests.steal.conftest import agent_status, ask, redirected_ports, stealing
 from tests.topology import Pod, free_port, run, wait_for
 
 SECRET = b"alice's stolen body 7f3a"
@@ -97,3 +99,19 @@ def test_a_connection_open_before_a_steal_is_still_mirrored_to_its_end(pod: Pod)
             connection.close()
             made = _until_all_copied(pod, copies)
     assert [copy.requests() for copy in made] == [["GET /before", "GET /same/connection"]]
+
+
+def test_a_subscriber_that_stops_reading_loses_its_copy_and_the_app_still_gets_it_all(
+    pod: Pod,
+) -> None:
+    body = os.urandom(24 * 1024 * 1024)  # past the 16 MiB a subscriber may fall behind
+    with (
+        mirror_recorder(pod, 8080, acknowledge=False) as copies,
+        stealing(pod, "--http-filter", "X-Dev: ^alice$", port=free_port()),
+    ):
+        answer = ask(pod, "/upload", method="POST", body=body)
+        assert answer["server"] == "pod-app"
+        assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+        wait_for(lambda: copies and copies[0].reset, what="the copy to be dropped")
+        assert len(copies) == 1 and len(copies[0].data) < len(body)
+        assert agent_status(pod)["clients"] == 2  # the slow subscriber itself is still served
