@@ -10,7 +10,7 @@ import os
 
 from tests.core.agent_client import MirroredCopy, mirror_recorder
 from tests.steal.conftest import agent_status, ask, redirected_ports, stealing
-from tests.topology import Pod, free_port, run, wait_for
+from tests.topology import PYTHON, SERVERS, Pod, free_port, run, wait_for
 
 SECRET = b"alice's stolen body 7f3a"
 
@@ -115,3 +115,24 @@ def test_a_subscriber_that_stops_reading_loses_its_copy_and_the_app_still_gets_i
         wait_for(lambda: copies and copies[0].reset, what="the copy to be dropped")
         assert len(copies) == 1 and len(copies[0].data) < len(body)
         assert agent_status(pod)["clients"] == 2  # the slow subscriber itself is still served
+
+
+def test_ipv6_clients_of_a_filtered_steal_are_copied_once_too(pod: Pod) -> None:
+    pod.spawn(
+        pod.in_pod(PYTHON, str(SERVERS / "echo_http.py"), "::", "8080", "pod-app-v6"),
+        "pod-app-v6.log",
+    )
+    wait_for(lambda: "listening" in pod.log("pod-app-v6.log"), what="the pod's IPv6 app")
+    with (
+        mirror_recorder(pod, 8080) as copies,
+        stealing(pod, "--http-filter", "X-Dev: ^alice$", port=free_port()),
+    ):
+        assert "ip6" in redirected_ports(pod)
+        connection = http.client.HTTPConnection(pod.pod_ip6, 8080, timeout=10)
+        for index, who in enumerate(("bob", "alice", "carol")):
+            answer = ask(pod, f"/v6/{index}", headers={"X-Dev": who}, connection=connection)
+            assert answer["server"] == ("local" if who == "alice" else "pod-app-v6")
+        connection.close()
+        made = _until_all_copied(pod, copies)
+    assert [copy.requests() for copy in made] == [["GET /v6/0", "GET /v6/2"]]
+    assert {copy.source[0] for copy in made} == {pod.host_ip6}
