@@ -1,9 +1,15 @@
-"""Mirror feature (agent side): copy new connections on subscribed ports to subscribers.
+"""Mirror feature (agent side): copy each connection that reaches the pod's app on a subscribed
+port to every subscriber of that port, once.
 
-One sniffer serves every client: its filter covers the union of subscribed ports, and each
-reassembled connection is fanned out as a `mirror` stream to every client subscribed to its
-port. The pod's app is never touched. A subscriber that cannot keep up loses that mirrored
-connection (reset), never the agent's memory.
+Two sources feed the copies. The sniffer sees what arrives on the pod's interfaces; one
+sniffer serves every client, its filter covering the union of subscribed ports. On a port the
+steal router takes (redirected by steal's TPROXY rule), what arrives is not what reaches the
+app: there the sniffer leaves out connections from other hosts (`sniffer.build_port_filter`)
+and the router's own loopback connections to the app (`exclude`), and the router copies the
+bytes it passes to the app itself (`copy`). So a request a client stole is never copied, and
+nothing is copied twice. Each copy is a `mirror` stream to each subscriber; the pod's app is
+never touched. A subscriber that cannot keep up loses that copy (reset), never the agent's
+memory.
 """
 
 from __future__ import annotations
@@ -11,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 
 from podside_agent.peer import Peer
 from podside_agent.podnet import PodNetwork
 from podside_agent.sniffer import Segment, Sniffer
 from podside_agent.tcp_reassembly import (
+    ACK,
+    SYN,
     Closed,
     ConnectionKey,
     Data,
@@ -25,12 +34,19 @@ from podside_agent.tcp_reassembly import (
     Skipped,
 )
 from podside_protocol import mirror
+from podside_protocol.addresses import Address, family_of
 
 log = logging.getLogger(__name__)
 
 # Bytes a subscriber may fall behind on one mirrored connection before it is dropped.
 SUBSCRIBER_BACKLOG_LIMIT = 16 * 1024 * 1024
+# How long the sniffer keeps leaving out an agent's connection after it closed: its SYN may
+# still wait in the packet socket's queue when the connection is already over.
+OWN_CONNECTION_LINGER_SECONDS = 10.0
 _TICK_SECONDS = 0.25
+
+# (source port, destination ip as the sniffer reports it, destination port)
+OwnKey = tuple[int, bytes, int]
 
 
 def _address(raw: bytes, port: int) -> tuple[str, int]:
@@ -38,12 +54,89 @@ def _address(raw: bytes, port: int) -> tuple[str, int]:
     return socket.inet_ntop(family, raw), port
 
 
+class OwnConnections:
+    """The agent's own connections to the pod's app, which the sniffer must not copy.
+
+    A connection is known by its source port and destination: the agent binds its socket
+    before connecting, so the key exists before the SYN leaves. A released key stays for
+    `linger` seconds; a key added again meanwhile (the port reused) is kept.
+    """
+
+    def __init__(self, linger: float = OWN_CONNECTION_LINGER_SECONDS) -> None:
+        self._linger = linger
+        self._keys: dict[OwnKey, float | None] = {}  # key -> when it expires (None: open)
+        self._released: deque[tuple[float, OwnKey]] = deque()
+
+    def __contains__(self, key: OwnKey) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: OwnKey, now: float) -> None:
+        self.expire(now)
+        self._keys[key] = None
+
+    def release(self, key: OwnKey, now: float) -> None:
+        if key in self._keys and self._keys[key] is None:
+            expiry = now + self._linger
+            self._keys[key] = expiry
+            self._released.append((expiry, key))
+
+    def expire(self, now: float) -> None:
+        while self._released and self._released[0][0] <= now:
+            expiry, key = self._released.popleft()
+            if self._keys.get(key) == expiry:
+                del self._keys[key]
+
+
+class MirrorCopy:
+    """One connection copied to the subscribers of its port, as one `mirror` stream each."""
+
+    def __init__(self, owner: Mirror, port: int, source: Address, destination: Address) -> None:
+        self._owner = owner
+        self.receivers: list[tuple[Peer, int]] = []
+        params = mirror.stream_params(port, source, destination)
+        for peer in owner.subscribers(port):
+            if peer.writing_paused:
+                owner.skipped_connections += 1  # the subscriber is not keeping up
+                continue
+            sink = _SubscriberEnd(self.receivers, peer)
+            sink.stream_id = peer.open_stream_nowait(mirror.STREAM, params, sink)
+            self.receivers.append((peer, sink.stream_id))
+
+    def send(self, data: bytes) -> None:
+        for peer, stream_id in list(self.receivers):
+            if peer.send_data(stream_id, data) > SUBSCRIBER_BACKLOG_LIMIT:
+                self._owner.overflowed_connections += 1
+                log.warning("dropping a mirrored connection: subscriber too slow")
+                peer.reset_stream(stream_id, "subscriber fell too far behind")
+                self.receivers.remove((peer, stream_id))
+
+    def end(self, *, reset: bool = False) -> None:
+        receivers, self.receivers = self.receivers, []
+        self._owner.forget(self)
+        for peer, stream_id in receivers:
+            if reset:
+                peer.reset_stream(stream_id, "the client reset the connection")
+            else:
+                peer.send_eof(stream_id)
+                peer.forget_stream(stream_id)
+
+    def drop_peer(self, peer: Peer) -> None:
+        self.receivers[:] = [(p, s) for p, s in self.receivers if p is not peer]
+
+
 class Mirror:
     def __init__(self, network: PodNetwork) -> None:
         self._sniffer = Sniffer(network)
         self._reassembler = Reassembler()
         self._subscribers: dict[int, set[Peer]] = defaultdict(set)
-        self._streams: dict[ConnectionKey, list[tuple[Peer, int]]] = {}
+        self._sniffed: dict[ConnectionKey, MirrorCopy] = {}
+        self._copies: set[MirrorCopy] = set()
+        self._redirected4: frozenset[int] = frozenset()
+        self._redirected6: frozenset[int] = frozenset()
+        self._own = OwnConnections()
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._ticker: asyncio.TimerHandle | None = None
@@ -56,7 +149,11 @@ class Mirror:
 
     def subscribe(self, peer: Peer, port: int) -> None:
         self._subscribers[port].add(peer)
-        self._apply_ports()
+        try:
+            self._apply_ports()
+        except OSError:
+            self._subscribers[port].discard(peer)  # not subscribed: no copies from the router
+            raise
 
     def unsubscribe(self, peer: Peer, port: int) -> None:
         self._subscribers[port].discard(peer)
@@ -65,12 +162,15 @@ class Mirror:
     def drop_peer(self, peer: Peer) -> None:
         for subscribers in self._subscribers.values():
             subscribers.discard(peer)
-        for streams in self._streams.values():
-            streams[:] = [(p, s) for p, s in streams if p is not peer]
+        for copy in self._copies:
+            copy.drop_peer(peer)
         self._apply_ports()
 
     def ports(self) -> set[int]:
         return {port for port, peers in self._subscribers.items() if peers}
+
+    def subscribers(self, port: int) -> set[Peer]:
+        return self._subscribers.get(port) or set()
 
     def statistics(self) -> dict[str, int]:
         stats = self._sniffer.statistics()
@@ -84,13 +184,51 @@ class Mirror:
         self._stop_reading()
         self._sniffer.close()
 
+    # --- what steal tells the mirror -----------------------------------------------------------
+
+    def set_redirected(self, ports: Iterable[int], *, ipv6: bool) -> None:
+        """The ports steal redirects now (IPv6 as well when `ipv6`): the router copies them."""
+        self._redirected4 = frozenset(ports)
+        self._redirected6 = self._redirected4 if ipv6 else frozenset()
+        self._apply_ports()
+
+    def copy(self, port: int, source: Address, destination: Address) -> MirrorCopy | None:
+        """A copy of one connection for the subscribers of `port`; None when there are none."""
+        if not self.subscribers(port):
+            return None
+        self.connections += 1
+        copy = MirrorCopy(self, port, source, destination)
+        self._copies.add(copy)
+        return copy
+
+    def forget(self, copy: MirrorCopy) -> None:
+        self._copies.discard(copy)
+
+    def exclude(self, local_port: int, destination: Address) -> Callable[[], None]:
+        """Leave out the agent's own connection from `local_port` to `destination` (bound, not
+        yet connected); returns the call that says it closed."""
+        host = destination[0].split("%", 1)[0]  # a link-local address's zone is no byte of it
+        key = (local_port, socket.inet_pton(family_of(destination), host), destination[1])
+        self._own.add(key, self._loop.time())
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._own.release(key, self._loop.time())
+
+        return release
+
+    # --- the sniffer ---------------------------------------------------------------------------
+
     def _apply_ports(self) -> None:
         ports = self.ports()
         if not ports:
             self._stop_reading()
             self._sniffer.close()
             return
-        self._sniffer.set_ports(ports)
+        self._sniffer.set_ports(ports, self._redirected4, self._redirected6)
         if not self._reading:
             self._loop.add_reader(self._sniffer.fileno(), self._drain)
             self._ticker = self._loop.call_later(_TICK_SECONDS, self._tick)
@@ -104,58 +242,38 @@ class Mirror:
             self._ticker.cancel()
             self._ticker = None
 
-    # --- packets -------------------------------------------------------------------------------
-
     def _drain(self) -> None:
         self._sniffer.read_segments(self._on_segment)
 
     def _tick(self) -> None:
-        for action in self._reassembler.tick(self._loop.time()):
+        now = self._loop.time()
+        self._own.expire(now)
+        for action in self._reassembler.tick(now):
             self._apply(action)
         self._ticker = self._loop.call_later(_TICK_SECONDS, self._tick)
 
     def _on_segment(self, segment: Segment) -> None:
         source, sport, destination, dport, seq, flags, payload = segment
+        if flags & SYN and not flags & ACK and (sport, destination, dport) in self._own:
+            return  # the router's own connection to the app: the router copies it
         key = (source, sport, destination, dport)
         for action in self._reassembler.segment(key, seq, flags, payload, self._loop.time()):
             self._apply(action)
 
     def _apply(self, action: Opened | Data | Skipped | Closed) -> None:
         if isinstance(action, Data):
-            receivers = self._streams.get(action.key)
-            if not receivers:
-                return
-            for peer, stream_id in list(receivers):
-                if peer.send_data(stream_id, action.data) > SUBSCRIBER_BACKLOG_LIMIT:
-                    self.overflowed_connections += 1
-                    log.warning("dropping a mirrored connection: subscriber too slow")
-                    peer.reset_stream(stream_id, "subscriber fell too far behind")
-                    receivers.remove((peer, stream_id))
+            copy = self._sniffed.get(action.key)
+            if copy is not None:
+                copy.send(action.data)
         elif isinstance(action, Opened):
             source, sport, destination, dport = action.key
-            peers = self._subscribers.get(dport)
-            if not peers:
-                return
-            self.connections += 1
-            params = mirror.stream_params(
-                dport, _address(source, sport), _address(destination, dport)
-            )
-            streams: list[tuple[Peer, int]] = []
-            self._streams[action.key] = streams
-            for peer in peers:
-                if peer.writing_paused:
-                    self.skipped_connections += 1  # the subscriber is not keeping up
-                    continue
-                sink = _SubscriberEnd(streams, peer)
-                sink.stream_id = peer.open_stream_nowait(mirror.STREAM, params, sink)
-                streams.append((peer, sink.stream_id))
+            new = self.copy(dport, _address(source, sport), _address(destination, dport))
+            if new is not None:
+                self._sniffed[action.key] = new
         elif isinstance(action, Closed):
-            for peer, stream_id in self._streams.pop(action.key, []):
-                if action.reason == "reset":
-                    peer.reset_stream(stream_id, "the client reset the connection")
-                else:
-                    peer.send_eof(stream_id)
-                    peer.forget_stream(stream_id)
+            ended = self._sniffed.pop(action.key, None)
+            if ended is not None:
+                ended.end(reset=action.reason == "reset")
         elif isinstance(action, Skipped):
             self.skipped_bytes += action.missing
             log.warning(

@@ -70,8 +70,8 @@ class AgentServer:
         self._crowded_out = 0  # since the last log line about it
         self._crowded_logged = -HANDSHAKE_SECONDS
         self.outgoing = Outgoing(network)
-        self.mirror: Mirror | None = None
-        self.steal = Steal(network)
+        self.mirror = Mirror(network)
+        self.steal = Steal(network, self.mirror)
         self.stopped = asyncio.get_running_loop().create_future()
         self._idle_since = asyncio.get_running_loop().time()
         self._server: asyncio.Server | None = None
@@ -94,8 +94,7 @@ class AgentServer:
         self.enrollment.close()
         for peer in list(self.peers):
             peer.close("agent shutting down")
-        if self.mirror is not None:
-            self.mirror.close()
+        self.mirror.close()
         self.steal.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -170,8 +169,6 @@ class AgentServer:
             return {"data": self.network.read_file(path, files.MAX_READ)}
         if method == mirror_messages.SUBSCRIBE:
             port = mirror_messages.port_of(params)
-            if self.mirror is None:
-                self.mirror = Mirror(self.network)
             try:
                 self.mirror.subscribe(peer, port)
             except PermissionError as error:
@@ -181,11 +178,10 @@ class AgentServer:
             return {"port": port}
         if method == mirror_messages.UNSUBSCRIBE:
             port = mirror_messages.port_of(params)
-            if self.mirror is not None:
-                self.mirror.unsubscribe(peer, port)
+            self.mirror.unsubscribe(peer, port)
             return {"port": port}
         if method == mirror_messages.STATS:
-            return self.mirror.statistics() if self.mirror else {}
+            return self.mirror.statistics()
         if method in files.FILE_METHODS:
             return agent_files.handle(self.network.target_pid or os.getpid(), method, dict(params))
         if method == capabilities_messages.CAPABILITIES:
@@ -201,7 +197,7 @@ class AgentServer:
         if method == status.STATUS:
             return {
                 "clients": len(self.peers),
-                "mirrored_ports": sorted(self.mirror.ports()) if self.mirror else [],
+                "mirrored_ports": sorted(self.mirror.ports()),
                 "stolen_ports": self.steal.ports(),
                 "target_pid": self.network.target_pid,
             }
@@ -227,8 +223,7 @@ class AgentServer:
         if peer not in self.peers:
             return
         self.peers.discard(peer)
-        if self.mirror is not None:
-            self.mirror.drop_peer(peer)
+        self.mirror.drop_peer(peer)
         self.steal.drop_peer(peer)
         if not self.peers:
             self._idle_since = asyncio.get_running_loop().time()

@@ -4,6 +4,12 @@ An AF_PACKET socket (opened inside the pod's network namespace) with a classic B
 that keeps only inbound TCP segments to the subscribed ports that carry data or a SYN, FIN or
 RST flag, so pure ACKs never wake us. The receive buffer is forced to 64 MiB because a burst
 larger than the default buffer is silently dropped; drops are read from PACKET_STATISTICS.
+
+On a port the steal router takes (redirected), connections from other hosts go to the router,
+not to the app, so the filter drops their SYNs: the reassembler only follows connections whose
+SYN it saw, and the router copies what it passes on itself. Loopback connections are never
+redirected and stay; connections that were open before the redirect began still reach the
+app, and their SYN was seen, so they are followed to their end.
 """
 
 from __future__ import annotations
@@ -33,12 +39,22 @@ _TAX, _TXA = 0x07, 0x87
 _RET_K = 0x06
 _SKF_AD_PROTOCOL = -0x1000 + 0 & 0xFFFFFFFF
 _SKF_AD_PKTTYPE = -0x1000 + 4 & 0xFFFFFFFF
+_SKF_AD_IFINDEX = -0x1000 + 8 & 0xFFFFFFFF
+LOOPBACK_IFINDEX = 1  # the kernel gives `lo` index 1 in every network namespace
+_TCP_SYN = 0x02
 _KEEP = 0x40000
 
 
-def build_port_filter(ports: Iterable[int]) -> bytes:
-    """BPF for a SOCK_DGRAM packet socket (data starts at the IP header)."""
+def build_port_filter(
+    ports: Iterable[int], redirected4: Iterable[int] = (), redirected6: Iterable[int] = ()
+) -> bytes:
+    """BPF for a SOCK_DGRAM packet socket (data starts at the IP header).
+
+    `redirected4` and `redirected6` are the ports whose connections from other
+    hosts the steal router takes: their SYNs are dropped unless they came over loopback.
+    """
     port_list = sorted(set(ports))
+    ipv4_redirected, ipv6_redirected = set(redirected4), set(redirected6)
     # Each entry: (code, jump-true label or offset, jump-false label or offset, k)
     program: list[tuple[int, object, object, int]] = []
 
@@ -57,8 +73,13 @@ def build_port_filter(ports: Iterable[int]) -> bytes:
     add(_LDX_B_MSH, 0)  # X = IP header length
     add(_LD_H_IND, 2)  # destination port
     for port in port_list:
-        add(_JEQ_K, port, "ipv4_port", 0)
+        add(_JEQ_K, port, "ipv4_redirected" if port in ipv4_redirected else "ipv4_port", 0)
     add(_RET_K, 0)
+    program.append((-1, "ipv4_redirected", None, 0))
+    add(_LD_W_ABS, _SKF_AD_IFINDEX)  # X still holds the IP header length
+    add(_JEQ_K, LOOPBACK_IFINDEX, "ipv4_port", 0)
+    add(_LD_B_IND, 13)  # TCP flags
+    add(_JSET_K, _TCP_SYN, "drop", "ipv4_port")
     program.append((-1, "ipv4_port", None, 0))
     add(_LD_B_IND, 13)  # TCP flags
     add(_JSET_K, 0x07, "keep", 0)  # FIN, SYN or RST
@@ -80,8 +101,13 @@ def build_port_filter(ports: Iterable[int]) -> bytes:
     add(_JEQ_K, 6, 0, "drop")
     add(_LD_H_ABS, 42)
     for port in port_list:
-        add(_JEQ_K, port, "ipv6_port", 0)
+        add(_JEQ_K, port, "ipv6_redirected" if port in ipv6_redirected else "ipv6_port", 0)
     add(_RET_K, 0)
+    program.append((-1, "ipv6_redirected", None, 0))
+    add(_LD_W_ABS, _SKF_AD_IFINDEX)
+    add(_JEQ_K, LOOPBACK_IFINDEX, "ipv6_port", 0)
+    add(_LD_B_ABS, 53)  # TCP flags
+    add(_JSET_K, _TCP_SYN, "drop", "ipv6_port")
     program.append((-1, "ipv6_port", None, 0))
     add(_LD_B_ABS, 53)
     add(_JSET_K, 0x07, "keep", 0)
@@ -166,9 +192,12 @@ class Sniffer:
     def fileno(self) -> int:
         return self._socket.fileno() if self._socket else -1
 
-    def set_ports(self, ports: Iterable[int]) -> None:
-        """Watch exactly these ports (opening the socket when first needed)."""
-        program = _SockFprog(build_port_filter(ports))
+    def set_ports(
+        self, ports: Iterable[int], redirected4: Iterable[int] = (), redirected6: Iterable[int] = ()
+    ) -> None:
+        """Watch exactly these ports (opening the socket when first needed); see
+        `build_port_filter` for the redirected ones."""
+        program = _SockFprog(build_port_filter(ports, redirected4, redirected6))
         if self._socket is None:
             with self._network.entered():
                 # Protocol 0 receives nothing until bound: no unfiltered packet is ever queued.

@@ -18,6 +18,11 @@ most `DECIDE_SECONDS` for protocols where the server speaks first), then:
 Bytes pass unchanged in both directions (`http1` only frames). When a client goes away its
 ports are given back at once; its connections in flight are closed (FIN, or RST if data was
 lost), never left hanging.
+
+Mirror subscribers of a stolen port get what reaches the pod's app, from here: the bytes each
+connection passes to the app are one copy (`Mirror.copy`), requests a client stole are not in
+it, and the sniffer leaves out both the redirected connections and the loopback connections
+made here to the app (`Mirror.set_redirected`, `Mirror.exclude`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import errno
 import logging
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from podside_agent import http1
+from podside_agent.mirror import Mirror, MirrorCopy
 from podside_agent.nftables import NftablesError, StealTable
 from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
@@ -75,14 +82,16 @@ class _Rule:
 
 
 class Steal:
-    def __init__(self, network: PodNetwork) -> None:
+    def __init__(self, network: PodNetwork, mirror: Mirror) -> None:
         self._network = network
+        self.mirror = mirror
         self._table: StealTable | None = None
         self._server: asyncio.Server | None = None
         self._server6: asyncio.Server | None = None
         self._listener_port = 0
         self._listener_port6: int | None = None  # None: the pod has no IPv6
         self._rules: dict[int, list[_Rule]] = {}
+        self._redirected: set[int] = set()  # the ports the table redirects now
         self._connections: set[StolenConnection] = set()
         self._preparing = asyncio.Lock()
         self.connections = 0
@@ -211,8 +220,21 @@ class Steal:
             log.error("cannot update the steal rule: %s", error)
 
     def _apply(self) -> None:
-        if self._table is not None:
-            self._table.apply(self._rules, self._listener_port, self._listener_port6)
+        if self._table is None:
+            return
+        before, after = self._redirected, set(self._rules)
+        ipv6 = self._listener_port6 is not None
+        # While the rule changes, the sniffer leaves out the old ports and the new ones: a
+        # connection caught in between is then copied by no one, rather than twice with the
+        # requests a client stole.
+        self.mirror.set_redirected(before | after, ipv6=ipv6)
+        try:
+            self._table.apply(after, self._listener_port, self._listener_port6)
+        except NftablesError:
+            self.mirror.set_redirected(before, ipv6=ipv6)
+            raise
+        self._redirected = after
+        self.mirror.set_redirected(after, ipv6=ipv6)
 
     def ports(self) -> dict[str, list[str]]:
         """Stolen ports (as text: msgpack map keys) and what each session takes there."""
@@ -225,6 +247,8 @@ class Steal:
         if self._table is not None:
             self._table.close()
             self._table = None
+            self._redirected = set()
+            self.mirror.set_redirected((), ipv6=False)
         for server in (self._server, self._server6):
             if server is not None:
                 server.close()
@@ -248,9 +272,18 @@ class Steal:
             for probe in rule.subscription.probes
         )
 
-    def socket(self, destination: Address) -> socket.socket:
-        """A socket in the pod to reach `destination` (the client's original one)."""
-        return self._network.socket(family_of(destination), socket.SOCK_STREAM)
+    def app_socket(self, destination: Address) -> tuple[socket.socket, Callable[[], None]]:
+        """A socket in the pod to reach the app at `destination` (the client's original one),
+        left out by the sniffer until the returned call says it closed."""
+        family = family_of(destination)
+        sock = self._network.socket(family, socket.SOCK_STREAM)
+        try:
+            # Bound first: its port is known before the SYN leaves.
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        except OSError:
+            sock.close()
+            raise
+        return sock, self.mirror.exclude(sock.getsockname()[1], destination)
 
 
 class _Link:
@@ -287,17 +320,20 @@ class _AppLink(_Link, asyncio.Protocol):
         self._early: list[bytes] = []
         self._early_eof = False
         self._closed = False
+        self._release: Callable[[], None] | None = None
         self._task = asyncio.get_running_loop().create_task(self._connect(destination))
 
     async def _connect(self, destination: Address) -> None:
         loop = asyncio.get_running_loop()
         try:
-            sock = self.owner.steal.socket(destination)
+            sock, release = self.owner.steal.app_socket(destination)
+            self._release = release
             try:
                 await loop.sock_connect(sock, destination)
                 await loop.create_connection(lambda: self, sock=sock)
             except BaseException:
                 sock.close()
+                release()
                 raise
         except OSError as error:
             self.owner.link_lost(self, f"the pod's app: {error.strerror or error}")
@@ -310,6 +346,8 @@ class _AppLink(_Link, asyncio.Protocol):
             return
         early, self._early = self._early, []
         transport.writelines(early)
+        for data in early:
+            self.owner.reached_app(data)
         if self._early_eof:
             self.write_eof()
 
@@ -322,6 +360,8 @@ class _AppLink(_Link, asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._release is not None:
+            self._release()
         if not self._closed:
             self.owner.link_lost(self, f"the pod's app: {exc or 'closed'}")
 
@@ -337,6 +377,7 @@ class _AppLink(_Link, asyncio.Protocol):
             self._early.append(data)
         elif not self.transport.is_closing():
             self.transport.write(data)
+            self.owner.reached_app(data)
 
     def write_eof(self) -> None:
         if self.transport is None:
@@ -451,6 +492,8 @@ class StolenConnection(asyncio.Protocol):
         self._response_done = False
         self._client_eof = False
         self._writing_paused = False
+        self._copy: MirrorCopy | None = None
+        self._copy_decided = False
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -498,6 +541,9 @@ class StolenConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._close_links()
         self._phase = _CLOSED
+        if self._copy is not None:
+            self._copy.end(reset=exc is not None)
+            self._copy = None
         self.steal._connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -613,6 +659,15 @@ class StolenConnection(asyncio.Protocol):
             self._pump_requests()
 
     # --- upstream side -------------------------------------------------------------------------
+
+    def reached_app(self, data: bytes) -> None:
+        """Bytes of this connection the pod's app was given: the port's mirror subscribers see
+        them (the subscribers of the moment the first of them went)."""
+        if not self._copy_decided:
+            self._copy_decided = True
+            self._copy = self.steal.mirror.copy(self.port, self.source, self.destination)
+        if self._copy is not None:
+            self._copy.send(data)
 
     def _app_link(self) -> _Link:
         if self._app is None or self._app.eof:
