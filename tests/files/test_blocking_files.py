@@ -87,6 +87,7 @@ def test_a_fifo_opened_through_fs_is_refused_and_other_sessions_keep_their_answe
     assert reader.returncode != 0
     assert out == ""
     assert f"cat: {FIFO}: Operation not supported" in err
+    assert f"podside: {FIFO} is a FIFO in the pod; --fs serves regular files and folders" in err
 
 
 @pytest.mark.parametrize(
