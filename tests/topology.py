@@ -170,6 +170,13 @@ class Pod:
         wait_for(lambda: "listening on" in self.log("agent.log"), what="the agent to listen")
         return self.agent
 
+    def restart_app(self, pod_env: dict[str, str]) -> None:
+        """The app container restarted: the same command, a new process (and environment)."""
+        assert self.app is not None
+        _terminate(self.app)
+        self.processes.remove(self.app)
+        _spawn_pod_app(self, pod_env)
+
     def stop_agent(self) -> None:
         if self.agent is not None:
             _terminate(self.agent)
@@ -325,6 +332,11 @@ def _start_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
         f"127.0.0.1 localhost\n{pod.pod_ip} test-pod\n{pod.cluster_ip} hosts-only-name\n"
     )
     _write_pod_only_files(pod.pod_files)
+    _spawn_pod_app(pod, pod_env)
+
+
+def _spawn_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
+    resolv, hosts = pod.workdir / "pod-resolv.conf", pod.workdir / "pod-hosts"
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/pod-home",

@@ -1,17 +1,26 @@
 """Files as the target process sees them: opened inside its root with openat2(RESOLVE_IN_ROOT),
 so the pod's symlinks (a ConfigMap's `..data` links, for one) resolve within the pod.
 
-Answers for `--fs`: `file.open` (the stat and the first chunk, or a directory's names — one
-round trip for most files), `file.chunk` (the rest of a large file, by offset), `file.stat`
-and `file.list` (the names in a directory, which the layer caches to know what is remote).
-For `--fs write`: `file.open` with the program's flags (so creating, truncating and the pod's
-errors — EACCES, EROFS, ENOENT — happen at the program's open), `file.write` and
-`file.truncate` (the program's copy written back when it closes it), `file.unlink`,
-`file.mkdir`, `file.rename` and `file.access`.
+Answers `file.read` (a whole small file, for the resolver) and, for `--fs`: `file.open` (the
+stat and the first chunk, or a directory's names — one round trip for most files),
+`file.chunk` (the rest of a large file, by offset), `file.stat`, `file.list` (the names in a
+directory, which the layer caches to know what is remote) and `file.readlink`. For
+`--fs write`: `file.check_write` (what the program's open for writing would do in the pod —
+EACCES, EROFS, ENOENT, EEXIST, EISDIR — without changing anything, with the bytes its copy
+starts from), the write-back of a copy as one replacement (`file.replace`, `file.write`,
+`file.commit`, `file.abort`), `file.unlink`, `file.mkdir`, `file.rename` and `file.access`.
 
-Every path is resolved, and every check made, with the target's file-system credentials (its
-fsuid, fsgid and groups, switched on this thread only around the call), so permissions are the
-ones the pod's process has and files it creates belong to its user, not to the agent.
+A write-back never touches the pod's file until the new content is whole: it goes into a
+temporary file beside it (created as the target), which takes the old file's mode and owner,
+is synced, and is renamed over the old one. The pod's file is always the old content or the
+new. A temporary file whose client leaves, or whose write-back is abandoned, is removed.
+
+Only regular files and folders are opened: a FIFO, socket or device is looked at through an
+O_PATH descriptor (which never opens it) and refused with EOPNOTSUPP, so nothing waits for a
+writer that never comes. Every call runs on a worker thread under a deadline (`workers.py`),
+with the target's file-system credentials (its fsuid, fsgid and groups, switched on that
+thread only around the call), so permissions are the ones the pod's process has and files it
+creates belong to its user, not to the agent.
 """
 
 from __future__ import annotations
@@ -20,12 +29,18 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import os
+import secrets
 import stat
 import struct
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+from podside_agent.target import TargetProcess
+from podside_agent.workers import Workers
 from podside_protocol import files as messages
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -34,8 +49,11 @@ _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159}.get(os.uname().machine)
 _SYS_FACCESSAT2 = 439
 _RESOLVE_IN_ROOT = 0x10
 _AT_EMPTY_PATH, _AT_EACCESS = 0x1000, 0x200
-# The open flags a program's write may carry to the pod; anything else is this machine's
-# business (O_CLOEXEC, O_NONBLOCK, ...) or not emulated.
+_RENAME_NOREPLACE = 1
+_R_OK, _W_OK, _X_OK = 4, 2, 1
+_MAX_SYMLINKS = 40  # as the kernel's path walk
+# The open flags of a program's write that matter in the pod; the rest (O_CLOEXEC,
+# O_NONBLOCK, ...) is this machine's business.
 _WRITE_FLAGS = (
     os.O_ACCMODE
     | os.O_CREAT
@@ -65,16 +83,18 @@ def _credentials(owner: int) -> tuple[int, int, list[int]] | None:
 
 
 @contextlib.contextmanager
-def as_target(owner: int) -> Iterator[None]:
-    """Run the body with the target's file-system credentials on this thread only.
+def as_target(owner: int) -> Iterator[tuple[int, int]]:
+    """Run the body with the target's file-system credentials on this thread only; gives
+    the (fsuid, fsgid) the body runs with.
 
     setfsuid/setfsgid are per thread, and so is the raw setgroups system call (glibc's wrapper
-    would change every thread of the agent). A non-zero fsuid also clears the file-system
-    capabilities (CAP_DAC_OVERRIDE, ...), which come back with fsuid 0.
+    would change every thread of the agent), so this works on any worker thread. A non-zero
+    fsuid also clears the file-system capabilities (CAP_DAC_OVERRIDE, CAP_CHOWN, ...), which
+    come back with fsuid 0.
     """
     credentials = _credentials(owner)
     if credentials is None or _SYS_SETGROUPS is None:
-        yield
+        yield os.geteuid(), os.getegid()
         return
     uid, gid, groups = credentials
     own_groups = os.getgroups()
@@ -82,7 +102,7 @@ def as_target(owner: int) -> Iterator[None]:
     _libc.setfsgid(gid)
     _libc.setfsuid(uid)
     try:
-        yield
+        yield uid, gid
     finally:
         _libc.setfsuid(0)
         _libc.setfsgid(os.getegid())
@@ -122,6 +142,49 @@ def open_in_root(owner: int, path: str, flags: int, mode: int = 0) -> int:
         os.close(root)
 
 
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _refuse_special(path: str, mode: int) -> None:
+    """A FIFO, socket or device cannot be served as a file (opening a FIFO would wait for a
+    writer, a device's open has effects of its own): EOPNOTSUPP, said in the message."""
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise OSError(
+            errno.EOPNOTSUPP, f"{path} is {kind} in the pod; --fs serves regular files and folders"
+        )
+
+
+def open_file(owner: int, path: str, flags: int = os.O_RDONLY) -> int:
+    """Open a regular file or folder at `path` in the target's root for reading, never
+    anything else: the path is first opened with O_PATH (which does not open the file
+    itself), looked at, and only then reopened through /proc/self/fd, the same inode."""
+    handle = open_in_root(owner, path, os.O_PATH | (flags & os.O_NOFOLLOW))
+    try:
+        mode = os.fstat(handle).st_mode
+        _refuse_special(path, mode)
+        if stat.S_ISLNK(mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        return os.open(f"/proc/self/fd/{handle}", (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
+
+
+def read_whole(owner: int, path: str, limit: int) -> bytes:
+    """A whole small file of the target (the resolver's resolv.conf and hosts)."""
+    fd = open_file(owner, path)
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+    return data
+
+
 def _parent_in_root(owner: int, path: str) -> tuple[int, str]:
     """(an O_PATH descriptor of the folder holding `path`, the last name) for the *at calls."""
     parent, name = os.path.split(os.path.normpath(path))
@@ -130,40 +193,107 @@ def _parent_in_root(owner: int, path: str) -> tuple[int, str]:
     return open_in_root(owner, parent or "/", os.O_PATH | os.O_DIRECTORY), name
 
 
-def _open_for_writing(owner: int, path: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The program's open of a pod path for writing, done in the pod with its flags, so the
-    file is created or truncated now and the pod's errno is the program's. Answers the stat,
-    whether it was created, and the first chunk of what the program may need to keep."""
-    flags, mode = params.get("flags"), params.get("mode", 0o666)
-    if not isinstance(flags, int) or not isinstance(mode, int):
-        raise OSError(errno.EINVAL, "file.open needs integer flags and mode")
-    flags &= _WRITE_FLAGS
-    created = False
-    if flags & os.O_CREAT and not flags & os.O_EXCL:
+def _final_path(owner: int, path: str) -> str:
+    """`path` with its last component's symlinks followed (within the target's root): what
+    a write-back replaces is the file the program's open would have written through them."""
+    for _ in range(_MAX_SYMLINKS):
+        parent, name = _parent_in_root(owner, path)
         try:
-            fd = open_in_root(owner, path, flags & ~os.O_CREAT)
-        except FileNotFoundError:
-            fd, created = open_in_root(owner, path, flags | os.O_EXCL, mode), True
-    else:
-        fd = open_in_root(owner, path, flags, mode)
-        created = bool(flags & os.O_CREAT)
+            link = os.readlink(name, dir_fd=parent)
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.EINVAL):
+                return path  # missing, or not a link
+            raise
+        finally:
+            os.close(parent)
+        path = link if link.startswith("/") else os.path.join(os.path.dirname(path), link)
+        path = os.path.normpath(path)
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+
+
+def _check_access(fd: int, name: str, mode: int, path: str, flags: int = 0) -> None:
+    """faccessat2(AT_EACCESS): the check with this thread's fsuid, as an open makes it."""
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_FACCESSAT2),
+        ctypes.c_int(fd),
+        ctypes.c_char_p(name.encode()),
+        ctypes.c_int(mode),
+        ctypes.c_int(_AT_EACCESS | flags),
+    )
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+
+
+def _refuse_read_only(fd: int, path: str) -> None:
+    if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+
+def check_write(owner: int, path: str, flags: int, owner_ids: tuple[int, int]) -> dict[str, Any]:
+    """What the program's open of `path` for writing would do in the pod, without doing it:
+    the pod's errno, or the stat of the file and the bytes the program's copy starts from
+    (all of them but the first chunk come by `file.chunk`), or `created` for a new file."""
+    flags &= _WRITE_FLAGS
+    final = path
+    if not flags & os.O_NOFOLLOW:
+        final = _final_path(owner, path)
     try:
-        if created:
-            os.fchmod(fd, mode & 0o7777)  # the program's umask is applied; the agent's is not
-        fields = stat_fields(os.fstat(fd))
+        handle = open_in_root(owner, final, os.O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+        parent, _name = _parent_in_root(owner, final)
+        try:
+            _refuse_read_only(parent, path)  # as open(2): EROFS before EACCES when creating
+            _check_access(parent, "", _W_OK | _X_OK, path, _AT_EMPTY_PATH)
+        finally:
+            os.close(parent)
+        return {"created": True, "uid": owner_ids[0], "gid": owner_ids[1]}
+    try:
+        fields = stat_fields(os.fstat(handle))
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        if stat.S_ISLNK(fields["mode"]):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)  # O_NOFOLLOW
+        if stat.S_ISDIR(fields["mode"]):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        _refuse_special(path, fields["mode"])
+        if flags & os.O_TRUNC:
+            _refuse_read_only(handle, path)  # as open(2): EROFS before EACCES when truncating
+        reading = flags & os.O_ACCMODE == os.O_RDWR
+        _check_access(handle, "", _W_OK | (_R_OK if reading else 0), path, _AT_EMPTY_PATH)
+        parent, _name = _parent_in_root(owner, final)
+        try:
+            _check_access(parent, "", _W_OK | _X_OK, path, _AT_EMPTY_PATH)
+        except PermissionError:
+            raise OSError(
+                errno.EACCES,
+                f"{path}: the pod's process may write this file but not create files in its "
+                "folder, and --fs write replaces a file whole (a new file beside it, renamed "
+                "over it)",
+            ) from None
+        finally:
+            os.close(parent)
         data = b""
-        if not flags & os.O_TRUNC and not created and stat.S_ISREG(fields["mode"]):
-            if flags & os.O_ACCMODE == os.O_RDWR:
-                data = os.pread(fd, messages.CHUNK, 0)
-            else:  # write-only: the program's copy still has to start from the pod's bytes
-                reader = open_in_root(owner, path, os.O_RDONLY)
-                try:
-                    data = os.pread(reader, messages.CHUNK, 0)
-                finally:
-                    os.close(reader)
-        return {"stat": fields, "data": data, "created": created}
+        if not flags & os.O_TRUNC:
+            # The copy holds the whole file, even for a write-only open: the write-back
+            # replaces the file with all of it.
+            try:
+                reader = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+            except PermissionError:
+                raise OSError(
+                    errno.EACCES,
+                    f"{path}: the pod's process may write this file but not read it, and "
+                    "--fs write keeps the bytes it does not overwrite (open it with O_TRUNC)",
+                ) from None
+            try:
+                data = os.pread(reader, messages.CHUNK, 0)
+            finally:
+                os.close(reader)
+        return {"stat": fields, "data": data, "created": False}
     finally:
-        os.close(fd)
+        os.close(handle)
 
 
 def stat_fields(result: os.stat_result) -> dict[str, int]:
@@ -183,12 +313,218 @@ def stat_fields(result: os.stat_result) -> dict[str, int]:
     }
 
 
-def handle(owner: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    path = params.get("path")
-    if not isinstance(path, str):
-        raise OSError(errno.EINVAL, f"{method} needs a path")
-    with as_target(owner):
-        return _handle(owner, method, path, params)
+@dataclass(eq=False)
+class _Replacement:
+    """A write-back in progress: the temporary file beside the one it will replace."""
+
+    client: object
+    folder: int  # O_PATH descriptor of the folder
+    name: str  # the file to replace
+    temporary: str  # the temporary file's name in the folder ("": unnamed, O_TMPFILE)
+    fd: int
+    mode: int  # for a new file: the program's, its umask applied
+    exclusive: bool  # O_EXCL: never replace a file that appeared meanwhile
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False
+
+    def discard(self) -> None:
+        """Remove the temporary file (a no-op once committed or discarded)."""
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            if self.temporary:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.temporary, dir_fd=self.folder)
+            os.close(self.fd)
+            os.close(self.folder)
+
+
+class PodFiles:
+    """The files feature of the agent: every request on a worker thread, as the target."""
+
+    def __init__(self, target: TargetProcess, workers: Workers) -> None:
+        self._target = target
+        self._workers = workers
+        self._replacements: dict[int, _Replacement] = {}
+        self._lock = threading.Lock()
+        self._handles = itertools.count(1)
+
+    async def handle(self, client: object, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._workers.run(self._handle, client, method, params)
+
+    async def read(self, path: str, limit: int) -> bytes:
+        return await self._workers.run(self._read, path, limit)
+
+    def drop_client(self, client: object) -> None:
+        """The client left: its write-backs will never be committed; remove their files."""
+        with self._lock:
+            abandoned = [
+                handle for handle, item in self._replacements.items() if item.client is client
+            ]
+            replacements = [self._replacements.pop(handle) for handle in abandoned]
+        for item in replacements:
+            self._workers.submit(item.discard)
+
+    def _read(self, path: str, limit: int) -> bytes:
+        owner = self._target.files_owner()
+        with as_target(owner):
+            return read_whole(owner, path, limit)
+
+    def _handle(self, client: object, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method in (messages.WRITE, messages.COMMIT, messages.ABORT):
+            return self._continue_replacement(client, method, params)
+        path = params.get("path")
+        if not isinstance(path, str):
+            raise OSError(errno.EINVAL, f"{method} needs a path")
+        owner = self._target.files_owner()
+        with as_target(owner) as credentials:
+            if method == messages.CHECK_WRITE:
+                flags = params.get("flags")
+                if not isinstance(flags, int):
+                    raise OSError(errno.EINVAL, "file.check_write needs integer flags")
+                return check_write(owner, path, flags, credentials)
+            if method == messages.REPLACE:
+                return self._begin_replacement(client, owner, path, params)
+            return _handle(owner, method, path, params)
+
+    def _begin_replacement(
+        self, client: object, owner: int, path: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        mode, exclusive = params.get("mode", 0o666), bool(params.get("exclusive", False))
+        if not isinstance(mode, int):
+            raise OSError(errno.EINVAL, "file.replace needs an integer mode")
+        folder, name = _parent_in_root(owner, _final_path(owner, path))
+        try:
+            # Unnamed (O_TMPFILE) where the file system can: whoever dies, the kernel frees
+            # it; else a hidden name that the agent removes.
+            temporary = ""
+            try:
+                fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=folder)
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                temporary = _temporary_name()
+                fd = os.open(
+                    temporary,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=folder,
+                )
+        except BaseException:
+            os.close(folder)
+            raise
+        item = _Replacement(client, folder, name, temporary, fd, mode & 0o7777, exclusive)
+        with self._lock:
+            handle = next(self._handles)
+            self._replacements[handle] = item
+        return {"handle": handle}
+
+    def _continue_replacement(
+        self, client: object, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        handle = params.get("handle")
+        with self._lock:
+            item = self._replacements.get(handle) if isinstance(handle, int) else None
+            if item is None or item.client is not client or not isinstance(handle, int):
+                raise OSError(errno.EBADF, f"no write-back {handle!r} of this client")
+            if method != messages.WRITE:
+                del self._replacements[handle]
+        if method == messages.ABORT:
+            item.discard()
+            return {}
+        if method == messages.WRITE:
+            offset, data = params.get("offset"), params.get("data")
+            if not isinstance(offset, int) or not isinstance(data, bytes) or offset < 0:
+                raise OSError(errno.EINVAL, "file.write needs offset and data")
+            with item.lock:
+                if item.finished:
+                    raise OSError(errno.EBADF, "the write-back has ended")
+                os.pwrite(item.fd, data, offset)
+            return {}
+        size = params.get("size")
+        if not isinstance(size, int) or size < 0:
+            item.discard()
+            raise OSError(errno.EINVAL, "file.commit needs a size")
+        try:
+            self._commit(item, size)
+        finally:
+            item.discard()  # after a rename, only the descriptors are left to close
+        return {}
+
+    def _commit(self, item: _Replacement, size: int) -> None:
+        """The temporary file becomes the file: whole, with the old one's mode and owner,
+        synced, then renamed over it in one step."""
+        owner = self._target.files_owner()
+        with item.lock:
+            if item.finished:
+                raise OSError(errno.EBADF, "the write-back has ended")
+            os.ftruncate(item.fd, size)
+            with as_target(owner) as (fsuid, _fsgid):
+                old = _to_replace(item)
+                if not item.temporary and (old is not None or not item.exclusive):
+                    # Named now, while the target still owns it: the kernel's
+                    # protected_hardlinks would refuse the link after the chown.
+                    item.temporary = _temporary_name()
+                    _link_unnamed(item.fd, item.folder, item.temporary)
+            os.fchmod(item.fd, _take_owner(item, old, fsuid))
+            os.fsync(item.fd)
+            with as_target(owner):
+                if item.temporary:
+                    flags = _RENAME_NOREPLACE if item.exclusive else 0
+                    if _libc.renameat2(
+                        item.folder, item.temporary.encode(), item.folder, item.name.encode(), flags
+                    ):
+                        code = ctypes.get_errno()
+                        raise OSError(code, os.strerror(code), item.name)
+                else:  # a new file for O_EXCL: the link fails if one appeared meanwhile
+                    _link_unnamed(item.fd, item.folder, item.name)
+            item.temporary = ""  # it is the file now: nothing left to remove
+            with contextlib.suppress(OSError):  # the rename itself survives a power loss
+                folder = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=item.folder)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
+
+
+def _to_replace(item: _Replacement) -> os.stat_result | None:
+    """The file a commit replaces (None: there is none), checked as the target: it is still
+    the program's to write, and O_EXCL finds none."""
+    try:
+        old = os.stat(item.name, dir_fd=item.folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if item.exclusive:
+        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), item.name)
+    _check_access(item.folder, item.name, _W_OK, item.name)
+    return old
+
+
+def _take_owner(item: _Replacement, old: os.stat_result | None, fsuid: int) -> int:
+    """Give the new file the old one's owner; answers the mode it takes (the old one's, or
+    for a new file the program's)."""
+    if old is None:
+        return item.mode
+    mode = stat.S_IMODE(old.st_mode)
+    here = os.fstat(item.fd)
+    if (here.st_uid, here.st_gid) != (old.st_uid, old.st_gid):
+        # With the agent's own privilege (chown is not the target's to make): the target
+        # may write the file, and the new one keeps its owner as a write in place would;
+        # set-uid and set-gid go, as the kernel drops them when another user writes.
+        os.fchown(item.fd, old.st_uid, old.st_gid)
+        if old.st_uid != fsuid:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+    return mode
+
+
+def _temporary_name() -> str:
+    return f".podside-{secrets.token_hex(8)}.tmp"
+
+
+def _link_unnamed(fd: int, folder: int, name: str) -> None:
+    """Give the O_TMPFILE file `fd` a name (linkat through /proc, which needs no privilege)."""
+    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
 
 
 def _handle(owner: int, method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -211,10 +547,8 @@ def _handle(owner: int, method: str, path: str, params: dict[str, Any]) -> dict[
             return {"names": os.listdir(fd)}
         finally:
             os.close(fd)
-    if method == messages.OPEN and params.get("flags", os.O_RDONLY) != os.O_RDONLY:
-        return _open_for_writing(owner, path, params)
     if method == messages.OPEN:
-        fd = open_in_root(owner, path, os.O_RDONLY)
+        fd = open_file(owner, path)
         try:
             fields = stat_fields(os.fstat(fd))
             if stat.S_ISDIR(fields["mode"]):
@@ -229,29 +563,9 @@ def _handle(owner: int, method: str, path: str, params: dict[str, Any]) -> dict[
         offset, length = params.get("offset"), params.get("length")
         if not isinstance(offset, int) or not isinstance(length, int) or offset < 0:
             raise OSError(errno.EINVAL, "file.chunk needs offset and length")
-        fd = open_in_root(owner, path, os.O_RDONLY)
+        fd = open_file(owner, path)
         try:
             return {"data": os.pread(fd, min(length, messages.CHUNK), offset)}
-        finally:
-            os.close(fd)
-    if method == messages.WRITE:
-        offset, data = params.get("offset"), params.get("data")
-        if not isinstance(offset, int) or not isinstance(data, bytes) or offset < 0:
-            raise OSError(errno.EINVAL, "file.write needs offset and data")
-        fd = open_in_root(owner, path, os.O_WRONLY)
-        try:
-            os.pwrite(fd, data, offset)
-            return {}
-        finally:
-            os.close(fd)
-    if method == messages.TRUNCATE:
-        size = params.get("size")
-        if not isinstance(size, int) or size < 0:
-            raise OSError(errno.EINVAL, "file.truncate needs a size")
-        fd = open_in_root(owner, path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, size)
-            return {}
         finally:
             os.close(fd)
     if method == messages.ACCESS:
@@ -260,17 +574,7 @@ def _handle(owner: int, method: str, path: str, params: dict[str, Any]) -> dict[
             raise OSError(errno.EINVAL, "file.access needs a mode")
         fd = open_in_root(owner, path, os.O_PATH)
         try:
-            # faccessat2(AT_EACCESS) checks with the fsuid this thread has now.
-            result = _libc.syscall(
-                ctypes.c_long(_SYS_FACCESSAT2),
-                ctypes.c_int(fd),
-                ctypes.c_char_p(b""),
-                ctypes.c_int(mode & 7),
-                ctypes.c_int(_AT_EMPTY_PATH | _AT_EACCESS),
-            )
-            if result != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), path)
+            _check_access(fd, "", mode & 7, path, _AT_EMPTY_PATH)
             return {}
         finally:
             os.close(fd)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 from podside_agent import __version__
 from podside_agent.enrollment import EnrollmentFailed, enroll
-from podside_agent.podnet import PodNetwork, find_target_process
+from podside_agent.podnet import PodNetwork
 from podside_agent.server import AgentServer
+from podside_agent.target import TargetProcess, find_target_process
 from podside_protocol.tokens import VERIFIER_ENV, Verifiers, parse_verifier
 
 log = logging.getLogger("podside_agent")
@@ -108,10 +109,15 @@ async def serve(args: argparse.Namespace) -> None:
             log.warning("no target process shares this network namespace; env and files are off")
     elif not os.path.exists(f"/proc/{target_pid}"):
         raise AgentStartError(f"no process with pid {target_pid}")
+    try:
+        target = TargetProcess(target_pid, pinned=args.target_pid is not None)
+    except OSError as error:
+        raise AgentStartError(f"cannot look at process {target_pid}: {error.strerror}") from None
     network = PodNetwork(target_pid)
     server = AgentServer(
         verifiers=verifiers,
         network=network,
+        target=target,
         heartbeat_timeout=args.heartbeat_timeout,
         idle_exit=args.idle_exit,
     )

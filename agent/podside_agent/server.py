@@ -28,6 +28,8 @@ from podside_agent.outgoing import Outgoing
 from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
 from podside_agent.steal import Steal
+from podside_agent.target import TargetProcess
+from podside_agent.workers import Workers
 from podside_protocol import (
     Connection,
     Hello,
@@ -57,12 +59,17 @@ class AgentServer:
         *,
         verifiers: Verifiers,
         network: PodNetwork,
+        target: TargetProcess,
         heartbeat_timeout: float = 3.0,
         idle_exit: float = 0.0,
     ) -> None:
         self.verifiers = verifiers
         self.network = network
         self.enrollment = EnrollmentListener(verifiers, network)
+        self.target = target
+        # Files and /proc can block (a FIFO, a hung volume): never on this loop.
+        self.workers = Workers()
+        self.files = agent_files.PodFiles(target, self.workers)
         self.heartbeat_timeout = heartbeat_timeout
         self.idle_exit = idle_exit
         self.peers: set[Peer] = set()
@@ -96,6 +103,7 @@ class AgentServer:
             peer.close("agent shutting down")
         self.mirror.close()
         self.steal.close()
+        self.workers.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if not self.stopped.done():
@@ -135,7 +143,7 @@ class AgentServer:
 
     def _info(self) -> dict[str, Any]:
         return {
-            "target_pid": self.network.target_pid,
+            "target_pid": self.target.pid,
             "hostname": socket.gethostname(),
             "agent_pid": os.getpid(),
             # How long a silent client is kept: a suspended podside can say why it was dropped.
@@ -161,12 +169,12 @@ class AgentServer:
     def handle_request(self, peer: Peer, request: Request) -> Any:
         method, params = request.method, request.params
         if method == environment.GET:
-            return {"env": self.network.environment(), "pid": self.network.target_pid}
+            return self._environment()
         if method == files.READ:
             path = params.get("path")
             if not isinstance(path, str):
                 raise RequestFailed("file.read needs a path", errno.EINVAL)
-            return {"data": self.network.read_file(path, files.MAX_READ)}
+            return self._read_file(path)
         if method == mirror_messages.SUBSCRIBE:
             port = mirror_messages.port_of(params)
             try:
@@ -183,7 +191,7 @@ class AgentServer:
         if method == mirror_messages.STATS:
             return self.mirror.statistics()
         if method in files.FILE_METHODS:
-            return agent_files.handle(self.network.target_pid or os.getpid(), method, dict(params))
+            return self.files.handle(peer, method, dict(params))
         if method == capabilities_messages.CAPABILITIES:
             return capabilities.check(self.network)
         if method == steal_messages.PREPARE:
@@ -199,9 +207,16 @@ class AgentServer:
                 "clients": len(self.peers),
                 "mirrored_ports": sorted(self.mirror.ports()),
                 "stolen_ports": self.steal.ports(),
-                "target_pid": self.network.target_pid,
+                "target_pid": self.target.pid,
             }
         raise RequestFailed(f"unknown request {method!r}", errno.ENOSYS)
+
+    async def _environment(self) -> dict[str, Any]:
+        env = await self.workers.run(self.target.environment)
+        return {"env": env, "pid": self.target.pid}
+
+    async def _read_file(self, path: str) -> dict[str, Any]:
+        return {"data": await self.files.read(path, files.MAX_READ)}
 
     async def _steal_prepare(self) -> dict[str, Any]:
         await self.steal.prepare()
@@ -225,6 +240,7 @@ class AgentServer:
         self.peers.discard(peer)
         self.mirror.drop_peer(peer)
         self.steal.drop_peer(peer)
+        self.files.drop_client(peer)
         if not self.peers:
             self._idle_since = asyncio.get_running_loop().time()
         log.info("client left (%s); %d clients", reason, len(self.peers))

@@ -123,12 +123,15 @@ def test_while_open_the_program_sees_its_writes_and_the_pod_gets_them_at_close(
     try:
         assert program.stdin is not None and program.stdout is not None
         assert json.loads(program.stdout.readline()) == [19, "written, not closed"]
-        assert in_pod(pod, "open-long.txt").read_text() == ""  # created at open, data at close
+        assert not in_pod(pod, "open-long.txt").exists()  # the pod gets it whole, at close
         program.stdin.write("\n")
         program.stdin.flush()
         assert program.stdout.readline() == "closed\n"
         wait_for(
-            lambda: in_pod(pod, "open-long.txt").read_text() == "written, not closed",
+            lambda: (
+                in_pod(pod, "open-long.txt").exists()
+                and in_pod(pod, "open-long.txt").read_text() == "written, not closed"
+            ),
             timeout=5,
             what="the closed file in the pod",
         )
@@ -306,3 +309,28 @@ def test_a_non_root_target_gets_eacces_and_owns_what_it_creates(non_root_pod: Po
     }
     assert in_pod(non_root_pod, "by-nobody.txt").stat().st_uid == 65534
     assert in_pod(non_root_pod, "notes.txt").read_text() == "first line\nby nobody\n"
+
+
+def test_a_file_in_a_folder_the_target_cannot_write_is_refused_with_a_reason(
+    non_root_pod: Pod,
+) -> None:
+    """A write-back replaces the file (a new file beside it, renamed over it), so the folder
+    must be the target's to write: the open says so rather than leave a write to fail later."""
+    folder = in_pod(non_root_pod, "root-folder")
+    folder.mkdir(mode=0o755)
+    (folder / "mine.txt").write_text("nobody's\n")
+    os.chown(folder / "mine.txt", 65534, 65534)
+    path = f"{POD_DATA}/root-folder/mine.txt"
+    result = podside_exec(
+        non_root_pod,
+        PYTHON,
+        "-c",
+        f"open({path!r}, 'a').write('more')",
+        options=("-q", "--fs", "write"),
+    )
+    assert result.returncode != 0
+    assert "PermissionError" in result.stderr
+    assert f"podside: {path}: the pod's process may write this file but not create" in (
+        result.stderr
+    )
+    assert (folder / "mine.txt").read_text() == "nobody's\n"

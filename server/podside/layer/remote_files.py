@@ -150,6 +150,7 @@ class RemoteFiles:
         self._tasks: set[asyncio.Task[None]] = set()
         self._written = WrittenFiles(peer, loop, self._spool) if writable else None
         self._chdir_refused: set[str] = set()
+        self._explained: set[str] = set()
         self._copies = LocalCopies(self._spool, loop)
 
     # --- in the supervisor thread ----------------------------------------------------------
@@ -260,6 +261,7 @@ class RemoteFiles:
             finally:
                 os.close(fd)
         except RequestFailed as failure:
+            self._explain(path, failure)
             listener.respond(note_id, error=failure.errno or errno.EIO)
         except OSError as error:
             listener.respond(note_id, error=error.errno or errno.EIO)
@@ -277,10 +279,11 @@ class RemoteFiles:
                 raise OSError(errno.EEXIST, path)
             return written.open(copy, call.flags)
         mode = call.mode & ~_umask(call.tid) & 0o7777
-        answer = await self._peer.request(
-            messages.OPEN, {"path": path, "flags": call.flags & ~os.O_CLOEXEC, "mode": mode}
-        )
-        if not stat.S_ISREG(answer["stat"]["mode"]):
+        flags = call.flags & ~os.O_CLOEXEC
+        answer = await self._peer.request(messages.CHECK_WRITE, {"path": path, "flags": flags})
+        created = bool(answer.get("created"))
+        pod_stat: dict[str, Any] = answer.get("stat") or _new_file_stat(answer, mode)
+        if not stat.S_ISREG(pod_stat["mode"]):
             raise OSError(errno.EOPNOTSUPP, f"{path}: only regular files are written in the pod")
         fd, spool = written.new_copy()
         try:
@@ -292,7 +295,7 @@ class RemoteFiles:
             os.close(fd)
             os.unlink(spool)
             raise
-        if answer.get("created"):
+        if created:
             self._listed(path, True)
         # Another open of the same path may have made a copy while this one was filling.
         copy = written.get(path)
@@ -300,8 +303,24 @@ class RemoteFiles:
             os.close(fd)
             os.unlink(spool)
         else:
-            copy = written.track(path, fd, spool)
+            copy = written.track(
+                path,
+                fd,
+                spool,
+                pod_stat,
+                mode=mode,
+                exclusive=bool(flags & os.O_CREAT and flags & os.O_EXCL),
+                in_pod=not created and not flags & os.O_TRUNC,
+            )
         return written.open(copy, call.flags & ~os.O_TRUNC)
+
+    def _explain(self, path: str, failure: RequestFailed) -> None:
+        """One line when the agent's refusal says more than its errno (a FIFO, or a file that
+        --fs write cannot replace), once per path: the program only sees the errno."""
+        plain = os.strerror(failure.errno) if failure.errno else ""
+        if str(failure) != plain and path not in self._explained:
+            self._explained.add(path)
+            log.warning("%s", failure)
 
     async def _change(self, note_id: int, path: str, change: Change) -> None:
         """unlink, rmdir, mkdir or rename of a remote path: by the agent, or EROFS (--fs read)."""
@@ -347,7 +366,11 @@ class RemoteFiles:
         fields = answer["stat"]
         if stat.S_ISDIR(fields["mode"]):
             folder = tempfile.mkdtemp(dir=self._spool)
-            for name, is_dir in answer.get("entries", []):
+            entries = answer.get("entries", [])
+            if self._written is not None:  # and files created here, not yet in the pod
+                listed = {name for name, _is_dir in entries}
+                entries += [[name, False] for name in self._written.names_in(path) - listed]
+            for name, is_dir in entries:
                 if is_dir:
                     os.mkdir(os.path.join(folder, name))
                 else:
@@ -404,6 +427,7 @@ class RemoteFiles:
             if not await self._decide(path):
                 listener.allow(note_id)
                 return
+            copy = self._written.get(path) if self._written is not None else None
             try:
                 if call.kind == "access" and self._written is not None:
                     # --fs write: the pod answers, with the target's permissions and mounts.
@@ -417,10 +441,15 @@ class RemoteFiles:
                     messages.STAT, {"path": path, "follow": call.follow}
                 )
             except RequestFailed as failure:
-                listener.respond(note_id, error=failure.errno or errno.EIO)
-                return
+                if copy is None or failure.errno != errno.ENOENT:
+                    listener.respond(note_id, error=failure.errno or errno.EIO)
+                    return
+                # A file the program created: in the pod once it is first closed.
+                if call.kind == "access":
+                    listener.respond(note_id, value=0)
+                    return
+                answer = {"stat": copy.pod_stat}
             fields = answer["stat"]
-            copy = self._written.get(path) if self._written is not None else None
             if copy is not None and stat.S_ISREG(fields["mode"]):
                 fields = merged_stat(fields, copy)
             elif stat.S_ISREG(fields["mode"]) and call.kind in ("stat", "statx"):
@@ -474,6 +503,24 @@ class RemoteFiles:
             self._written.close()
         self._copies.close()
         shutil.rmtree(self._spool, ignore_errors=True)
+
+
+def _new_file_stat(answer: dict[str, Any], mode: int) -> dict[str, Any]:
+    """The stat a file the program creates will have in the pod, until it is there."""
+    return {
+        "mode": stat.S_IFREG | mode,
+        "size": 0,
+        "ino": 0,
+        "dev": 0,
+        "nlink": 1,
+        "uid": answer.get("uid", 0),
+        "gid": answer.get("gid", 0),
+        "blocks": 0,
+        "blksize": 4096,
+        "atime_ns": 0,
+        "mtime_ns": 0,
+        "ctime_ns": 0,
+    }
 
 
 def _umask(tid: int) -> int:

@@ -1,13 +1,17 @@
 """--fs write: the program's copy of a pod file it opened for writing, written back when closed.
 
-The pod's file is opened (created, truncated) by the agent at the program's open, so errors
-and the file's existence are the pod's at once. The program then gets a descriptor of a copy
-here, a regular file in the spool folder filled with the pod's bytes: reads, writes, seeks,
-appends, mmap and fstat behave as on any file. When the last descriptor of one of those opens
-is released (close, exit, munmap), the kernel's inotify reports IN_CLOSE_WRITE for the copy and
-the whole copy is written back to the pod (skipped when it did not change). Every later remote
-call of the program first waits for the write-backs of its earlier closes, so what it reads
-back, stats or renames is what it wrote.
+At the program's open the agent checks what the open would do in the pod (the pod's errno:
+EACCES, EROFS, ENOENT, EEXIST, EISDIR) and changes nothing. The program then gets a
+descriptor of a copy here, a regular file in the spool folder holding the pod's bytes (none
+after O_TRUNC, or for a new file): reads, writes, seeks, appends, mmap and fstat behave as on
+any file. When the last descriptor of one of those opens is released (close, exit, munmap),
+the kernel's inotify reports IN_CLOSE_WRITE for the copy and the whole copy is written back
+(skipped when it did not change): into a temporary file beside the pod's file, which the
+agent then renames over it with the old file's mode and owner. The pod's file is the old
+content until that rename and the new content after it, whatever dies in between — podside,
+the program, the connection (the agent removes the temporary file of a client that left).
+Every later remote call of the program first waits for the write-backs of its earlier
+closes, so what it reads back, stats or renames is what it wrote.
 
 While the program holds a copy open, other opens of the same path share the copy, so two
 descriptors see each other's writes as on a real file system. The copy is dropped once its
@@ -44,8 +48,13 @@ class Copy:
     spool: str  # the copy's name here
     fd: int  # ours, to read the copy back; open until the copy is dropped
     watch: int
+    pod_stat: dict[str, Any]  # the pod's stat at open (for a new file, what it will be)
+    mode: int  # for a new file: the program's mode, its umask applied
+    exclusive: bool  # O_EXCL: the first write-back must not replace a file made meanwhile
     opens: int = 0  # open file descriptions the program may still hold
-    synced: tuple[int, int, int] = (0, 0, 0)  # (size, mtime, ctime) the pod has
+    # (size, mtime, ctime) of the copy the pod has; None: the pod has yet to get it (a new
+    # file, or one the program's open truncated)
+    synced: tuple[int, int, int] | None = None
     unlinked: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -68,21 +77,38 @@ class WrittenFiles:
     def get(self, path: str) -> Copy | None:
         return self._by_path.get(path)
 
+    def names_in(self, folder: str) -> set[str]:
+        """The names of the copies in `folder` (a pod path)."""
+        return {name for parent, name in map(os.path.split, self._by_path) if parent == folder}
+
     def new_copy(self) -> tuple[int, str]:
         """A new empty copy file (fd, name) to fill before `track`."""
         self._count += 1
         name = os.path.join(self._spool, f"written-{self._count}")
         return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), name
 
-    def track(self, path: str, fd: int, spool: str) -> Copy:
-        """Watch a filled copy: from now on its closes are written back to `path`."""
+    def track(
+        self,
+        path: str,
+        fd: int,
+        spool: str,
+        pod_stat: dict[str, Any],
+        *,
+        mode: int,
+        exclusive: bool,
+        in_pod: bool,
+    ) -> Copy:
+        """Watch a filled copy: from now on its closes are written back to `path`. `in_pod`:
+        the pod's file already holds what the copy holds."""
         watch = _libc.inotify_add_watch(
             self._inotify, os.fsencode(spool), _IN_CLOSE_WRITE | _IN_CLOSE_NOWRITE
         )
         if watch < 0:
             code = ctypes.get_errno()
             raise OSError(code, f"inotify_add_watch: {os.strerror(code)}")
-        copy = Copy(path, spool, fd, watch, synced=_state(fd))
+        copy = Copy(path, spool, fd, watch, pod_stat, mode, exclusive)
+        if in_pod:
+            copy.synced = _state(fd)
         self._by_path[path] = copy
         self._by_watch[watch] = copy
         return copy
@@ -153,17 +179,27 @@ class WrittenFiles:
             self._drop(copy)
 
     async def _send(self, copy: Copy, size: int) -> None:
-        chunk = messages.CHUNK
-        for start in range(0, size, chunk * _IN_FLIGHT):
-            requests = [
-                self._peer.request(
-                    messages.WRITE,
-                    {"path": copy.path, "offset": at, "data": os.pread(copy.fd, chunk, at)},
-                )
-                for at in range(start, min(size, start + chunk * _IN_FLIGHT), chunk)
-            ]
-            await asyncio.gather(*requests)
-        await self._peer.request(messages.TRUNCATE, {"path": copy.path, "size": size})
+        """The whole copy into a temporary file beside the pod's, renamed over it at the end;
+        abandoned (the temporary file removed) when any part fails."""
+        params = {"path": copy.path, "mode": copy.mode, "exclusive": copy.exclusive}
+        handle = (await self._peer.request(messages.REPLACE, params))["handle"]
+        try:
+            chunk = messages.CHUNK
+            for start in range(0, size, chunk * _IN_FLIGHT):
+                requests = [
+                    self._peer.request(
+                        messages.WRITE,
+                        {"handle": handle, "offset": at, "data": os.pread(copy.fd, chunk, at)},
+                    )
+                    for at in range(start, min(size, start + chunk * _IN_FLIGHT), chunk)
+                ]
+                await asyncio.gather(*requests)
+        except BaseException:
+            with contextlib.suppress(RequestFailed, ConnectionError):
+                await self._peer.request(messages.ABORT, {"handle": handle})
+            raise
+        await self._peer.request(messages.COMMIT, {"handle": handle, "size": size})
+        copy.exclusive = False  # the file in the pod is now this copy's own
 
     def _drop(self, copy: Copy) -> None:
         self._by_watch.pop(copy.watch, None)
@@ -192,13 +228,14 @@ def _state(fd: int) -> tuple[int, int, int]:
     return result.st_size, result.st_mtime_ns, result.st_ctime_ns
 
 
-def merged_stat(pod: dict[str, Any], copy: Copy) -> dict[str, Any]:
-    """The pod's stat of a file the program has open for writing, with the copy's identity,
-    size and times (what it wrote is not in the pod until it closes the file; its descriptors
-    are of the copy, so fstat of them names the copy's dev and ino)."""
+def merged_stat(pod: dict[str, Any] | None, copy: Copy) -> dict[str, Any]:
+    """The pod's stat of a file the program has open for writing (or, while the pod has yet
+    to get it, the one taken at open), with the copy's identity, size and times (what it
+    wrote is not in the pod until it closes the file; its descriptors are of the copy, so
+    fstat of them names the copy's dev and ino)."""
     here = os.fstat(copy.fd)
     return {
-        **pod,
+        **(pod or copy.pod_stat),
         "dev": here.st_dev,
         "ino": here.st_ino,
         "size": here.st_size,
