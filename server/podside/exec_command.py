@@ -268,8 +268,11 @@ class ExecOptions:
 
 def parse_options(args: argparse.Namespace) -> ExecOptions:
     command = list(args.command)
-    if command and command[0] == "--":
+    if command[:1] == ["--"]:
         command = command[1:]
+    elif command[1:2] == ["--"]:
+        # mirrord's order, `CMD -- ARGS`: that `--` separates, it is not the program's.
+        del command[1]
     if not command:
         raise PodsideError(
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
