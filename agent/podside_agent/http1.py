@@ -12,16 +12,28 @@ request may go (its answer must come back first). A response reader is told the 
 answers (`expect(method)`): HEAD and 1xx/204/304 answers carry no body. A 101 answer, or a 2xx
 answer to CONNECT, ends HTTP on the connection: `End` then `PAUSED` for good, and `detach()`
 returns what was received after it.
+
+It frames as RFC 9112 tells an intermediary to, and raises `FramingError` on anything two
+parsers could read differently, so that nothing is passed on that the next hop might frame
+otherwise (request smuggling): Content-Length with Transfer-Encoding, differing or malformed
+Content-Length, a request's Transfer-Encoding other than `chunked` alone, Transfer-Encoding
+in HTTP/1.0, a chunk size that is not 1*HEXDIG, a bad chunk-ext, no CRLF after chunk data, bad
+trailer lines, obs-fold, invalid field names or values (bare CR, LF, NUL, controls), an
+invalid request or status line. The CRLF after chunk data is checked before it is returned.
+A generated-message fuzz test holds it to h11's boundaries (tests/unit/test_http1_fuzz.py).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 MAX_HEAD = 64 * 1024
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN_BYTES = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
 
 REQUEST = "request"
 RESPONSE = "response"
@@ -89,7 +101,7 @@ def looks_like_http1_request(data: bytes) -> bool | None:
         return None if len(data) < len(H2_PREFACE) else False
     space = data.find(b" ")
     method = data if space < 0 else data[:space]
-    if not method or not all(byte in _TOKEN for byte in method) or len(method) > 32:
+    if not method or not all(byte in _TOKEN_BYTES for byte in method) or len(method) > 32:
         return False if data else None
     if space < 0:
         return None
@@ -99,29 +111,47 @@ def looks_like_http1_request(data: bytes) -> bool | None:
     return data[:line_end].rsplit(b" ", 1)[-1].startswith(b"HTTP/1.")
 
 
+# RFC 9112's grammar, for what an intermediary must refuse rather than guess at.
+_TOKEN_RE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) (HTTP/1\.[0-9])" % _TOKEN_RE)
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+# field-line = field-name ":" OWS field-value OWS; no CR, LF, NUL or other controls but HTAB.
+_FIELD_LINE = re.compile(
+    rb"(%s):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[ \t]*"
+    % _TOKEN_RE
+)
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+# chunk-size [ chunk-ext ], chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ); the BWS
+# before ";" is refused too, as several servers do (h11 among them).
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*"
+    % (_TOKEN_RE, _TOKEN_RE, _QUOTED)
+)
+_DIGITS = re.compile(rb"[0-9]{1,18}")  # a length past 10**18 bytes is no real one
+_TOKEN = re.compile(_TOKEN_RE)
+
+
+def _field(line: bytes) -> tuple[str, str]:
+    match = _FIELD_LINE.fullmatch(line)
+    if match is None:
+        # Also obs-fold (a line starting with whitespace) and a space before the colon.
+        raise FramingError(f"bad header line: {line[:80]!r}")
+    return match[1].decode("latin-1").lower(), match[2].decode("latin-1")
+
+
 def _parse_head(raw: bytes, kind: str) -> Head:
     lines = raw[:-4].split(b"\r\n")
-    try:
-        text = lines[0].decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-        raise FramingError("bad start line") from None
-    if kind == REQUEST:
-        parts = text.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0]:
-            raise FramingError(f"not an HTTP/1 request line: {text[:80]!r}")
-        start = (parts[0], parts[1], parts[2])
-    else:
-        parts = text.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise FramingError(f"not an HTTP/1 status line: {text[:80]!r}")
-        start = (parts[0], parts[1], parts[2] if len(parts) > 2 else "")
-    headers = []
-    for line in lines[1:]:
-        name, separator, value = line.partition(b":")
-        if not separator or not name or name != name.strip():
-            raise FramingError(f"bad header line: {line[:80]!r}")
-        headers.append((name.decode("latin-1").lower(), value.strip().decode("latin-1")))
-    return Head(raw, start, headers)
+    match = (_REQUEST_LINE if kind == REQUEST else _STATUS_LINE).fullmatch(lines[0])
+    if match is None:
+        what = "request" if kind == REQUEST else "status"
+        raise FramingError(f"not an HTTP/1 {what} line: {lines[0][:80]!r}")
+    first, second, third = (part.decode("latin-1") if part else "" for part in match.groups())
+    start = (first, second, third)
+    return Head(raw, start, [_field(line) for line in lines[1:]])
+
+
+def _list(values: list[str]) -> list[str]:
+    return [item.strip(" \t") for value in values for item in value.split(",")]
 
 
 class _State(enum.Enum):
@@ -129,6 +159,7 @@ class _State(enum.Enum):
     LENGTH = "length"
     CHUNK_SIZE = "chunk size"
     CHUNK_DATA = "chunk data"
+    CHUNK_END = "chunk end"  # the CRLF after a chunk's data
     TRAILERS = "trailers"
     UNTIL_CLOSE = "until close"
     END = "end"  # the message is complete: End is the next event
@@ -198,6 +229,8 @@ class MessageReader:
             return self._line(_State.TRAILERS)
         if state is _State.CHUNK_SIZE:
             return self._line(_State.CHUNK_SIZE)
+        if state is _State.CHUNK_END:
+            return self._chunk_end()
         if not self._buffer:
             if state is _State.UNTIL_CLOSE and self._closed:
                 self._state = _State.END
@@ -211,7 +244,7 @@ class MessageReader:
         del self._buffer[: self._left]
         self._left -= len(data)
         if not self._left:
-            self._state = _State.END if state is _State.LENGTH else _State.CHUNK_SIZE
+            self._state = _State.END if state is _State.LENGTH else _State.CHUNK_END
         return Body(data)
 
     def _need(self) -> Sentinel:
@@ -225,21 +258,34 @@ class MessageReader:
             if len(self._buffer) > MAX_HEAD:
                 raise FramingError("a chunk line is too long")
             return self._need()
-        line = bytes(self._buffer[: line_end + 2])
-        del self._buffer[: line_end + 2]
+        line = bytes(self._buffer[:line_end])
         if state is _State.TRAILERS:
-            if line_end == 0:
+            if line:
+                _field(line)
+            else:
                 self._state = _State.END
-            return Body(line)
-        try:
-            size = int(line[:line_end].split(b";")[0].strip(), 16)
-        except ValueError:
-            raise FramingError("bad chunk size") from None
-        if size:
-            self._state, self._left = _State.CHUNK_DATA, size + 2
         else:
-            self._state = _State.TRAILERS
-        return Body(line)
+            match = _CHUNK_LINE.fullmatch(line)
+            if match is None:
+                raise FramingError(f"bad chunk line: {line[:80]!r}")
+            size = int(match[1], 16)
+            if size:
+                self._state, self._left = _State.CHUNK_DATA, size
+            else:
+                self._state = _State.TRAILERS
+        del self._buffer[: line_end + 2]
+        return Body(line + b"\r\n")
+
+    def _chunk_end(self) -> Event | Sentinel:
+        """The CRLF after a chunk's data, checked before it is passed on."""
+        if not b"\r\n".startswith(self._buffer[:2]):
+            raise FramingError("no CRLF after the chunk data")
+        if len(self._buffer) < 2:
+            return self._need()
+            raise FramingError("no CRLF after the chunk data")
+        del self._buffer[:2]
+        self._state = _State.CHUNK_SIZE
+        return Body(b"\r\n")
 
     def _head(self) -> Event | Sentinel:
         if self.kind == REQUEST:
@@ -260,12 +306,19 @@ class MessageReader:
         return head
 
     def _body_state(self, head: Head) -> _State:
-        encodings = [
-            token.strip().lower()
-            for value in head.header("transfer-encoding")
-            for token in value.split(",")
-        ]
+        """How the message's body is framed (RFC 9112 6.3); what is ambiguous is refused."""
+        encodings = [item.lower() for item in _list(head.header("transfer-encoding"))]
         lengths = head.header("content-length")
+        version = head.start[2] if self.kind == REQUEST else head.start[0]
+        if encodings and lengths:
+            raise FramingError("both Transfer-Encoding and Content-Length")
+        if encodings:
+            if version == "HTTP/1.0":
+                raise FramingError("Transfer-Encoding in an HTTP/1.0 message")
+            if not all(_TOKEN.fullmatch(item.encode("latin-1")) for item in encodings):
+                raise FramingError(f"bad Transfer-Encoding {', '.join(encodings)!r}")
+            if encodings.count("chunked") > 1 or "chunked" in encodings[:-1]:
+                raise FramingError("chunked is not the last and only one transfer coding")
         if self.kind == RESPONSE:
             status = head.status
             if 100 <= status < 200 and status != 101:
@@ -282,16 +335,18 @@ class MessageReader:
                 return self._length(lengths)
             return _State.UNTIL_CLOSE
         if encodings:
-            if encodings[-1] != "chunked":
-                raise FramingError("a request body of unknown length")
+            # Other codings are legal before chunked, but apps differ on them: refused.
+            if encodings != ["chunked"]:
+                raise FramingError("a request's Transfer-Encoding is chunked alone or nothing")
             return _State.CHUNK_SIZE
         return self._length(lengths) if lengths else _State.END
 
     def _length(self, values: list[str]) -> _State:
-        if len({part.strip() for value in values for part in value.split(",")}) != 1:
+        lengths = set(_list(values))
+        if len(lengths) != 1:
             raise FramingError("conflicting Content-Length headers")
-        text = values[0].split(",")[0].strip()
-        if not text.isdigit():
+        (text,) = lengths
+        if not _DIGITS.fullmatch(text.encode("latin-1")):
             raise FramingError(f"bad Content-Length {text!r}")
         self._left = int(text)
         return _State.LENGTH if self._left else _State.END

@@ -197,7 +197,11 @@ class AgentServer:
         if method == steal_messages.PREPARE:
             return self._steal_prepare()
         if method == steal_messages.SUBSCRIBE:
-            return self._steal(peer, steal_messages.parse_subscribe(params))
+            try:
+                subscription = steal_messages.parse_subscribe(params)
+            except steal_messages.InvalidFilter as error:
+                raise RequestFailed(f"steal refused: {error}", errno.EINVAL) from None
+            return self._steal(peer, subscription)
         if method == steal_messages.UNSUBSCRIBE:
             port = steal_messages.port_of(params)
             self.steal.unsubscribe(peer, port)

@@ -50,6 +50,10 @@ DECIDE_SECONDS = 0.5
 _IP_TRANSPARENT = 19
 _IPV6_TRANSPARENT = 75
 _KUBE_PROBE = "kube-probe/"
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 12\r\n\r\nBad Request\n"
+)
 
 
 @dataclass
@@ -490,6 +494,7 @@ class StolenConnection(asyncio.Protocol):
         self._target: _Link | None = None  # where the current request goes
         self._request_done = False
         self._response_done = False
+        self._answered = False  # the final answer to the current request has begun
         self._client_eof = False
         self._writing_paused = False
         self._copy: MirrorCopy | None = None
@@ -574,11 +579,13 @@ class StolenConnection(asyncio.Protocol):
         if verdict is None and not eof and not silent:
             return
         head = None
+        framed = False  # a whole request head arrived: the framer decides from here
         if verdict:
             end = data.find(b"\r\n\r\n")
             if end < 0 and not eof and not silent and len(data) <= http1.MAX_HEAD:
                 return
             if end >= 0:
+                framed = True
                 with contextlib.suppress(http1.FramingError):
                     head = http1._parse_head(data[: end + 4], http1.REQUEST)
         if self._timer is not None:
@@ -589,7 +596,7 @@ class StolenConnection(asyncio.Protocol):
             self._tunnel(self._app_link(), data)
         elif whole is not None:
             self._tunnel(self._session_link(whole.peer, filtered=False), data)
-        elif head is not None:
+        elif framed:  # an invalid head is refused there, never passed on
             self._phase = _ROUTING
             self._requests.receive_data(data)
             if eof:
@@ -612,34 +619,52 @@ class StolenConnection(asyncio.Protocol):
         return self._app_link()
 
     def _pump_requests(self) -> None:
+        # What is framed is held until the framer needs more data: a request that arrived whole
+        # (nearly all, and every smuggling attempt in one segment) is refused before any of it
+        # is passed on.
+        framed: list[bytes] = []
         while self._phase == _ROUTING:
             try:
                 event = self._requests.next_event()
             except http1.FramingError as error:
-                log.info("stolen connection from %s: %s", self.source, error)
-                self.abort()
-                return
-            if event is http1.NEED_DATA:
-                if self._requests.closed and not self._requests.in_message:
-                    self._client_finished()
-                return
-            if event is http1.PAUSED:
-                if self._requests.buffered > http1.MAX_HEAD and self.transport is not None:
-                    self.transport.pause_reading()  # pipelined requests wait their turn
+                self._refuse(error)
                 return
             if isinstance(event, http1.Head):
                 target = self._route(event)
                 self._target = target
-                self._request_done = self._response_done = False
+                self._request_done = self._response_done = self._answered = False
                 target.responses.expect(event.method)
-                target.write(event.raw)
-            elif isinstance(event, http1.Body):
+                framed.append(event.raw)
+                continue
+            if isinstance(event, http1.Body):
+                framed.append(event.data)
+                continue
+            if framed:
                 assert self._target is not None
-                self._target.write(event.data)
-            else:
-                self._request_done = True
-                self._next_cycle()
-            self._check_backed_up()
+                self._target.write(b"".join(framed))
+                framed = []
+            if event is http1.NEED_DATA:
+                if self._requests.closed and not self._requests.in_message:
+                    self._client_finished()
+                break
+            if event is http1.PAUSED:
+                if self._requests.buffered > http1.MAX_HEAD and self.transport is not None:
+                    self.transport.pause_reading()  # pipelined requests wait their turn
+                break
+            self._request_done = True
+            self._next_cycle()
+        self._check_backed_up()
+
+    def _refuse(self, error: http1.FramingError) -> None:
+        """A request that cannot be framed without doubt (RFC 9112): 400, then close. The
+        upstream that has its beginning is cut off, so it never completes it."""
+        log.info("stolen connection from %s: refused a request (%s)", self.source, error)
+        self._close_links()
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self._answered:
+            self.transport.write(_BAD_REQUEST)
+        self.close()
 
     def _client_finished(self) -> None:
         """The client closed between requests: close what we opened for it."""
@@ -715,6 +740,7 @@ class StolenConnection(asyncio.Protocol):
             if event is http1.PAUSED:
                 return
             if isinstance(event, http1.Head):
+                self._answered = self._answered or not 100 <= event.status < 200
                 self.transport.write(event.raw)
             elif isinstance(event, http1.Body):
                 self.transport.write(event.data)

@@ -24,6 +24,41 @@ PREPARE = "steal.prepare"
 SUBSCRIBE = "steal.subscribe"
 UNSUBSCRIBE = "steal.unsubscribe"
 STREAM = "steal"
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class InvalidFilter(ValueError):
+    """A filter that would not steal what its user means (an empty one takes everything)."""
+
+
+def _check_regex(pattern: str) -> None:
+    if not pattern:
+        raise InvalidFilter("an empty regex matches every request")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise InvalidFilter(f"not a regular expression ({error})") from None
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(character in _TOKEN for character in text)
+
+
+def check_header_filter(name: str, pattern: str) -> None:
+    if not _is_token(name):
+        raise InvalidFilter(f"{name!r} is not a header name" if name else "no header name")
+    _check_regex(pattern)
+
+
+def check_path_filter(pattern: str) -> None:
+    _check_regex(pattern)
+
+
+def check_method_filter(methods: tuple[str, ...]) -> None:
+    """Upper-case method names; no methods at all is no method condition."""
+    for method in methods:
+        if not _is_token(method):
+            raise InvalidFilter(f"{method!r} is not a method" if method else "an empty method")
 
 
 @dataclass(frozen=True)
@@ -38,6 +73,13 @@ class HttpFilter:
     headers: tuple[tuple[str, str], ...] = ()
     path: str | None = None
     methods: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, pattern in self.headers:
+            check_header_filter(name, pattern)
+        if self.path is not None:
+            check_path_filter(self.path)
+        check_method_filter(self.methods)
 
     @property
     def empty(self) -> bool:
@@ -79,17 +121,8 @@ def subscribe_params(subscription: Subscription) -> dict[str, Any]:
     }
 
 
-def _regex(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise RemoteProtocolError(f"invalid {what} {value!r}")
-    try:
-        re.compile(value)
-    except re.error as error:
-        raise RemoteProtocolError(f"invalid {what} regex {value!r}: {error}") from None
-    return value
-
-
 def parse_subscribe(params: dict[str, Any]) -> Subscription:
+    """The subscription asked for; `InvalidFilter` for a filter no client should send."""
     port = port_of(params)
     owner = params.get("owner", "")
     headers = params.get("headers") or []
@@ -100,11 +133,17 @@ def parse_subscribe(params: dict[str, Any]) -> Subscription:
         raise RemoteProtocolError("invalid steal subscription")
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise RemoteProtocolError(f"invalid methods {methods!r}")
+    if path is not None and not isinstance(path, str):
+        raise RemoteProtocolError(f"invalid path filter {path!r}")
     pairs = []
     for pair in headers:
-        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str):
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(p, str) for p in pair)
+        ):
             raise RemoteProtocolError(f"invalid header filter {pair!r}")
-        pairs.append((pair[0], _regex(pair[1], "header")))
+        pairs.append((pair[0], pair[1]))
     probe_list = []
     if not isinstance(probes, list):
         raise RemoteProtocolError(f"invalid probes {probes!r}")
@@ -115,9 +154,7 @@ def parse_subscribe(params: dict[str, Any]) -> Subscription:
     return Subscription(
         port=port,
         filter=HttpFilter(
-            headers=tuple(pairs),
-            path=None if path is None else _regex(path, "path"),
-            methods=tuple(method.upper() for method in methods),
+            headers=tuple(pairs), path=path, methods=tuple(method.upper() for method in methods)
         ),
         owner=owner,
         probes=tuple(probe_list),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podside import exec_values
 from podside.errors import PodsideError
 
 CONFIG_DIR = ".podside"
@@ -72,6 +73,7 @@ def schema(parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The JSON Schema of the config file, derived from `parser` like the keys are."""
     properties: dict[str, Any] = {}
     for key in keys_of(parser).values():
+        check = exec_values.CHECKS.get(key.dest)
         item: dict[str, Any] = {"type": "string"}
         if key.choices:
             item["enum"] = list(key.choices)
@@ -80,7 +82,9 @@ def schema(parser: argparse.ArgumentParser) -> dict[str, Any]:
         elif key.kind == "string":
             prop = item
         else:
-            prop = {"type": key.kind}
+            prop = item = {"type": key.kind}
+        if check is not None:
+            item.update(check.schema)
         prop["description"] = key.help
         properties[key.name] = prop
     return {
@@ -164,6 +168,7 @@ def _checked(path: Path, key: Key, value: Any) -> Any:
             raise bad("a number")
         if key.kind == "integer" and not isinstance(value, int):
             raise bad("a whole number")
+        _check_value(path, key, value)
         return value
     items = value if key.kind == "array" else [value]
     if key.kind == "array" and not isinstance(value, list):
@@ -173,7 +178,18 @@ def _checked(path: Path, key: Key, value: Any) -> Any:
             raise bad("a list of strings" if key.kind == "array" else "a string")
         if key.choices and item not in key.choices:
             raise bad("one of " + ", ".join(repr(choice) for choice in key.choices))
+        _check_value(path, key, item)
     return list(value) if key.kind == "array" else value
+
+
+def _check_value(path: Path, key: Key, value: Any) -> None:
+    """The check the option has wherever its value comes from (`exec_values`)."""
+    try:
+        exec_values.checked(key.dest, value)
+    except exec_values.InvalidValue as error:
+        raise PodsideError(
+            f"{path}: key {key.name!r}: {error}, got {json.dumps(value)}", 2
+        ) from None
 
 
 def apply_config(

@@ -16,7 +16,6 @@ import errno
 import getpass
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from podside import exec_values
 from podside.environment import merge, parse_assignments
 from podside.errors import PodsideError
 from podside.events import EventReporter
@@ -268,8 +268,11 @@ class ExecOptions:
 
 def parse_options(args: argparse.Namespace) -> ExecOptions:
     command = list(args.command)
-    if command and command[0] == "--":
+    if command[:1] == ["--"]:
         command = command[1:]
+    elif command[1:2] == ["--"]:
+        # mirrord's order, `CMD -- ARGS`: that `--` separates, it is not the program's.
+        del command[1]
     if not command:
         raise PodsideError(
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
@@ -290,6 +293,10 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             + (f" (not {' and '.join(chosen)})" if chosen else ""),
             exit_code=2,
         )
+    agent_timeout = _checked("--agent-timeout", args.agent_timeout)
+    fs_remote = [_checked("--fs-remote", text) for text in args.fs_remote]
+    fs_local = [_checked("--fs-local", text) for text in args.fs_local]
+    steal = _parse_steal(args)
     agent = None
     kube = None
     if args.agent:
@@ -309,7 +316,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             namespace=args.namespace,
             kubeconfig=args.kubeconfig,
             image=args.agent_image,
-            timeout=args.agent_timeout,
+            timeout=agent_timeout,
         )
     return ExecOptions(
         agent=agent,
@@ -324,13 +331,13 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         overrides=parse_assignments(args.env),
         local_rules=[parse_local_rule(text) for text in args.outgoing_local],
         mirror=args.mode != "off",
-        steal=_parse_steal(args),
+        steal=steal,
         port_map=_parse_port_map(args.port_map),
         quiet=args.quiet,
         verbose=args.verbose,
         fs=args.fs,
-        fs_remote=args.fs_remote,
-        fs_local=args.fs_local,
+        fs_remote=fs_remote,
+        fs_local=fs_local,
         ignored_ports=frozenset(_port(text, "--ignore-port") for text in args.ignore_port),
         hold_until_attached=args.hold_until_attached,
     )
@@ -352,36 +359,30 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
             ("--path-filter", args.path_filter),
             ("--method-filter", args.method_filter),
         )
-        if value
+        if value is not None and value != []
     ]
     if args.mode != "steal":
         if filters:
             raise PodsideError(f"{filters[0]} needs --mode steal", exit_code=2)
         return None
-    headers = []
-    for text in args.http_filter:
-        name, separator, pattern = text.partition(":")
-        if not separator or not name.strip():
-            raise PodsideError(f"--http-filter {text!r}: expected 'Header-Name: REGEX'", 2)
-        headers.append((name.strip(), _regex(pattern.strip(), "--http-filter")))
-    methods = tuple(
-        method.strip().upper() for method in (args.method_filter or "").split(",") if method.strip()
-    )
-    path = None if args.path_filter is None else _regex(args.path_filter, "--path-filter")
+    headers = tuple(_checked("--http-filter", text) for text in args.http_filter)
+    path = None if args.path_filter is None else _checked("--path-filter", args.path_filter)
+    methods = () if args.method_filter is None else _checked("--method-filter", args.method_filter)
     owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
     return steal_messages.Subscription(
         port=1,  # each port the program listens on
-        filter=steal_messages.HttpFilter(tuple(headers), path, methods),
+        filter=steal_messages.HttpFilter(headers, path, methods),
         owner=owner,
     )
 
 
-def _regex(pattern: str, flag: str) -> str:
+def _checked(flag: str, value: Any) -> Any:
+    """`value` of `flag` through its check (`exec_values`), or one line saying what is wrong."""
     try:
-        re.compile(pattern)
-    except re.error as error:
-        raise PodsideError(f"{flag} {pattern!r}: not a valid regex ({error})", 2) from None
-    return pattern
+        return exec_values.checked(flag[2:].replace("-", "_"), value)
+    except exec_values.InvalidValue as error:
+        shown = repr(value) if isinstance(value, str) else f"{value:g}"
+        raise PodsideError(f"{flag} {shown}: {error}", exit_code=2) from None
 
 
 def _port(text: str, flag: str) -> int:

@@ -44,6 +44,25 @@ def test_stdin_and_stdout_are_the_programs(pod: Pod) -> None:
     assert result.stdout == "HELLO POD\n"
 
 
+_SHOW_ARGV = "import sys; print(sys.argv[1:])"
+
+
+def _program_argv(pod: Pod, *words: str) -> str:
+    """What the program printed of its arguments, run as `podside exec OPTIONS WORDS...`."""
+    result = subprocess.run(
+        [*pod.podside_exec("-q"), *words], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_double_dash_after_the_command_word_is_mirrords_separator(pod: Pod) -> None:
+    # mirrord's order `CMD -- ARGS`: that `--` is dropped; one the program's own is kept.
+    assert _program_argv(pod, PYTHON, "--", "-c", _SHOW_ARGV, "a", "-b") == "['a', '-b']"
+    assert _program_argv(pod, "--", PYTHON, "-c", _SHOW_ARGV, "--", "a") == "['--', 'a']"
+    assert _program_argv(pod, PYTHON, "-c", _SHOW_ARGV, "x", "--", "a") == "['x', '--', 'a']"
+
+
 def _trap_program(marker: Path, signame: str) -> list[str]:
     return [
         "bash",

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from podside.errors import PodsideError
 from podside.layer import seccomp
 from podside.layer.local_copies import LocalCopies
 from podside.layer.written_files import WrittenFiles, merged_stat
@@ -66,8 +65,8 @@ class Place(Enum):
 
 class PathPolicy:
     def __init__(self, remote: list[str], local: list[str], local_roots: list[str]) -> None:
-        self._local = _compile(local, "--fs-local")
-        self._remote = _compile(remote, "--fs-remote")
+        self._local = _compile(local)
+        self._remote = _compile(remote)
         roots = [re.escape(root.rstrip("/")) for root in local_roots if root and root != "/"]
         always = ALWAYS_LOCAL + "".join(f"|^{root}(/|$)" for root in roots)
         self._always_local = re.compile(always)
@@ -82,14 +81,8 @@ class PathPolicy:
         return Place.PROBE
 
 
-def _compile(patterns: list[str], flag: str) -> re.Pattern[str] | None:
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise PodsideError(
-                f"{flag} {pattern!r}: not a regular expression ({error})", 2
-            ) from None
+def _compile(patterns: list[str]) -> re.Pattern[str] | None:
+    """One regex of `patterns` (each checked by `exec_values.path_regex` already)."""
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns)) if patterns else None
 
 

@@ -18,10 +18,12 @@ import re
 import shlex
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podside import exec_values
 from podside.errors import PodsideError
 
 # The templates live at the top of the source tree, beside server/ (podside is installed
@@ -99,28 +101,35 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
 
 
 def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
-    """steal's filters of a launch configuration as `podside exec` flags."""
-    headers, path, methods = (launch.get(f) for f in ("httpFilter", "pathFilter", "methodFilter"))
-    given = [
-        f
-        for f, v in (("httpFilter", headers), ("pathFilter", path), ("methodFilter", methods))
-        if v
-    ]
+    """steal's filters of a launch configuration as `podside exec` flags, checked as exec
+    checks its own (`exec_values`): an empty filter would steal the whole port."""
+    fields = {f: launch.get(f) for f in ("httpFilter", "pathFilter", "methodFilter")}
+    given = [f for f, value in fields.items() if value is not None and value != []]
     if not given:
         return []
     if mode != "steal":
         raise PodsideError(f'{given[0]} filters what is stolen: it needs "mode": "steal"')
-    if path and not isinstance(path, str):
+    headers, path, methods = fields.values()
+    if path is not None and not isinstance(path, str):
         raise PodsideError('pathFilter is one regex (a string), e.g. "^/api/"')
     flags: list[str] = []
     for header in [headers] if isinstance(headers, str) else headers or []:
-        flags += ["--http-filter", str(header)]
-    if path:
-        flags += ["--path-filter", path]
-    if methods:
+        flags += ["--http-filter", _checked("httpFilter", exec_values.http_filter, str(header))]
+    if path is not None:
+        flags += ["--path-filter", _checked("pathFilter", exec_values.path_filter, path)]
+    if methods is not None:
         listed = methods if isinstance(methods, str) else ",".join(str(m) for m in methods)
-        flags += ["--method-filter", listed]
+        flags += ["--method-filter", _checked("methodFilter", exec_values.method_filter, listed)]
     return flags
+
+
+def _checked(field: str, check: Callable[[str], object], text: str) -> str:
+    """`text` when its check passes, else one line naming the launch configuration's field."""
+    try:
+        check(text)
+    except exec_values.InvalidValue as error:
+        raise PodsideError(f"{field} {text!r}: {error}") from None
+    return text
 
 
 @dataclass(frozen=True)
