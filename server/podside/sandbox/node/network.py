@@ -37,6 +37,11 @@ def netns_path(name: str) -> str:
     return str(NETNS_DIR / name)
 
 
+def ip_batch(netns: str, commands: list[str]) -> None:
+    """Run `ip` commands inside `netns` in one process (`ip -batch`), failing on the first."""
+    run("ip", "-n", netns, "-batch", "-", stdin="".join(f"{command}\n" for command in commands))
+
+
 @dataclass
 class ServiceRule:
     """One service port: traffic to cluster_ip:port is spread over the endpoints."""
@@ -63,22 +68,15 @@ class NodeNetwork:
         """Create the node namespace with its bridge and DNS address."""
         run("ip", "netns", "add", self.node_netns)
         prefix = POD_CIDR.prefixlen
-        run(
-            "ip",
-            "-n",
+        ip_batch(
             self.node_netns,
-            "-batch",
-            "-",
-            stdin="\n".join(
-                [
-                    "link set lo up",
-                    f"link add {BRIDGE} type bridge",
-                    f"addr add {GATEWAY_IP}/{prefix} dev {BRIDGE}",
-                    f"link set {BRIDGE} up",
-                    f"addr add {CLUSTER_DNS_IP}/32 dev lo",
-                ]
-            )
-            + "\n",
+            [
+                "link set lo up",
+                f"link add {BRIDGE} type bridge",
+                f"addr add {GATEWAY_IP}/{prefix} dev {BRIDGE}",
+                f"link set {BRIDGE} up",
+                f"addr add {CLUSTER_DNS_IP}/32 dev lo",
+            ],
         )
         run("ip", "netns", "exec", self.node_netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.apply_service_rules([])
@@ -103,25 +101,21 @@ class NodeNetwork:
     def add_pod(self, netns: str, veth: str, holder_pid: int, pod_ip: str) -> None:
         """Name the holder's namespace, wire it to the bridge and give it its address."""
         run("ip", "netns", "attach", netns, str(holder_pid))
-        run(
-            "ip",
-            "-n",
+        ip_batch(
             self.node_netns,
-            "-batch",
-            "-",
-            stdin=f"link add {veth} type veth peer name eth0 netns {netns}\n"
-            f"link set {veth} master {BRIDGE} up\n",
+            [
+                f"link add {veth} type veth peer name eth0 netns {netns}",
+                f"link set {veth} master {BRIDGE} up",
+            ],
         )
-        run(
-            "ip",
-            "-n",
+        ip_batch(
             netns,
-            "-batch",
-            "-",
-            stdin="link set lo up\n"
-            "link set eth0 up\n"
-            f"addr add {pod_ip}/{POD_CIDR.prefixlen} dev eth0\n"
-            f"route add default via {GATEWAY_IP}\n",
+            [
+                "link set lo up",
+                "link set eth0 up",
+                f"addr add {pod_ip}/{POD_CIDR.prefixlen} dev eth0",
+                f"route add default via {GATEWAY_IP}",
+            ],
         )
 
     def remove_pod(self, netns: str, veth: str) -> None:
