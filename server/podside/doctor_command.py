@@ -259,38 +259,101 @@ def _ephemeral_containers(ctx: Any) -> Check:
     return Check("ephemeral containers", True, "the API serves pods/ephemeralcontainers")
 
 
-def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
-    """Start a short-lived agent pod: the image, the port-forward and the agent's rights."""
-    from kubernetes import client
+def fix_for(cause: str, namespace: str) -> str:
+    """What to do about an agent that did not start, by what refused it."""
+    from podside.kube import admission
+    from podside.kube.targets import AGENT_POD_LABEL
 
-    from podside.kube import agent
-    from podside.kube.config import REQUEST_TIMEOUT
+    if cause == admission.POD_SECURITY:
+        return (
+            f"ask your cluster admin to label namespace {namespace} "
+            "pod-security.kubernetes.io/enforce=privileged (an agent in a target pod needs "
+            "NET_ADMIN for steal and NET_RAW for mirror); podside exec --targetless needs "
+            "neither"
+        )
+    if cause == admission.WEBHOOK:
+        return (
+            "ask your cluster admin for an exception for podside's agent (its pods carry the "
+            f"label {'='.join(AGENT_POD_LABEL)}) in the policy behind that webhook"
+        )
+    if cause == admission.QUOTA:
+        return (
+            "give the agent pod resources within the quota (podside exec --targetless-requests "
+            "and --targetless-limits), or ask for more"
+        )
+    if cause == admission.RBAC:
+        return f"ask your cluster admin for it; {README_RBAC}"
+    if cause == admission.IMAGE:
+        return (
+            "--agent-image IMAGE your nodes can pull; from a private registry, "
+            "--image-pull-secret NAME for --targetless (an agent in a target pod pulls with "
+            "that pod's own imagePullSecrets)"
+        )
+    return f"see the agent pod's events: kubectl describe pod -n {namespace}"
+
+
+def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
+    """Start a short-lived agent pod with the capabilities an agent in a target pod asks for:
+    the image, the port-forward and the agent's rights. Refused by Pod Security, say so and
+    try the image and port-forward with a pod that asks for none (a targetless agent's)."""
+    from podside.kube import admission, agent
 
     image = args.agent_image or agent.DEFAULT_IMAGE
-    try:
-        endpoint = agent.ensure_targetless_agent(
-            ctx, image=image, progress=lambda _: None, timeout=args.agent_timeout
+
+    def start(capabilities: bool) -> Any:
+        return agent.ensure_targetless_agent(
+            ctx,
+            image=image,
+            progress=lambda _: None,
+            timeout=args.agent_timeout,
+            capabilities=capabilities,
         )
-    except PodsideError as error:
-        return [
-            Check("agent image", False, error.message, "--agent-image IMAGE your nodes can pull"),
-            Check("port-forward", False, "not tried: no agent ran"),
-        ]
-    checks = [Check("agent image", True, f"{image} runs (pod {endpoint.pod})")]
+
+    checks = []
+    capabilities_refused = False
     try:
-        checks += asyncio.run(_session_checks(ctx, endpoint))
+        endpoint = start(capabilities=True)
+    except PodsideError as error:
+        if error.cause != admission.POD_SECURITY:
+            return [
+                Check("agent image", False, error.message, fix_for(error.cause, ctx.namespace)),
+                Check("port-forward", False, "not tried: no agent ran"),
+            ]
+        checks.append(
+            Check("Pod Security", False, error.message, fix_for(error.cause, ctx.namespace))
+        )
+        capabilities_refused = True
+        try:
+            endpoint = start(capabilities=False)
+        except PodsideError as error:
+            return [
+                *checks,
+                Check("agent image", False, error.message, fix_for(error.cause, ctx.namespace)),
+                Check("port-forward", False, "not tried: no agent ran"),
+            ]
+    checks.append(Check("agent image", True, f"{image} runs (pod {endpoint.pod})"))
+    try:
+        checks += asyncio.run(_session_checks(ctx, endpoint, capabilities_refused))
     finally:
-        with contextlib.suppress(Exception):
-            client.CoreV1Api(ctx.api_client).delete_namespaced_pod(
-                endpoint.pod,
-                endpoint.namespace,
-                grace_period_seconds=0,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+        _remove_trial_pod(ctx, endpoint)
     return checks
 
 
-async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
+def _remove_trial_pod(ctx: Any, endpoint: Any) -> None:
+    from kubernetes import client
+
+    from podside.kube.config import REQUEST_TIMEOUT
+
+    with contextlib.suppress(Exception):
+        client.CoreV1Api(ctx.api_client).delete_namespaced_pod(
+            endpoint.pod,
+            endpoint.namespace,
+            grace_period_seconds=0,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+
+async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -> list[Check]:
     from podside.kube.connect import _connect
     from podside_protocol.capabilities import CAPABILITIES
 
@@ -314,6 +377,13 @@ async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
         ]
     finally:
         await session.close()
+    if capabilities_refused:
+        not_tried = "not tried: Pod Security refused the capabilities (see above)"
+        return [
+            Check("port-forward", True, f"reached the agent in pod {endpoint.pod}"),
+            Check("agent NET_RAW (mirror)", False, not_tried),
+            Check("agent nftables (steal)", False, not_tried),
+        ]
     raw = answer.get("net_raw", {})
     nft = answer.get("nftables", {})
     return [
@@ -323,7 +393,7 @@ async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
             bool(raw.get("ok")),
             str(raw.get("detail")),
             "allow the NET_RAW capability for ephemeral containers (Pod Security admission "
-            "'baseline' allows it; a PodSecurityPolicy or Kyverno rule may not)",
+            "allows it only at the privileged level; a Kyverno or Gatekeeper rule may drop it)",
         ),
         Check(
             "agent nftables (steal)",
