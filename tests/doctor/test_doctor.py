@@ -117,3 +117,29 @@ def test_an_image_that_cannot_be_pulled_is_named(kubeconfig: Path, namespace: st
     assert checks["agent image"].startswith("PROBLEM ")
     assert "registry.invalid/nope:1" in checks["agent image"]
     assert "fix: --agent-image" in checks["agent image"]
+
+
+def test_a_baseline_namespace_is_named_as_pod_security_with_its_fix(
+    kubeconfig: Path,  # noqa: F811
+    core: Any,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    core.patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}
+    )
+    result = doctor("-n", namespace, config_path=str(kubeconfig))
+    checks = lines_by_check(result.stdout)
+    assert result.returncode == 1, result.stdout + result.stderr
+    refused = checks["Pod Security"]
+    assert refused.startswith('PROBLEM Pod Security admission ("baseline:latest") refused to ')
+    assert '"NET_ADMIN", "NET_RAW" in securityContext.capabilities.add' in refused
+    assert (
+        f"; fix: ask your cluster admin to label namespace {namespace} "
+        "pod-security.kubernetes.io/enforce=privileged"
+    ) in refused
+    assert "--agent-image" not in refused
+    # The image and the port-forward are still tried, with a pod that asks for nothing.
+    assert checks["agent image"].startswith("ok ")
+    assert checks["port-forward"].startswith("ok ")
+    assert checks["agent NET_RAW (mirror)"].startswith("PROBLEM not tried: Pod Security")
+    assert "Traceback" not in result.stderr
