@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 from collections.abc import Callable
@@ -64,6 +63,18 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
     parser.add_argument("--agent-image", help="the agent image to try (default: podside's)")
     parser.add_argument(
+        "--agent-image-pull-policy",
+        choices=("Always", "IfNotPresent", "Never"),
+        help="when the node pulls the agent's image (default: the cluster's, from the tag)",
+    )
+    parser.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Secret the node pulls the agent's image with (repeatable)",
+    )
+    parser.add_argument(
         "--agent-timeout",
         type=float,
         default=60.0,
@@ -74,6 +85,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from podside import exec_values
+
+    for secret in args.image_pull_secret:
+        try:
+            exec_values.secret_name(secret)
+        except exec_values.InvalidValue as error:
+            raise PodsideError(f"--image-pull-secret {secret!r}: {error}", exit_code=2) from None
     passed = True
 
     def report(check: Check) -> None:
@@ -297,8 +315,13 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     the image, the port-forward and the agent's rights. Refused by Pod Security, say so and
     try the image and port-forward with a pod that asks for none (a targetless agent's)."""
     from podside.kube import admission, agent
+    from podside.kube.agent_settings import AgentSettings
 
     image = args.agent_image or agent.DEFAULT_IMAGE
+    settings = AgentSettings(
+        image_pull_policy=args.agent_image_pull_policy,
+        image_pull_secrets=tuple(args.image_pull_secret),
+    )
 
     def start(capabilities: bool) -> Any:
         return agent.ensure_targetless_agent(
@@ -306,6 +329,7 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
             image=image,
             progress=lambda _: None,
             timeout=args.agent_timeout,
+            settings=settings,
             capabilities=capabilities,
         )
 
@@ -335,22 +359,36 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     try:
         checks += asyncio.run(_session_checks(ctx, endpoint, capabilities_refused))
     finally:
-        _remove_trial_pod(ctx, endpoint)
+        left = _remove_trial_pod(ctx, endpoint)
+    if left is not None:
+        checks.append(left)
     return checks
 
 
-def _remove_trial_pod(ctx: Any, endpoint: Any) -> None:
+def _remove_trial_pod(ctx: Any, endpoint: Any) -> Check | None:
+    """Delete the trial pod; a user who may not (podside itself never deletes pods) is told
+    that it stays and ends by itself."""
     from kubernetes import client
 
-    from podside.kube.config import REQUEST_TIMEOUT
+    from podside.kube import agent
+    from podside.kube.config import REQUEST_TIMEOUT, api_errors
 
-    with contextlib.suppress(Exception):
-        client.CoreV1Api(ctx.api_client).delete_namespaced_pod(
-            endpoint.pod,
-            endpoint.namespace,
-            grace_period_seconds=0,
-            _request_timeout=REQUEST_TIMEOUT,
+    try:
+        with api_errors(ctx, f"delete pods in namespace {endpoint.namespace}"):
+            client.CoreV1Api(ctx.api_client).delete_namespaced_pod(
+                endpoint.pod,
+                endpoint.namespace,
+                grace_period_seconds=0,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+    except PodsideError as error:
+        return Check(
+            "trial pod",
+            True,
+            f"pod {endpoint.namespace}/{endpoint.pod} stays ({error.message}); its agent exits "
+            f"{agent.IDLE_EXIT_SECONDS} s after doctor leaves and the pod completes",
         )
+    return None
 
 
 async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -> list[Check]:
