@@ -319,7 +319,6 @@ def ensure_agent(
         pod: Any = core.read_namespaced_pod(
             target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
         )
-    _check_pull_secrets(pod, where, settings)
     pod_uid = str(pod.metadata.uid)
     agents = running_agents(pod, target, image)
     for agent in agents:
@@ -329,6 +328,8 @@ def ensure_agent(
             return AgentEndpoint(
                 target.namespace, target.pod, agent.port, token, agent.container, reused=True
             )
+    # Only a container to be added pulls an image: a reused agent needs no secret.
+    _check_pull_secrets(pod, where, settings)
     if agents:
         endpoint = _join(ctx, target, agents[0], image, progress, timeout, settings)
         if endpoint is not None:
