@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 from collections.abc import Callable
@@ -64,6 +63,18 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
     parser.add_argument("--agent-image", help="the agent image to try (default: podside's)")
     parser.add_argument(
+        "--agent-image-pull-policy",
+        choices=("Always", "IfNotPresent", "Never"),
+        help="when the node pulls the agent's image (default: the cluster's, from the tag)",
+    )
+    parser.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Secret the node pulls the agent's image with (repeatable)",
+    )
+    parser.add_argument(
         "--agent-timeout",
         type=float,
         default=60.0,
@@ -74,6 +85,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from podside import exec_values
+
+    for secret in args.image_pull_secret:
+        try:
+            exec_values.secret_name(secret)
+        except exec_values.InvalidValue as error:
+            raise PodsideError(f"--image-pull-secret {secret!r}: {error}", exit_code=2) from None
     passed = True
 
     def report(check: Check) -> None:
@@ -259,38 +277,121 @@ def _ephemeral_containers(ctx: Any) -> Check:
     return Check("ephemeral containers", True, "the API serves pods/ephemeralcontainers")
 
 
+def fix_for(cause: str, namespace: str) -> str:
+    """What to do about an agent that did not start, by what refused it."""
+    from podside.kube import admission
+    from podside.kube.targets import AGENT_POD_LABEL
+
+    if cause == admission.POD_SECURITY:
+        return (
+            f"ask your cluster admin to label namespace {namespace} "
+            "pod-security.kubernetes.io/enforce=privileged (an agent in a target pod needs "
+            "NET_ADMIN for steal and NET_RAW for mirror); podside exec --targetless needs "
+            "neither"
+        )
+    if cause == admission.WEBHOOK:
+        return (
+            "ask your cluster admin for an exception for podside's agent (its pods carry the "
+            f"label {'='.join(AGENT_POD_LABEL)}) in the policy behind that webhook"
+        )
+    if cause == admission.QUOTA:
+        return (
+            "give the agent pod resources within the quota (podside exec --targetless-requests "
+            "and --targetless-limits), or ask for more"
+        )
+    if cause == admission.RBAC:
+        return f"ask your cluster admin for it; {README_RBAC}"
+    if cause == admission.IMAGE:
+        return (
+            "--agent-image IMAGE your nodes can pull; from a private registry, "
+            "--image-pull-secret NAME for --targetless (an agent in a target pod pulls with "
+            "that pod's own imagePullSecrets)"
+        )
+    return f"see the agent pod's events: kubectl describe pod -n {namespace}"
+
+
 def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
-    """Start a short-lived agent pod: the image, the port-forward and the agent's rights."""
+    """Start a short-lived agent pod with the capabilities an agent in a target pod asks for:
+    the image, the port-forward and the agent's rights. Refused by Pod Security, say so and
+    try the image and port-forward with a pod that asks for none (a targetless agent's)."""
+    from podside.kube import admission, agent
+    from podside.kube.agent_settings import AgentSettings
+
+    image = args.agent_image or agent.DEFAULT_IMAGE
+    settings = AgentSettings(
+        image_pull_policy=args.agent_image_pull_policy,
+        image_pull_secrets=tuple(args.image_pull_secret),
+    )
+
+    def start(capabilities: bool) -> Any:
+        return agent.ensure_targetless_agent(
+            ctx,
+            image=image,
+            progress=lambda _: None,
+            timeout=args.agent_timeout,
+            settings=settings,
+            capabilities=capabilities,
+        )
+
+    checks = []
+    capabilities_refused = False
+    try:
+        endpoint = start(capabilities=True)
+    except PodsideError as error:
+        if error.cause != admission.POD_SECURITY:
+            return [
+                Check("agent image", False, error.message, fix_for(error.cause, ctx.namespace)),
+                Check("port-forward", False, "not tried: no agent ran"),
+            ]
+        checks.append(
+            Check("Pod Security", False, error.message, fix_for(error.cause, ctx.namespace))
+        )
+        capabilities_refused = True
+        try:
+            endpoint = start(capabilities=False)
+        except PodsideError as error:
+            return [
+                *checks,
+                Check("agent image", False, error.message, fix_for(error.cause, ctx.namespace)),
+                Check("port-forward", False, "not tried: no agent ran"),
+            ]
+    checks.append(Check("agent image", True, f"{image} runs (pod {endpoint.pod})"))
+    try:
+        checks += asyncio.run(_session_checks(ctx, endpoint, capabilities_refused))
+    finally:
+        left = _remove_trial_pod(ctx, endpoint)
+    if left is not None:
+        checks.append(left)
+    return checks
+
+
+def _remove_trial_pod(ctx: Any, endpoint: Any) -> Check | None:
+    """Delete the trial pod; a user who may not (podside itself never deletes pods) is told
+    that it stays and ends by itself."""
     from kubernetes import client
 
     from podside.kube import agent
-    from podside.kube.config import REQUEST_TIMEOUT
+    from podside.kube.config import REQUEST_TIMEOUT, api_errors
 
-    image = args.agent_image or agent.DEFAULT_IMAGE
     try:
-        endpoint = agent.ensure_targetless_agent(
-            ctx, image=image, progress=lambda _: None, timeout=args.agent_timeout
-        )
-    except PodsideError as error:
-        return [
-            Check("agent image", False, error.message, "--agent-image IMAGE your nodes can pull"),
-            Check("port-forward", False, "not tried: no agent ran"),
-        ]
-    checks = [Check("agent image", True, f"{image} runs (pod {endpoint.pod})")]
-    try:
-        checks += asyncio.run(_session_checks(ctx, endpoint))
-    finally:
-        with contextlib.suppress(Exception):
+        with api_errors(ctx, f"delete pods in namespace {endpoint.namespace}"):
             client.CoreV1Api(ctx.api_client).delete_namespaced_pod(
                 endpoint.pod,
                 endpoint.namespace,
                 grace_period_seconds=0,
                 _request_timeout=REQUEST_TIMEOUT,
             )
-    return checks
+    except PodsideError as error:
+        return Check(
+            "trial pod",
+            True,
+            f"pod {endpoint.namespace}/{endpoint.pod} stays ({error.message}); its agent exits "
+            f"{agent.IDLE_EXIT_SECONDS} s after doctor leaves and the pod completes",
+        )
+    return None
 
 
-async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
+async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -> list[Check]:
     from podside.kube.connect import _connect
     from podside_protocol.capabilities import CAPABILITIES
 
@@ -314,6 +415,13 @@ async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
         ]
     finally:
         await session.close()
+    if capabilities_refused:
+        not_tried = "not tried: Pod Security refused the capabilities (see above)"
+        return [
+            Check("port-forward", True, f"reached the agent in pod {endpoint.pod}"),
+            Check("agent NET_RAW (mirror)", False, not_tried),
+            Check("agent nftables (steal)", False, not_tried),
+        ]
     raw = answer.get("net_raw", {})
     nft = answer.get("nftables", {})
     return [
@@ -323,7 +431,7 @@ async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
             bool(raw.get("ok")),
             str(raw.get("detail")),
             "allow the NET_RAW capability for ephemeral containers (Pod Security admission "
-            "'baseline' allows it; a PodSecurityPolicy or Kyverno rule may not)",
+            "allows it only at the privileged level; a Kyverno or Gatekeeper rule may drop it)",
         ),
         Check(
             "agent nftables (steal)",

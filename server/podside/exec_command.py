@@ -28,6 +28,7 @@ from podside import exec_values
 from podside.environment import merge, parse_assignments
 from podside.errors import PodsideError
 from podside.events import EventReporter
+from podside.kube.agent_settings import AgentSettings
 from podside.layer import children, launcher, seccomp
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
@@ -102,6 +103,57 @@ def add_parser(subparsers: Any) -> None:
         default=os.environ.get("PODSIDE_TOKEN"),
         help="with --agent: the agent's session token (default: $PODSIDE_TOKEN)",
     )
+    agent_pod = parser.add_argument_group(
+        "the agent's containers and the targetless pod (real clusters)"
+    )
+    agent_pod.add_argument(
+        "--agent-image-pull-policy",
+        choices=("Always", "IfNotPresent", "Never"),
+        help="when the node pulls the agent's image (default: the cluster's, from the tag)",
+    )
+    agent_pod.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Secret the node pulls the agent's image with (repeatable); the targetless pod "
+        "gets it, a target pod must already have it (an ephemeral container uses its pod's)",
+    )
+    agent_pod.add_argument(
+        "--targetless-namespace",
+        metavar="NAME",
+        help="the namespace of the targetless pod (default: --namespace, else the context's)",
+    )
+    for kind, what in (
+        ("label", "a label of the targetless pod"),
+        (
+            "annotation",
+            "an annotation of the targetless pod (it always has "
+            "sidecar.istio.io/inject=false and linkerd.io/inject=disabled unless set here)",
+        ),
+        ("node-selector", "the targetless pod runs only on nodes with this label"),
+    ):
+        agent_pod.add_argument(
+            f"--targetless-{kind}",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"{what} (repeatable)",
+        )
+    agent_pod.add_argument(
+        "--targetless-toleration",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="the targetless pod tolerates this taint, written as kubectl taint writes it "
+        "(repeatable)",
+    )
+    for kind in ("requests", "limits"):
+        agent_pod.add_argument(
+            f"--targetless-{kind}",
+            metavar="cpu=Q,memory=Q",
+            help=f"the targetless agent container's resource {kind}, e.g. cpu=50m,memory=64Mi",
+        )
     network = parser.add_argument_group("outgoing traffic and DNS")
     network.add_argument(
         "--no-outgoing",
@@ -239,6 +291,7 @@ class KubeTarget:
     kubeconfig: str | None
     image: str | None
     timeout: float
+    settings: AgentSettings = field(default_factory=AgentSettings)
 
 
 @dataclass
@@ -317,6 +370,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             kubeconfig=args.kubeconfig,
             image=args.agent_image,
             timeout=agent_timeout,
+            settings=_agent_settings(args),
         )
     return ExecOptions(
         agent=agent,
@@ -340,6 +394,40 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         fs_local=fs_local,
         ignored_ports=frozenset(_port(text, "--ignore-port") for text in args.ignore_port),
         hold_until_attached=args.hold_until_attached,
+    )
+
+
+def _agent_settings(args: argparse.Namespace) -> AgentSettings:
+    """The agent pod settings, each value checked as its config key and launch field are."""
+
+    def each(flag: str, values: list[str]) -> list[Any]:
+        return [_checked(flag, value) for value in values]
+
+    def optional(flag: str, value: str | None) -> Any:
+        return None if value is None else _checked(flag, value)
+
+    if not args.targetless:
+        for flag, value in (
+            ("--targetless-namespace", args.targetless_namespace),
+            ("--targetless-label", args.targetless_label),
+            ("--targetless-annotation", args.targetless_annotation),
+            ("--targetless-node-selector", args.targetless_node_selector),
+            ("--targetless-toleration", args.targetless_toleration),
+            ("--targetless-requests", args.targetless_requests),
+            ("--targetless-limits", args.targetless_limits),
+        ):
+            if value not in (None, []):
+                raise PodsideError(f"{flag} is for the pod --targetless starts", exit_code=2)
+    return AgentSettings(
+        image_pull_policy=args.agent_image_pull_policy,
+        image_pull_secrets=tuple(each("--image-pull-secret", args.image_pull_secret)),
+        namespace=optional("--targetless-namespace", args.targetless_namespace),
+        labels=dict(each("--targetless-label", args.targetless_label)),
+        annotations=dict(each("--targetless-annotation", args.targetless_annotation)),
+        node_selector=dict(each("--targetless-node-selector", args.targetless_node_selector)),
+        tolerations=tuple(each("--targetless-toleration", args.targetless_toleration)),
+        requests=optional("--targetless-requests", args.targetless_requests) or {},
+        limits=optional("--targetless-limits", args.targetless_limits) or {},
     )
 
 

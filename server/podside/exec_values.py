@@ -71,6 +71,97 @@ def agent_timeout(value: float) -> float:
     return value
 
 
+# Kubernetes' own rules for names (apimachinery's validation): a DNS-1123 subdomain (secret
+# names), a DNS-1123 label (namespaces), a qualified name (label and annotation keys, with an
+# optional subdomain prefix) and a label value.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = rf"{_DNS_LABEL}(\.{_DNS_LABEL})*"
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_QUALIFIED = rf"({_SUBDOMAIN}/)?{_NAME}"
+_QUANTITY = r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]+)?"
+TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _matches(pattern: str, text: str) -> bool:
+    return re.fullmatch(pattern, text) is not None
+
+
+def secret_name(text: str) -> str:
+    """`--image-pull-secret NAME`: a Secret's name."""
+    if not _matches(_SUBDOMAIN, text) or len(text) > 253:
+        raise InvalidValue("expected a Secret's name (lowercase letters, digits, '-' and '.')")
+    return text
+
+
+def namespace_name(text: str) -> str:
+    """`--targetless-namespace NAME`."""
+    if not _matches(_DNS_LABEL, text) or len(text) > 63:
+        raise InvalidValue("expected a namespace's name (lowercase letters, digits and '-')")
+    return text
+
+
+def _qualified_key(key: str) -> None:
+    name = key.rpartition("/")[2]
+    if not _matches(_QUALIFIED, key) or len(name) > 63 or len(key) - len(name) > 254:
+        raise InvalidValue(
+            f"{key!r} is not a Kubernetes key ([PREFIX/]NAME: letters, digits, '-', '_', '.')"
+        )
+
+
+def label(text: str) -> tuple[str, str]:
+    """`--targetless-label KEY=VALUE` (and node selectors): a label's key and value."""
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise InvalidValue("expected KEY=VALUE")
+    _qualified_key(key)
+    if value and (not _matches(_NAME, value) or len(value) > 63):
+        raise InvalidValue(
+            f"{value!r} is not a label value (at most 63 letters, digits, '-', '_', '.')"
+        )
+    return key, value
+
+
+def annotation(text: str) -> tuple[str, str]:
+    """`--targetless-annotation KEY=VALUE`: any value, a label's key."""
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise InvalidValue("expected KEY=VALUE")
+    _qualified_key(key)
+    return key, value
+
+
+def toleration(text: str) -> dict[str, str]:
+    """`--targetless-toleration KEY[=VALUE][:EFFECT]` as kubectl writes taints: with a value
+    the taint's value must be equal, without one any value does; no effect tolerates all."""
+    rest, _, effect = text.rpartition(":") if ":" in text else (text, "", "")
+    key, separator, value = rest.partition("=")
+    _qualified_key(key)
+    if effect and effect not in TOLERATION_EFFECTS:
+        raise InvalidValue(f"effect {effect!r} is not one of {', '.join(TOLERATION_EFFECTS)}")
+    found = {"key": key, "operator": "Equal" if separator else "Exists"}
+    if separator:
+        found["value"] = value
+    if effect:
+        found["effect"] = effect
+    return found
+
+
+def resource_list(text: str) -> dict[str, str]:
+    """`--targetless-requests cpu=100m,memory=64Mi` (and limits)."""
+    resources: dict[str, str] = {}
+    for item in text.split(","):
+        name, separator, quantity = (part.strip() for part in item.partition("="))
+        if not separator or name not in RESOURCE_NAMES:
+            raise InvalidValue(
+                f"expected NAME=QUANTITY items, NAME one of {', '.join(RESOURCE_NAMES)}"
+            )
+        if not _matches(_QUANTITY, quantity):
+            raise InvalidValue(f"{quantity!r} is not a quantity (e.g. 100m, 0.5, 64Mi, 1G)")
+        resources[name] = quantity
+    return resources
+
+
 @dataclass(frozen=True)
 class Check:
     function: Callable[[Any], Any]
@@ -87,6 +178,17 @@ CHECKS: dict[str, Check] = {
     "fs_remote": Check(path_regex, {"minLength": 1}),
     "fs_local": Check(path_regex, {"minLength": 1}),
     "agent_timeout": Check(agent_timeout, {"exclusiveMinimum": 0}),
+    "image_pull_secret": Check(secret_name, {"pattern": rf"^{_SUBDOMAIN}$"}),
+    "targetless_namespace": Check(namespace_name, {"pattern": rf"^{_DNS_LABEL}$"}),
+    "targetless_label": Check(label, {"pattern": rf"^{_QUALIFIED}=({_NAME})?$"}),
+    "targetless_annotation": Check(annotation, {"pattern": rf"^{_QUALIFIED}="}),
+    "targetless_node_selector": Check(label, {"pattern": rf"^{_QUALIFIED}=({_NAME})?$"}),
+    "targetless_toleration": Check(
+        toleration,
+        {"pattern": rf"^{_QUALIFIED}(=[^:]*)?(:({'|'.join(TOLERATION_EFFECTS)}))?$"},
+    ),
+    "targetless_requests": Check(resource_list, {"minLength": 1}),
+    "targetless_limits": Check(resource_list, {"minLength": 1}),
 }
 
 

@@ -117,3 +117,61 @@ def test_an_image_that_cannot_be_pulled_is_named(kubeconfig: Path, namespace: st
     assert checks["agent image"].startswith("PROBLEM ")
     assert "registry.invalid/nope:1" in checks["agent image"]
     assert "fix: --agent-image" in checks["agent image"]
+
+
+def test_a_baseline_namespace_is_named_as_pod_security_with_its_fix(
+    kubeconfig: Path,  # noqa: F811
+    core: Any,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    core.patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}
+    )
+    result = doctor("-n", namespace, config_path=str(kubeconfig))
+    checks = lines_by_check(result.stdout)
+    assert result.returncode == 1, result.stdout + result.stderr
+    refused = checks["Pod Security"]
+    assert refused.startswith('PROBLEM Pod Security admission ("baseline:latest") refused to ')
+    assert '"NET_ADMIN", "NET_RAW" in securityContext.capabilities.add' in refused
+    assert (
+        f"; fix: ask your cluster admin to label namespace {namespace} "
+        "pod-security.kubernetes.io/enforce=privileged"
+    ) in refused
+    assert "--agent-image" not in refused
+    # The image and the port-forward are still tried, with a pod that asks for nothing.
+    assert checks["agent image"].startswith("ok ")
+    assert checks["port-forward"].startswith("ok ")
+    assert checks["agent NET_RAW (mirror)"].startswith("PROBLEM not tried: Pod Security")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_user_who_may_not_delete_pods_is_told_the_trial_pod_stays(
+    sandbox: Any,
+    core: Any,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    from podside.sandbox.control import add_restricted_user
+    from podside.sandbox.users import Rule
+
+    name = f"doctor-{os.urandom(3).hex()}"
+    everything_but_delete = (
+        "get,list,watch,create:pods",
+        "get,list:services",
+        "get,list:deployments,statefulsets,daemonsets,replicasets",
+        "get:jobs",
+        "patch:pods/ephemeralcontainers",
+        "get,create:pods/portforward",
+    )
+    rules = tuple(Rule.parse(text, (namespace,)) for text in everything_but_delete)
+    _, standalone = add_restricted_user(sandbox, name, rules)
+    result = doctor("-n", namespace, config_path=str(standalone))
+    checks = lines_by_check(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (pod,) = core.list_namespaced_pod(namespace).items
+    assert checks["trial pod"].startswith(
+        f"ok pod {namespace}/{pod.metadata.name} stays (cannot delete pods in namespace "
+        f"{namespace} (RBAC, user {name}"
+    )
+    assert checks["trial pod"].endswith(
+        "its agent exits 300 s after doctor leaves and the pod completes"
+    )

@@ -222,6 +222,40 @@ def test_a_session_whose_podside_exec_fails_reports_failed_in_one_line(backend: 
     assert "\n" not in failed["message"]
 
 
+def test_a_targetless_session_with_agent_pod_settings_runs_the_program_from_its_pod(
+    backend: Backend,
+) -> None:
+    session = backend.command(
+        "podside.startSession",
+        {
+            "targetless": True,
+            "context": SANDBOX_CONTEXT,
+            "namespace": "default",
+            "targetlessLabels": {"started-by": "lsp-test"},
+            "command": [
+                sys.executable,
+                "-c",
+                "import socket; print('auditor at', socket.gethostbyname('auditor'))",
+            ],
+        },
+    )
+    assert session["target"] == "targetless"
+    backend.wait_for(
+        "podside/output",
+        lambda p: (
+            p["sessionId"] == session["sessionId"]
+            and p["line"].startswith("auditor at 198.18.128.")
+        ),
+        timeout=90,
+    )
+    stopped = backend.wait_for(
+        "podside/sessionState",
+        lambda p: p["sessionId"] == session["sessionId"] and p["state"] in ("stopped", "failed"),
+        timeout=90,
+    )
+    assert stopped["state"] == "stopped", stopped
+
+
 def launch_held_blog(backend: Backend, **fields: Any) -> dict[str, Any]:
     """The blog of examples/ run by the backend with holdUntilAttached, on a free port here."""
     port = free_port()

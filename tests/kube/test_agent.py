@@ -140,7 +140,11 @@ def test_targetless_agent_is_a_pod_of_its_own(core: Any, ctx: Any, namespace: st
     assert [(e.name, e.value) for e in container.env] == [
         ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token))
     ]
-    assert container.security_context.capabilities.add == ["NET_ADMIN", "NET_RAW"]
+    # Outgoing traffic and DNS need no capability and no root (Pod Security "restricted").
+    assert container.security_context.capabilities.add is None
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert container.security_context.allow_privilege_escalation is False
+    assert pod.spec.security_context.run_as_non_root is True
     wait_for(
         lambda: _listening(core, namespace, endpoint.pod, "agent", endpoint.port),
         what="the agent listening",

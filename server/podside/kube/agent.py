@@ -12,6 +12,7 @@ so several developers share one agent, and the steal coordination that lives in 
 
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 import string
@@ -25,6 +26,8 @@ from kubernetes.client.exceptions import ApiException
 
 import podside
 from podside.errors import PodsideError
+from podside.kube import admission
+from podside.kube.agent_settings import AgentSettings
 from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
 from podside.kube.targets import AGENT_POD_LABEL, Target
@@ -39,6 +42,25 @@ IDLE_EXIT_SECONDS = 300
 PORT_RANGE = (20000, 60000)
 TARGETLESS_CONTAINER = "agent"
 CAPABILITIES = ["NET_ADMIN", "NET_RAW"]  # steal redirects need NET_ADMIN, the sniffer NET_RAW
+# The targetless agent only connects out and relays DNS: it needs no capability and no root,
+# so its pod passes Pod Security "restricted" (nobody's uid: the image may not name a user).
+TARGETLESS_USER = 65534
+TARGETLESS_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": TARGETLESS_USER,
+    "runAsGroup": TARGETLESS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+TARGETLESS_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+# A service mesh that injects its sidecar (and its init container, which needs NET_ADMIN)
+# would keep the pod from completing when the agent exits, and from passing Pod Security.
+TARGETLESS_ANNOTATIONS = {"sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled"}
+IMAGE_PULL_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
 # Waiting reasons after which the kubelet will not get the container running by itself soon:
 # better to say so now than at the end of the timeout.
 FAILED_WAITING_REASONS = frozenset(
@@ -84,15 +106,58 @@ def _random_suffix() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(5))
 
 
-def _agent_container(name: str, image: str, args: list[str], token: str) -> dict[str, Any]:
+def _agent_container(
+    name: str, image: str, args: list[str], token: str, settings: AgentSettings
+) -> dict[str, Any]:
     """An agent image container spec (the agent, or an enrollment) that shows only the
     token's verifier; shared by the ephemeral and the targetless form."""
-    return {
+    container: dict[str, Any] = {
         "name": name,
         "image": image,
         "args": args,
         "env": [{"name": VERIFIER_ENV, "value": verifier_of(token)}],
         "securityContext": {"capabilities": {"add": CAPABILITIES}},
+    }
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
+    return container
+
+
+def targetless_pod(
+    name: str, image: str, port: int, token: str, settings: AgentSettings, *, capabilities: bool
+) -> dict[str, Any]:
+    """The targetless agent's pod: with no capability and not root unless `capabilities`
+    (doctor's trial of what an agent in a target pod may do)."""
+    container = _agent_container(TARGETLESS_CONTAINER, image, _agent_args(port), token, settings)
+    resources = {
+        key: dict(values)
+        for key, values in (("requests", settings.requests), ("limits", settings.limits))
+        if values
+    }
+    if resources:
+        container["resources"] = resources
+    spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if not capabilities:
+        container["securityContext"] = copy.deepcopy(TARGETLESS_CONTAINER_SECURITY)
+        spec["securityContext"] = copy.deepcopy(TARGETLESS_POD_SECURITY)
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in settings.tolerations]
+    # podside's own label last: a user's label cannot take it away (doctor and `targets`
+    # tell agent pods by it).
+    labels = {**settings.labels, **dict([AGENT_POD_LABEL])}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {**TARGETLESS_ANNOTATIONS, **settings.annotations},
+        },
+        "spec": spec,
     }
 
 
@@ -150,18 +215,38 @@ def running_agents(pod: Any, target: Target, image: str) -> list[RunningAgent]:
     return agents[::-1]
 
 
-def _failure(state: Any, what: str) -> str | None:
-    """Why a container will not run (a failed waiting reason, or it ended), else None."""
+def _failure(state: Any, what: str, pull_hint: str) -> PodsideError | None:
+    """Why a container will not run (a failed waiting reason, or it ended), else None; an
+    image the node cannot pull ends with `pull_hint`, what to do about it."""
     if state is None:
         return None
     if state.waiting and state.waiting.reason in FAILED_WAITING_REASONS:
+        reason = state.waiting.reason
         message = f": {state.waiting.message}" if state.waiting.message else ""
-        return f"{what} cannot start: {state.waiting.reason}{message}"
+        if reason in IMAGE_PULL_FAILURES:
+            return PodsideError(
+                f"{what} cannot start: {reason}{message}; {pull_hint}", cause=admission.IMAGE
+            )
+        return PodsideError(f"{what} cannot start: {reason}{message}")
     if state.terminated:
         ended = state.terminated
         detail = f": {ended.message.strip()}" if ended.message else ""
-        return f"{what} exited (code {ended.exit_code}, {ended.reason or 'no reason'}){detail}"
+        return PodsideError(
+            f"{what} exited (code {ended.exit_code}, {ended.reason or 'no reason'}){detail}"
+        )
     return None
+
+
+# What to do when the node cannot pull the agent's image.
+_PULL_HINT_TARGETLESS = (
+    "use --agent-image IMAGE your nodes can pull, with --image-pull-secret NAME if its "
+    "registry needs credentials"
+)
+_PULL_HINT_EPHEMERAL = (
+    "use --agent-image IMAGE your nodes can pull; an ephemeral container pulls with its pod's "
+    "own imagePullSecrets (from the pod's spec or its service account), which the agent "
+    "cannot add"
+)
 
 
 def _waiting_detail(state: Any) -> str:
@@ -221,11 +306,13 @@ def ensure_agent(
     progress: Callable[[str], None],
     timeout: float = 60.0,
     tokens: TokenCache | None = None,
+    settings: AgentSettings | None = None,
 ) -> AgentEndpoint:
     """A running agent in the target's pod and a token it accepts: the one already there for
     the same container and image (with the token this user holds for it, else joined with a
     fresh one), or a new ephemeral container (random port, fresh token) once it runs."""
     tokens = tokens or TokenCache()
+    settings = settings or AgentSettings()
     core = client.CoreV1Api(ctx.api_client)
     where = f"pod {target.namespace}/{target.pod}"
     with api_errors(ctx, f"get pods in namespace {target.namespace}"):
@@ -241,8 +328,10 @@ def ensure_agent(
             return AgentEndpoint(
                 target.namespace, target.pod, agent.port, token, agent.container, reused=True
             )
+    # Only a container to be added pulls an image: a reused agent needs no secret.
+    _check_pull_secrets(pod, where, settings)
     if agents:
-        endpoint = _join(ctx, target, agents[0], image, progress, timeout)
+        endpoint = _join(ctx, target, agents[0], image, progress, timeout, settings)
         if endpoint is not None:
             tokens.put(pod_uid, endpoint.container, endpoint.token)
             return endpoint
@@ -251,7 +340,7 @@ def ensure_agent(
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     token = new_token()
     container = {
-        **_agent_container(name, image, _agent_args(port), token),
+        **_agent_container(name, image, _agent_args(port), token, settings),
         "targetContainerName": target.container,
     }
     progress(f"starting the agent in {where} (container {target.container}, image {image})")
@@ -262,9 +351,9 @@ def ensure_agent(
 
     def running(pod: Any) -> bool:
         state = _container_state(pod.status.ephemeral_container_statuses, name)
-        failure = _failure(state, f"the agent {name} in {where}")
+        failure = _failure(state, f"the agent {name} in {where}", _PULL_HINT_EPHEMERAL)
         if failure is not None:
-            raise PodsideError(failure)
+            raise failure
         return bool(state is not None and state.running)
 
     def on_timeout(pod: Any) -> str:
@@ -287,6 +376,7 @@ def _join(
     image: str,
     progress: Callable[[str], None],
     timeout: float,
+    settings: AgentSettings,
 ) -> AgentEndpoint | None:
     """Make `agent` accept a fresh token through an enrollment container; None if the agent
     ended meanwhile (it reached its idle exit), so that a new one is started instead."""
@@ -294,7 +384,7 @@ def _join(
     name = f"podside-enroll-{_random_suffix()}"
     token = new_token()
     container = {
-        **_agent_container(name, image, [ENROLL_FLAG, "--port", str(agent.port)], token),
+        **_agent_container(name, image, [ENROLL_FLAG, "--port", str(agent.port)], token, settings),
         # The agent checks the enrolling process's capabilities in /proc: it must be in the
         # agent's PID namespace, the target container's.
         "targetContainerName": target.container,
@@ -309,6 +399,7 @@ def _join(
             f"the agent {agent.container} in {where} was started by another session, and "
             f"this machine holds no token for it; joining it: {error.message}",
             error.exit_code,
+            cause=error.cause,
         ) from None
     outcome: list[bool] = []
 
@@ -318,14 +409,16 @@ def _join(
         if state is not None and state.terminated and state.terminated.exit_code == 0:
             outcome.append(True)
             return True
-        failure = _failure(state, f"joining the agent {agent.container} in {where}: {name}")
+        failure = _failure(
+            state, f"joining the agent {agent.container} in {where}: {name}", _PULL_HINT_EPHEMERAL
+        )
         if failure is None:
             return False
         agent_state = _container_state(statuses, agent.container)
         if agent_state is None or not agent_state.running:
             outcome.append(False)
             return True
-        raise PodsideError(failure)
+        raise failure
 
     def on_timeout(pod: Any) -> str:
         state = _container_state(pod.status.ephemeral_container_statuses, name) if pod else None
@@ -348,7 +441,11 @@ def _join(
 def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[str, Any]) -> None:
     core = client.CoreV1Api(ctx.api_client)
     where = f"pod {target.namespace}/{target.pod}"
-    with api_errors(ctx, f"patch pods/ephemeralcontainers in namespace {target.namespace}"):
+    with api_errors(
+        ctx,
+        f"add the agent to {where}",
+        advice={admission.POD_SECURITY: admission.pod_security_advice_for_agent(target.namespace)},
+    ):
         try:
             core.patch_namespaced_pod_ephemeralcontainers(
                 target.pod,
@@ -369,41 +466,67 @@ def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[s
             raise
 
 
+def _check_pull_secrets(pod: Any, where: str, settings: AgentSettings) -> None:
+    """An ephemeral container pulls with the pod's imagePullSecrets, which the ephemeral
+    containers update cannot change: a secret asked for that the pod lacks is never used."""
+    held = {ref.name for ref in pod.spec.image_pull_secrets or []}
+    missing = [secret for secret in settings.image_pull_secrets if secret not in held]
+    if missing:
+        raise PodsideError(
+            f"{where} has no imagePullSecret {', '.join(missing)}: an ephemeral container pulls "
+            f"with its pod's own ({', '.join(sorted(held)) or 'none'}), from the pod's spec or "
+            "its service account; add it there or use an agent image the node can pull "
+            "(--image-pull-secret is for --targetless)",
+            exit_code=2,
+        )
+
+
 def ensure_targetless_agent(
     ctx: KubeContext,
     *,
     image: str,
     progress: Callable[[str], None],
     timeout: float = 60.0,
+    settings: AgentSettings | None = None,
+    capabilities: bool = False,
 ) -> AgentEndpoint:
-    """A pod of its own running the agent in the context's namespace, for outgoing traffic and
-    DNS without a target; it exits (and the pod completes) once idle."""
+    """A pod of its own running the agent (in the context's namespace unless the settings
+    name one), for outgoing traffic and DNS without a target; it exits (and the pod
+    completes) once idle. It asks for no capability, so Pod Security "restricted" admits it;
+    `capabilities` gives it the ephemeral agent's (doctor tries them)."""
+    settings = settings or AgentSettings()
     core = client.CoreV1Api(ctx.api_client)
-    namespace = ctx.namespace
+    namespace = settings.namespace or ctx.namespace
     name = f"podside-agent-{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     # Never reused, so the token stays in this process alone.
     token = new_token()
     # A plain manifest: the client serializes dicts as they are, as for the patch above.
-    body: Any = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": dict([AGENT_POD_LABEL])},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [_agent_container(TARGETLESS_CONTAINER, image, _agent_args(port), token)],
-        },
-    }
+    body: Any = targetless_pod(name, image, port, token, settings, capabilities=capabilities)
     where = f"pod {namespace}/{name}"
     progress(f"starting the agent in a new {where} (image {image})")
-    with api_errors(ctx, f"create pods in namespace {namespace}"):
+    quota_advice = (
+        "give the agent pod resources within the quota (--targetless-requests, "
+        "--targetless-limits), or ask for more"
+    )
+    pod_security_advice = (
+        admission.pod_security_advice_for_agent(namespace)
+        if capabilities
+        else "the targetless agent asks for no capability and runs as a non-root user; ask "
+        "your cluster admin what else the namespace's policy needs"
+    )
+    with api_errors(
+        ctx,
+        f"create the agent pod in namespace {namespace}",
+        advice={admission.QUOTA: quota_advice, admission.POD_SECURITY: pod_security_advice},
+    ):
         core.create_namespaced_pod(namespace, body, _request_timeout=REQUEST_TIMEOUT)
 
     def running(pod: Any) -> bool:
         state = _container_state(pod.status.container_statuses, TARGETLESS_CONTAINER)
-        failure = _failure(state, f"the agent in {where}")
+        failure = _failure(state, f"the agent in {where}", _PULL_HINT_TARGETLESS)
         if failure is not None:
-            raise PodsideError(failure)
+            raise failure
         if pod.status.phase in ("Failed", "Succeeded"):
             raise PodsideError(f"{where} ended ({pod.status.phase}) before its agent ran")
         return bool(pod.status.phase == "Running" and state is not None and state.running)

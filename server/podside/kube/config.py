@@ -7,7 +7,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from podside import __version__
 from podside.errors import PodsideError
+from podside.kube import admission
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 GET_A_KUBECONFIG = (
@@ -166,7 +167,9 @@ def permission_denied(ctx: KubeContext, error: ApiException, doing: str) -> str:
     message = status_message(error)
     match = _FORBIDDEN.search(message)
     if not match:
-        return f"permission denied to {doing} (RBAC): {message}"
+        # Forbidden by something that is neither RBAC nor admission (a namespace being
+        # deleted, an authorization webhook): its own words, not a guess.
+        return f"the API server refused to {doing} (403 Forbidden): {message}"
     resource = match["resource"]
     if match["group"]:
         resource += f" (API group {match['group']})"
@@ -186,14 +189,29 @@ def _unreachable_reason(error: urllib3.exceptions.HTTPError) -> str:
 
 
 @contextmanager
-def api_errors(ctx: KubeContext, doing: str) -> Iterator[None]:
+def api_errors(
+    ctx: KubeContext, doing: str, *, advice: Mapping[str, str] | None = None
+) -> Iterator[None]:
     """Turn what the API calls inside raise into one line; `doing` completes "cannot ...",
-    e.g. "list pods in namespace default"."""
+    e.g. "list pods in namespace default". An admission refusal (Pod Security, a webhook, a
+    quota) names what refused, with `advice[cause]` as what to do, else a general hint."""
     try:
         yield
     except ApiException as error:
+        refusal = admission.classify(status_message(error))
+        if refusal is not None:
+            what_to_do = (advice or {}).get(refusal.cause) or admission.default_advice(
+                refusal.cause
+            )
+            raise PodsideError(
+                f"{refusal.by} refused to {doing}: {refusal.detail}; {what_to_do}",
+                cause=refusal.cause,
+            ) from None
         if error.status == 403:
-            raise PodsideError(permission_denied(ctx, error, doing)) from None
+            rbac = _FORBIDDEN.search(status_message(error)) is not None
+            raise PodsideError(
+                permission_denied(ctx, error, doing), cause=admission.RBAC if rbac else ""
+            ) from None
         if error.status == 401:
             raise PodsideError(
                 f"the Kubernetes API at {ctx.configuration.host} rejected the credentials of "

@@ -38,13 +38,15 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
     if named is not None:
         target = await in_thread(lambda: targets.resolve_target(context, named, kube.container))
 
+    settings = kube.settings
+
     def start_agent() -> Any:
         if target is None:
             return agent.ensure_targetless_agent(
-                context, image=image, progress=progress, timeout=kube.timeout
+                context, image=image, progress=progress, timeout=kube.timeout, settings=settings
             )
         return agent.ensure_agent(
-            context, target, image=image, progress=progress, timeout=kube.timeout
+            context, target, image=image, progress=progress, timeout=kube.timeout, settings=settings
         )
 
     # A reused agent may reach its idle exit just as this session connects: then one new

@@ -13,6 +13,7 @@ debug server on a free port of this machine, and the debugger attaches to it
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -78,11 +79,15 @@ def free_port() -> int:
 def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
     """The wrapper: everything before the debuggee's own argv, ending with `--`."""
     target = launch.get("target")
-    if not isinstance(target, str) or "/" not in target:
+    if launch.get("targetless") is True and target is None:
+        argv = [*podside, "exec", "--targetless"]
+    elif not isinstance(target, str) or "/" not in target:
         raise PodsideError(
-            'the launch configuration needs a target such as "target": "deployment/blog"'
+            'the launch configuration needs a target such as "target": "deployment/blog" '
+            '(or "targetless": true)'
         )
-    argv = [*podside, "exec", "--target", target]
+    else:
+        argv = [*podside, "exec", "--target", target]
     if launch.get("context"):
         argv += ["--context", str(launch["context"])]
     if launch.get("namespace"):
@@ -93,6 +98,7 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
     argv += _steal_filter_flags(launch, mode)
+    argv += _agent_pod_flags(launch)
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
@@ -120,6 +126,61 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
     if methods is not None:
         listed = methods if isinstance(methods, str) else ",".join(str(m) for m in methods)
         flags += ["--method-filter", _checked("methodFilter", exec_values.method_filter, listed)]
+    return flags
+
+
+# Launch configuration fields of the agent pod settings -> (exec flag, JSON shape): "string",
+# "strings" (a list, one flag each), "map" (an object, one KEY=VALUE flag each) or "items" (an
+# object as one NAME=VALUE,... flag).
+AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
+    "agentImagePullPolicy": ("--agent-image-pull-policy", "string"),
+    "imagePullSecrets": ("--image-pull-secret", "strings"),
+    "targetlessNamespace": ("--targetless-namespace", "string"),
+    "targetlessLabels": ("--targetless-label", "map"),
+    "targetlessAnnotations": ("--targetless-annotation", "map"),
+    "targetlessNodeSelector": ("--targetless-node-selector", "map"),
+    "targetlessTolerations": ("--targetless-toleration", "strings"),
+    "targetlessRequests": ("--targetless-requests", "items"),
+    "targetlessLimits": ("--targetless-limits", "items"),
+}
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def _field_texts(name: str, value: Any, shape: str) -> list[str]:
+    """A field's value as the flag values it stands for, or one line saying its shape."""
+    strings = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    mapping = isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+    if shape == "string" and isinstance(value, str):
+        return [value]
+    if shape == "strings" and strings:
+        return list(value)
+    if shape in ("map", "items") and mapping:
+        pairs = [f"{key}={item}" for key, item in value.items()]
+        return pairs if shape == "map" else [",".join(pairs)] if pairs else []
+    expected = {
+        "string": "a string",
+        "strings": "a list of strings",
+        "map": 'an object of strings, e.g. {"team": "payments"}',
+        "items": 'an object of quantities, e.g. {"cpu": "50m", "memory": "64Mi"}',
+    }[shape]
+    raise PodsideError(f"{name} must be {expected}")
+
+
+def _agent_pod_flags(launch: dict[str, Any]) -> list[str]:
+    """The agent pod settings of a launch configuration as `podside exec` flags, each value
+    checked as exec checks its flag (`exec_values`)."""
+    flags: list[str] = []
+    for name, (flag, shape) in AGENT_POD_FIELDS.items():
+        if launch.get(name) is None:
+            continue
+        for text in _field_texts(name, launch[name], shape):
+            if flag == "--agent-image-pull-policy":
+                if text not in _PULL_POLICIES:
+                    raise PodsideError(f"{name} {text!r} is not one of {', '.join(_PULL_POLICIES)}")
+            else:
+                dest = flag[2:].replace("-", "_")
+                _checked(name, functools.partial(exec_values.checked, dest), text)
+            flags += [flag, text]
     return flags
 
 

@@ -100,13 +100,18 @@ def build_server() -> PodsideServer:
             lambda: targets.list_targets(config.load_context(context, namespace), namespace, every)
         )
 
+    def _session_target(params: dict[str, Any]) -> str:
+        """What a session is named by: its target, or "targetless" (a launch configuration
+        with `"targetless": true` has none)."""
+        return str(params.get("target") or "targetless")
+
     @command("podside.resolveLaunch")
     async def resolve_launch(ls: PodsideServer, params: dict[str, Any]) -> Any:
         if params.get("holdUntilAttached"):
             return await _resolve_attach(ls, params)
         # Validate before a session exists, so a bad configuration leaves nothing behind.
         launch.resolve(params, "check", ls.templates)
-        session = await ls.sessions.open(str(params["target"]), kind="debug")
+        session = await ls.sessions.open(_session_target(params), kind="debug")
         # Whoever runs the wrapped `podside exec` needs its events socket and the kubeconfig:
         # the debuggee for most runtimes (`env`), the debug adapter for delve (`adapterEnv`).
         wrapper_env = {EVENTS_ENV: str(session.events_path)}
@@ -127,7 +132,7 @@ def build_server() -> PodsideServer:
         env = params.get("env", {})
         if not isinstance(env, dict):
             raise BackendError("'env' must be an object of NAME: VALUE")
-        session = await ls.sessions.open(str(params["target"]), kind="debug")
+        session = await ls.sessions.open(_session_target(params), kind="debug")
         session.attachable = True
         attach = launch.resolve_attach(params, session.id, ls.templates)
         await ls.sessions.run(
@@ -157,7 +162,7 @@ def build_server() -> PodsideServer:
         if not isinstance(program, list) or not program:
             raise BackendError("'command' must be the program's argv, a non-empty list")
         argv = launch.exec_argv(params, launch.podside_command()) + [str(a) for a in program]
-        session = await ls.sessions.open(str(params["target"]), kind="process")
+        session = await ls.sessions.open(_session_target(params), kind="process")
         await ls.sessions.run(session, argv, _string(params, "cwd", required=False))
         return session.describe()
 

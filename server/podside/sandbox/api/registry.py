@@ -26,6 +26,19 @@ _LABEL_MESSAGE = (
 )
 # Resources whose names become DNS labels (pod hostnames, service names) are stricter.
 _LABEL_NAMED = {"namespaces", "services"}
+# The API server validates ephemeral containers against a list of allowed fields; these are
+# the container fields it leaves out, in the order of the Go struct (the order of its errors):
+# an ephemeral container has no resources, ports, probes or lifecycle hooks.
+EPHEMERAL_CONTAINER_FORBIDDEN_FIELDS = (
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+)
 WORKLOADS = {"deployments", "replicasets", "statefulsets", "daemonsets", "jobs"}
 
 Cause = tuple[str, str, str]
@@ -258,13 +271,7 @@ class Registry:
                         f'Duplicate value: "{container["name"]}"',
                     )
                 )
-            for forbidden in (
-                "ports",
-                "livenessProbe",
-                "readinessProbe",
-                "startupProbe",
-                "lifecycle",
-            ):
+            for forbidden in EPHEMERAL_CONTAINER_FORBIDDEN_FIELDS:
                 if container.get(forbidden):
                     causes.append(
                         (
@@ -273,6 +280,16 @@ class Registry:
                             "Forbidden: cannot be set for an Ephemeral Container",
                         )
                     )
+            for mount_index, mount in enumerate(container.get("volumeMounts") or []):
+                for sub_path in ("subPath", "subPathExpr"):
+                    if mount.get(sub_path):
+                        causes.append(
+                            (
+                                "FieldValueForbidden",
+                                f"{where}.volumeMounts[{mount_index}].{sub_path}",
+                                "Forbidden: cannot be set for an Ephemeral Container",
+                            )
+                        )
             target = container.get("targetContainerName")
             if target and target not in taken:
                 causes.append(

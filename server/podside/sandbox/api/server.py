@@ -28,6 +28,7 @@ from podside.sandbox.api.errors import (
 )
 from podside.sandbox.api.logs import serve_pod_log
 from podside.sandbox.api.patch import apply_patch
+from podside.sandbox.api.pod_security import admit_pod
 from podside.sandbox.api.portforward import serve_port_forward
 from podside.sandbox.api.registry import Registry
 from podside.sandbox.api.resources import GROUPS, Resource, lookup, resource
@@ -339,9 +340,19 @@ class ApiServer:
             metadata["namespace"] = info.namespace
             self._check_namespace(info.namespace)
         self.registry.prepare_create(resource, obj)
+        if resource.plural == "pods":
+            self._admit_pod(obj)
         if request.query.get("dryRun") == "All":
             return _json(obj, 201)
         return _json(self.store.create(resource, obj), 201)
+
+    def _admit_pod(self, pod: Object) -> None:
+        """Validating admission, after validation as on a real server (a 422 comes first):
+        Pod Security for pods users create and ephemeral containers they add. The pods the
+        controllers make are not checked (a real cluster's ReplicaSet reports FailedCreate)."""
+        namespace = self.store.get(NAMESPACES, "", pod["metadata"]["namespace"])
+        if namespace is not None:
+            admit_pod(namespace, pod)
 
     async def _update(self, request: web.Request, info: RequestInfo) -> web.Response:
         resource = info.resource
@@ -363,6 +374,8 @@ class ApiServer:
             metadata["namespace"] = info.namespace
         expected = metadata.get("resourceVersion") or None
         self.registry.prepare_update(resource, obj, current, info.subresource)
+        if resource.plural == "pods" and info.subresource == "ephemeralcontainers":
+            self._admit_pod(obj)
         if request.query.get("dryRun") == "All":
             return _json(obj)
         return _json(self.store.update(resource, obj, expected_version=expected))

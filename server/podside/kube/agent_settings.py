@@ -1,0 +1,25 @@
+"""What a real cluster may need of podside's agent pods (pull secrets and policy; for the
+targetless pod its namespace, labels, annotations, scheduling and resources), kept apart
+from `agent` so that `podside exec` parses them without importing the Kubernetes client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What a real cluster may need of the agent's containers (both forms) and of the
+    targetless pod. An ephemeral container can carry no resources, ports or probes, and pulls
+    with its pod's own imagePullSecrets: those settings are the targetless pod's alone."""
+
+    image_pull_policy: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    namespace: str | None = None  # the targetless pod's (default: the context's)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, str], ...] = ()
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
