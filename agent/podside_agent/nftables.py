@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 import socket
 import struct
@@ -537,25 +536,23 @@ class NetfilterSocket:
             ) from None
         try:
             # Refusals without the echoed request, and with the offset of what was refused.
-            with contextlib.suppress(OSError):  # kernels before 4.12 answer without them
-                sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
-                sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
+            for option in (_NETLINK_CAP_ACK, _NETLINK_EXT_ACK):
+                with contextlib.suppress(OSError):  # kernels before 4.12 answer without them
+                    sock.setsockopt(_SOL_NETLINK, option, 1)
             sock.bind((0, 0))  # the kernel picks the port id that will own the table
             sock.settimeout(ANSWER_SECONDS)
         except OSError as error:
             sock.close()
             raise NftablesError(f"netfilter netlink socket: {error.strerror or error}") from None
         self._sock: socket.socket | None = sock
-        self._sequences = itertools.count(1)
+        self._next_sequence = 1
 
     def run(self, requests: Sequence[Request]) -> None:
         """Apply `requests` as one transaction; NftablesError (one line) if the kernel refuses."""
         if self._sock is None:
             raise NftablesError("the steal table is closed")
-        first = next(self._sequences)
-        for _ in requests:
-            next(self._sequences)
-        next(self._sequences)  # END
+        first = self._next_sequence
+        self._next_sequence += len(requests) + 2  # with BEGIN and END
         pending = {first + index: request for index, request in enumerate(requests, 1)}
         refused: list[tuple[int, Request, Ack]] = []
         try:
@@ -568,7 +565,9 @@ class NetfilterSocket:
                     if request is not None and ack.error:
                         refused.append((ack.sequence, request, ack))
         except TimeoutError:
-            raise NftablesError(f"nf_tables did not answer within {ANSWER_SECONDS:.0f} s") from None
+            raise NftablesError(
+                f"nftables: the kernel did not answer within {ANSWER_SECONDS:.0f} s"
+            ) from None
         except OSError as error:
             raise NftablesError(f"nftables: netlink: {error.strerror or error}") from None
         if refused:

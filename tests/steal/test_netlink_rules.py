@@ -1,7 +1,8 @@
 """Steal's nf_tables messages against the real kernel: what the kernel keeps reads back, through
-`nft`, as the rule podside means; a leftover table is replaced by an owned one; and a refusal
-names what was refused. Each case runs in a fresh network namespace (`unshare --net`) that dies
-with its process, so nothing is left behind."""
+`nft`, as the rule podside means; a leftover table is replaced by an owned one; a refusal names
+what was refused; the doctor's probe names NET_ADMIN when it is missing. Each case runs in a
+fresh network namespace (`unshare --net`) that dies with its process, so nothing is left
+behind."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import textwrap
 from tests.topology import PYTHON
 
 
-def in_new_netns(script: str) -> subprocess.CompletedProcess[str]:
+def in_new_netns(script: str, *, net_admin: bool = True) -> subprocess.CompletedProcess[str]:
+    """Python `script` in a network namespace of its own, with or without NET_ADMIN."""
+    python = [PYTHON, "-"]
+    if not net_admin:
+        python = ["capsh", "--drop=cap_net_admin", "--", "-c", f"exec {PYTHON} -"]
     return subprocess.run(
-        ["unshare", "--net", PYTHON, "-c", textwrap.dedent(script)],
+        ["unshare", "--net", *python],
+        input=textwrap.dedent(script),
         capture_output=True,
         text=True,
         timeout=60,
@@ -133,3 +139,18 @@ def test_refusals_are_one_line_naming_the_refused_part() -> None:
         "nftables: adding the test rule: the kernel has no usable 'tproxy' expression "
         "(Operation not supported); it needs the nft_tproxy module"
     )
+
+
+def test_the_doctor_probe_passes_with_net_admin_and_names_it_without() -> None:
+    probe = """
+        from podside_agent.capabilities import check
+        from podside_agent.podnet import PodNetwork
+
+        print(check(PodNetwork(None))["nftables"])
+        """
+    allowed = in_new_netns(probe)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "'ok': True" in allowed.stdout
+    refused = in_new_netns(probe, net_admin=False)
+    assert refused.returncode == 0, refused.stderr
+    assert "'ok': False" in refused.stdout and "the agent needs NET_ADMIN" in refused.stdout
