@@ -2,7 +2,7 @@
 # both install what they need first (Debian packages as root, a .venv with podside editable).
 SHELL := /bin/bash
 PY := .venv/bin/python
-APT_PACKAGES := iproute2 nftables libnftables1 python3-nftables busybox-static dnsmasq-base \
+APT_PACKAGES := iproute2 nftables busybox-static dnsmasq-base \
 	musl-tools gdb curl nginx-light wrk socat procps delve golang-go
 INSTALL_STAMP := .venv/.installed
 

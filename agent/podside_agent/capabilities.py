@@ -1,13 +1,14 @@
 """What the agent can do in the pod, tried for real: an AF_PACKET socket (NET_RAW, mirror) and
-an nftables table added and removed again (NET_ADMIN and libnftables, steal)."""
+an nftables table with the steal rule added and removed again (NET_ADMIN, the kernel's fib and
+tproxy expressions: steal)."""
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
-from podside_agent.nftables import NftablesError, open_library
+from podside_agent import nftables
+from podside_agent.nftables import NftablesError
 from podside_agent.podnet import PodNetwork
 
 _ETH_P_ALL = 0x0003
@@ -29,21 +30,7 @@ def _net_raw(network: PodNetwork) -> dict[str, Any]:
 
 def _nftables(network: PodNetwork) -> dict[str, Any]:
     try:
-        library = open_library()
+        nftables.probe(network)
     except NftablesError as error:
         return {"ok": False, "detail": str(error)}
-    table = f"podside_probe_{os.getpid()}"
-    context = library.nft_ctx_new(0)
-    try:
-        library.nft_ctx_buffer_error(context)
-        with network.entered():
-            failed = library.nft_run_cmd_from_buffer(
-                context, f"add table inet {table}\ndelete table inet {table}\n".encode()
-            )
-        if failed:
-            message = (library.nft_ctx_get_error_buffer(context) or b"").decode(errors="replace")
-            first = message.strip().splitlines()[0] if message.strip() else "failed"
-            return {"ok": False, "detail": f"adding an nftables table: {first}"}
-    finally:
-        library.nft_ctx_free(context)
-    return {"ok": True, "detail": "an nftables table was added and removed"}
+    return {"ok": True, "detail": "a table with the steal rule was added and removed"}

@@ -103,7 +103,8 @@ class Steal:
     # --- set-up --------------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Make the nftables context and the transparent listener; one line if impossible."""
+        """Make the netlink socket owning the table and the transparent listener; one line
+        if impossible."""
         async with self._preparing:
             if self._server is not None:
                 return

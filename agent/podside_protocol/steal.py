@@ -1,6 +1,6 @@
 """Steal feature: the program answers the pod's traffic on a port instead of the pod's app.
 
-`steal.prepare` asks the agent to set steal up (nftables context, transparent listener) without
+`steal.prepare` asks the agent to set steal up (nftables table, transparent listener) without
 stealing anything, so a session learns at start whether steal can work there. `steal.subscribe`
 steals a port for this client, the whole port or only the HTTP requests matching a filter;
 `steal.unsubscribe` gives it back. For each stolen connection (whole port) or each client

@@ -437,6 +437,7 @@ async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -
             "agent nftables (steal)",
             bool(nft.get("ok")),
             str(nft.get("detail")),
-            "allow the NET_ADMIN capability for the agent, and an agent image with libnftables",
+            "allow the NET_ADMIN capability for the agent; the node kernel needs nf_tables with "
+            "the fib and tproxy expressions (modules nft_fib_inet, nft_tproxy)",
         ),
     ]

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 from tests.steal.conftest import (
     LocalProgram,
@@ -137,6 +138,47 @@ def test_steal_without_net_admin_fails_in_one_line_and_mirror_still_works(pod: P
         assert program.process.wait(30) != 0
         lines = [line for line in program.output().splitlines() if "NET_ADMIN" in line]
         assert len(lines) == 1 and "Traceback" not in program.output(), program.output()
+    assert ask(pod)["server"] == "pod-app"
+
+
+def test_an_agent_that_cannot_load_libnftables_still_steals(pod: Pod) -> None:
+    """The agent's image is plain Python: no libnftables. Here it is hidden from the agent (a
+    bind mount of /dev/null over it, in the agent's own mount namespace), and steal works."""
+    libraries = sorted(
+        str(path)
+        for pattern in ("/usr/lib/libnftables.so*", "/usr/lib/*/libnftables.so*")
+        for path in Path("/").glob(pattern.lstrip("/"))
+        if not path.is_symlink()
+    )
+    assert libraries, "libnftables is not installed here, so there is nothing to hide"
+    hide = " && ".join(f"mount --bind /dev/null {path}" for path in libraries)
+    loads = f"{PYTHON} -c 'import ctypes, ctypes.util; ctypes.CDLL(ctypes.util.find_library(\"nftables\"))'"
+    agent = (
+        f"{PYTHON} -m podside_agent --listen 0.0.0.0 --port {pod.agent_port} --token {pod.token}"
+    )
+    pod.stop_agent()
+    pod.agent = pod.spawn(
+        pod.in_pod(
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"{hide} && if {loads} 2>/dev/null; then echo libnftables still loads; exit 1; fi; "
+            f"exec {agent}",
+        ),
+        "agent.log",
+    )
+    wait_for(
+        lambda: "listening on" in pod.log("agent.log") or pod.agent.poll() is not None,
+        what="the agent",
+    )
+    assert "listening on" in pod.log("agent.log"), pod.log("agent.log")
+    with stealing(pod) as program:
+        assert ask(pod)["server"] == "local"
+        assert "local GET /" in program.output()
+    wait_for(lambda: not redirected_ports(pod), what="the redirect to go")
     assert ask(pod)["server"] == "pod-app"
 
 
