@@ -21,12 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 import podside
 from podside.errors import PodsideError
-from podside.kube import admission
+from podside.kube import admission, rest
 from podside.kube.agent_settings import AgentSettings
 from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
@@ -267,33 +266,31 @@ def _wait_for_pod(
     """Watch the pod until `check(pod)` is true (it raises on failure); on timeout raise with
     `on_timeout(last pod seen)`. A watch with no resource version starts with the pod as it is,
     so nothing between the caller's change and the watch is missed."""
-    core = client.CoreV1Api(ctx.api_client)
     deadline = time.monotonic() + timeout
     last: Any = None
     while (remaining := deadline - time.monotonic()) > 0:
-        watcher: Any = watch.Watch()  # type: ignore[no-untyped-call]
         with api_errors(ctx, f"watch pods in namespace {namespace}"):
-            for event in watcher.stream(
-                core.list_namespaced_pod,
+            for event in rest.watch(
+                ctx,
+                "pods",
                 namespace,
-                field_selector=f"metadata.name={pod_name}",
-                timeout_seconds=max(1, math.ceil(remaining)),
-                _request_timeout=(REQUEST_TIMEOUT[0], remaining + REQUEST_TIMEOUT[0]),
+                (REQUEST_TIMEOUT[0], remaining + REQUEST_TIMEOUT[0]),
+                fieldSelector=f"metadata.name={pod_name}",
+                timeoutSeconds=max(1, math.ceil(remaining)),
             ):
                 if event["type"] == "ERROR":
+                    status = event["object"]
                     raise PodsideError(
                         f"watching pod {namespace}/{pod_name} failed: "
-                        f"{event['raw_object'].get('message', event['raw_object'])}"
+                        f"{status.get('message', status)}"
                     )
                 if event["type"] == "DELETED":
                     raise PodsideError(f"pod {namespace}/{pod_name} was deleted")
                 if event["type"] in ("ADDED", "MODIFIED"):
                     last = event["object"]
                     if check(last):
-                        watcher.stop()
                         return
                 if time.monotonic() >= deadline:
-                    watcher.stop()
                     break
     raise PodsideError(on_timeout(last))
 
@@ -313,12 +310,9 @@ def ensure_agent(
     fresh one), or a new ephemeral container (random port, fresh token) once it runs."""
     tokens = tokens or TokenCache()
     settings = settings or AgentSettings()
-    core = client.CoreV1Api(ctx.api_client)
     where = f"pod {target.namespace}/{target.pod}"
     with api_errors(ctx, f"get pods in namespace {target.namespace}"):
-        pod: Any = core.read_namespaced_pod(
-            target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
-        )
+        pod = rest.get(ctx, "pods", target.namespace, target.pod)
     pod_uid = str(pod.metadata.uid)
     agents = running_agents(pod, target, image)
     for agent in agents:
@@ -439,7 +433,6 @@ def _join(
 
 
 def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[str, Any]) -> None:
-    core = client.CoreV1Api(ctx.api_client)
     where = f"pod {target.namespace}/{target.pod}"
     with api_errors(
         ctx,
@@ -447,14 +440,14 @@ def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[s
         advice={admission.POD_SECURITY: admission.pod_security_advice_for_agent(target.namespace)},
     ):
         try:
-            core.patch_namespaced_pod_ephemeralcontainers(
-                target.pod,
-                target.namespace,
-                {"spec": {"ephemeralContainers": [container]}},
+            rest.request(
+                ctx,
+                "PATCH",
+                rest.path_of("pods", target.namespace, target.pod, "ephemeralcontainers"),
+                body={"spec": {"ephemeralContainers": [container]}},
                 # Strategic merge adds to the list by name; a merge patch would replace the
                 # list, which the API server refuses once the pod has ephemeral containers.
-                _content_type="application/strategic-merge-patch+json",
-                _request_timeout=REQUEST_TIMEOUT,
+                content_type="application/strategic-merge-patch+json",
             )
         except ApiException as error:
             if error.status == 404:
@@ -495,7 +488,6 @@ def ensure_targetless_agent(
     completes) once idle. It asks for no capability, so Pod Security "restricted" admits it;
     `capabilities` gives it the ephemeral agent's (doctor tries them)."""
     settings = settings or AgentSettings()
-    core = client.CoreV1Api(ctx.api_client)
     namespace = settings.namespace or ctx.namespace
     name = f"podside-agent-{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
@@ -520,7 +512,7 @@ def ensure_targetless_agent(
         f"create the agent pod in namespace {namespace}",
         advice={admission.QUOTA: quota_advice, admission.POD_SECURITY: pod_security_advice},
     ):
-        core.create_namespaced_pod(namespace, body, _request_timeout=REQUEST_TIMEOUT)
+        rest.request(ctx, "POST", rest.path_of("pods", namespace), body=body)
 
     def running(pod: Any) -> bool:
         state = _container_state(pod.status.container_statuses, TARGETLESS_CONTAINER)

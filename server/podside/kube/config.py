@@ -20,16 +20,14 @@ from kubernetes.config.config_exception import ConfigException
 
 from podside import __version__
 from podside.errors import PodsideError
-from podside.kube import admission
+from podside.kube import admission, rest
+from podside.kube.rest import REQUEST_TIMEOUT as REQUEST_TIMEOUT  # where callers look
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 GET_A_KUBECONFIG = (
     "start the local sandbox cluster with `sudo podside sandbox up`, or point KUBECONFIG or "
     "--kubeconfig at your cluster's kubeconfig"
 )
-# (connect, read) seconds for one API request: an unreachable API server must not hang the
-# command for the operating system's minutes-long connect timeout.
-REQUEST_TIMEOUT = (10.0, 30.0)
 
 # How a real API server words a 403 (the sandbox says the same):
 # pods "x" is forbidden: User "u" cannot patch resource "pods/ephemeralcontainers" in API group
@@ -238,9 +236,6 @@ def api_errors(
 
 def list_namespaces(ctx: KubeContext) -> list[str]:
     """Names of the cluster's namespaces, sorted."""
-    core = client.CoreV1Api(ctx.api_client)
     with api_errors(ctx, "list namespaces"):
-        namespaces = core.list_namespace(_request_timeout=REQUEST_TIMEOUT)
-    return sorted(
-        item.metadata.name for item in namespaces.items if item.metadata and item.metadata.name
-    )
+        namespaces = rest.list_items(ctx, "namespaces", None)
+    return sorted(item.metadata.name for item in namespaces if item.metadata and item.metadata.name)

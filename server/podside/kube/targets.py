@@ -3,16 +3,14 @@ and the list of targets `podside targets` and the editor's picker show."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from podside.errors import PodsideError
+from podside.kube import rest
 from podside.kube.config import (
-    REQUEST_TIMEOUT,
     KubeContext,
     api_errors,
     did_you_mean,
@@ -26,42 +24,31 @@ AGENT_POD_LABEL = ("app.kubernetes.io/name", "podside-agent")
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of target and how the client names its API calls."""
+    """A kind of target, named as targets are written ("deployment") and as RBAC and API paths
+    name it ("deployments")."""
 
-    name: str  # "deployment", as targets are written
-    plural: str  # "deployments", as RBAC and API paths name it
-    api: Callable[[client.ApiClient], Any]
-    # The client's calls are read_namespaced_<suffix>, list_namespaced_<suffix> and
-    # list_<suffix>_for_all_namespaces.
-    method_suffix: str
+    name: str
+    plural: str
 
     def read(self, ctx: KubeContext, name: str, namespace: str) -> Any:
-        call = getattr(self.api(ctx.api_client), f"read_namespaced_{self.method_suffix}")
-        return call(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        return rest.get(ctx, self.plural, namespace, name)
 
     def list_in(self, ctx: KubeContext, namespace: str | None, **query: Any) -> list[Any]:
         """Every object of this kind in `namespace` (None: in all namespaces)."""
-        api = self.api(ctx.api_client)
         with api_errors(ctx, f"list {self.plural} {_where(namespace)}"):
-            if namespace is None:
-                call = getattr(api, f"list_{self.method_suffix}_for_all_namespaces")
-                found = call(_request_timeout=REQUEST_TIMEOUT, **query)
-            else:
-                call = getattr(api, f"list_namespaced_{self.method_suffix}")
-                found = call(namespace, _request_timeout=REQUEST_TIMEOUT, **query)
-        return list(found.items)
+            return rest.list_items(ctx, self.plural, namespace, **query)
 
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
-        Kind("pod", "pods", client.CoreV1Api, "pod"),
-        Kind("deployment", "deployments", client.AppsV1Api, "deployment"),
-        Kind("statefulset", "statefulsets", client.AppsV1Api, "stateful_set"),
-        Kind("daemonset", "daemonsets", client.AppsV1Api, "daemon_set"),
-        Kind("replicaset", "replicasets", client.AppsV1Api, "replica_set"),
-        Kind("job", "jobs", client.BatchV1Api, "job"),
-        Kind("service", "services", client.CoreV1Api, "service"),
+        Kind("pod", "pods"),
+        Kind("deployment", "deployments"),
+        Kind("statefulset", "statefulsets"),
+        Kind("daemonset", "daemonsets"),
+        Kind("replicaset", "replicasets"),
+        Kind("job", "jobs"),
+        Kind("service", "services"),
     )
 }
 # kubectl's short names and plurals, so `deploy/blog` and `svc/blog` work as they do there.
@@ -145,7 +132,7 @@ def label_selector(selector: Any) -> str:
     """A LabelSelector (matchLabels, matchExpressions) as the `labelSelector` query string."""
     terms = [f"{key}={value}" for key, value in sorted((selector.match_labels or {}).items())]
     for expression in selector.match_expressions or []:
-        values = ",".join(expression.values or [])
+        values = ",".join(expression.get("values") or [])  # `.values` is the dict's method
         terms.append(
             {
                 "In": f"{expression.key} in ({values})",
@@ -169,9 +156,7 @@ def _missing_namespace(ctx: KubeContext, namespace: str) -> PodsideError | None:
     or if the user may not read namespaces and so cannot tell."""
     with api_errors(ctx, f"get namespace {namespace}"):
         try:
-            client.CoreV1Api(ctx.api_client).read_namespace(
-                namespace, _request_timeout=REQUEST_TIMEOUT
-            )
+            rest.get(ctx, "namespaces", None, namespace)
         except ApiException as error:
             if error.status == 403:
                 return None
@@ -228,7 +213,7 @@ def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
             f"{kind}/{name} in namespace {ctx.namespace} selects no pods (it has no selector): "
             "name a pod with --target pod/NAME"
         )
-    pods = KINDS["pod"].list_in(ctx, ctx.namespace, label_selector=selector)
+    pods = KINDS["pod"].list_in(ctx, ctx.namespace, labelSelector=selector)
     ready = [pod for pod in pods if _is_running(pod) and _is_ready(pod)]
     if ready:
         return max(ready, key=lambda pod: pod.metadata.creation_timestamp)

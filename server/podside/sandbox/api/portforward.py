@@ -1,8 +1,10 @@
-"""`pods/NAME/portforward` over WebSocket, as the API server and kubelet serve it.
+"""`pods/NAME/portforward`, as the API server and kubelet serve it: the request is routed to
+the WebSocket channel protocol here or to SPDY/3.1 (`portforward_spdy`), which kubectl speaks
+inside a WebSocket (`SPDY/3.1+portforward.k8s.io`) or on the upgraded connection itself.
 
-Wire facts (measured against a real v1.36 API server and kubelet):
+Wire facts of the channel protocol (measured against a real v1.36 API server and kubelet):
 - subprotocols `v4.channel.k8s.io` (binary) and `v4.base64.channel.k8s.io` (text, base64);
-  `SPDY/3.1+portforward.k8s.io` is accepted by a real server but not implemented here;
+  the ports are the `ports` query parameter (SPDY names them in each stream's headers);
 - port i uses channel 2i for data and 2i+1 for errors; the server first sends, on each
   channel, a 3-byte frame: the channel byte and the port, little-endian;
 - the client sends `channel byte + payload` and may do so before those headers arrive;
@@ -16,13 +18,18 @@ import asyncio
 import base64
 import contextlib
 import logging
-import os
 import socket
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from podside.sandbox.api.errors import ApiError, bad_request
+from podside.sandbox.api.portforward_spdy import (
+    SpdySession,
+    UpgradedCarrier,
+    WebSocketCarrier,
+    connection_refused_message,
+)
 from podside.sandbox.api.store import Object
 
 if TYPE_CHECKING:
@@ -34,6 +41,8 @@ BINARY = "v4.channel.k8s.io"
 BASE64 = "v4.base64.channel.k8s.io"
 SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"
 ACCEPTED_PROTOCOLS = (BINARY, BASE64, SPDY_TUNNEL)
+# The port-forward protocol a plain SPDY upgrade negotiates in `X-Stream-Protocol-Version`.
+SPDY_PORTFORWARD = "portforward.k8s.io"
 MAX_MESSAGE = 32 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 
@@ -61,17 +70,6 @@ def _ports(request: web.Request) -> list[int]:
     return ports
 
 
-def connection_refused_message(pod: Object, port: int, netns: str, error: OSError) -> str:
-    """The kubelet's wording, so clients that show it read the same on the sandbox."""
-    reason = os.strerror(error.errno).lower() if error.errno else str(error)
-    return (
-        f"error forwarding port {port} to pod {pod['metadata']['uid']}, uid : failed to execute "
-        f'portforward in network namespace "{netns}": failed to connect to localhost:{port} '
-        f'inside namespace "{pod["metadata"]["uid"]}", IPv4: dial tcp4 127.0.0.1:{port}: connect: '
-        f"{reason} IPv6 dial tcp6 [::1]:{port}: connect: {reason} "
-    )
-
-
 class _Channels:
     """Frames bytes for one WebSocket in the negotiated encoding."""
 
@@ -97,28 +95,79 @@ class _Channels:
 async def serve_port_forward(
     request: web.Request, pod: Object, node: NodeConnector
 ) -> web.StreamResponse:
-    ports = _ports(request)
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise bad_request(
-            "the podside sandbox serves port-forward over WebSocket only (v4.channel.k8s.io)"
-        )
-    offered = _requested_protocols(request)
-    chosen = next((protocol for protocol in offered if protocol in ACCEPTED_PROTOCOLS), None)
-    if chosen is None:
-        raise ApiError(
-            403,
-            "Forbidden",
-            f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server supports {list(ACCEPTED_PROTOCOLS)}",
-        )
-    if chosen == SPDY_TUNNEL:
-        raise bad_request(
-            "the podside sandbox does not implement SPDY port-forwarding; use the v4.channel.k8s.io WebSocket subprotocol"
-        )
+    upgrade = request.headers.get("Upgrade", "").lower()
+    if upgrade == "websocket":
+        offered = _requested_protocols(request)
+        chosen = next((protocol for protocol in offered if protocol in ACCEPTED_PROTOCOLS), None)
+        if chosen is None:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server supports {list(ACCEPTED_PROTOCOLS)}",
+            )
+        if chosen == SPDY_TUNNEL:
+            _require_running(pod)
+            websocket = web.WebSocketResponse(
+                protocols=(chosen,), max_msg_size=MAX_MESSAGE, autoping=True
+            )
+            await websocket.prepare(request)
+            await SpdySession(pod, node, WebSocketCarrier(websocket)).run()
+            return websocket
+        return await _serve_channels(request, pod, node, chosen)
+    connection = request.headers.get("Connection", "").lower()
+    if "spdy/3.1" in upgrade and "upgrade" in connection:
+        return await _serve_spdy_upgrade(request, pod, node)
+    raise bad_request("Upgrade request required")
+
+
+def _require_running(pod: Object) -> None:
     if (pod.get("status") or {}).get("phase") != "Running":
         raise bad_request(
             f"unable to upgrade connection: pod {pod['metadata']['name']} is not running"
         )
 
+
+async def _serve_spdy_upgrade(
+    request: web.Request, pod: Object, node: NodeConnector
+) -> web.StreamResponse:
+    offered = [
+        item.strip()
+        for value in request.headers.getall("X-Stream-Protocol-Version", [])
+        for item in value.split(",")
+        if item.strip()
+    ]
+    if offered and SPDY_PORTFORWARD not in offered:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts {[SPDY_PORTFORWARD]}",
+        )
+    _require_running(pod)
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client left before the upgrade")
+    # Taken before the 101 goes out: the client's first frame may follow it at once, and
+    # aiohttp's parser would read it as HTTP.
+    carrier = UpgradedCarrier(transport, request.protocol)
+    response = web.StreamResponse(
+        status=101,
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "SPDY/3.1",
+            "X-Stream-Protocol-Version": SPDY_PORTFORWARD,
+        },
+    )
+    response.force_close()
+    await response.prepare(request)
+    await SpdySession(pod, node, carrier).run()
+    return response
+
+
+async def _serve_channels(
+    request: web.Request, pod: Object, node: NodeConnector, chosen: str
+) -> web.StreamResponse:
+    ports = _ports(request)
+    _require_running(pod)
     websocket = web.WebSocketResponse(protocols=(chosen,), max_msg_size=MAX_MESSAGE, autoping=True)
     await websocket.prepare(request)
     channels = _Channels(websocket, encoded=chosen == BASE64)
