@@ -150,6 +150,18 @@ class TargetProcess:
                 self.pid = pid
             return pid
 
+    def current_or_none(self) -> int | None:
+        """The target's pid now, found again if it is gone; None while there is none (a
+        blocking call: /proc)."""
+        if self._known is None:
+            return None
+        try:
+            return self.current()
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                return None
+            raise
+
     def files_owner(self) -> int:
         """Whose root and credentials the pod's files are used with: the target, or the agent
         itself when it has none (a targetless agent pod's root is the pod's)."""
