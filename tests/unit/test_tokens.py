@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from podside_agent.enrollment import Credentials, PeerReading, refusal
+from podside_agent.enrollment import (
+    Credentials,
+    PeerReading,
+    own_credentials,
+    read_peer,
+    refusal,
+)
 from podside_protocol import Connection, Role
 from podside_protocol.tokens import MAX_VERIFIERS, Verifiers, new_token, verifier_of
 
@@ -119,3 +127,25 @@ def test_without_a_pidfd_the_start_time_must_not_change_while_the_peer_is_read()
     assert refusal(_peer(started=(1234, 1300)), AGENT) == reused
     # Neither a pidfd nor both start times: nothing shows the pid was still the peer's.
     assert refusal(PeerReading(42, AGENT), AGENT) == reused
+
+
+def test_a_live_peer_is_read_with_what_shows_its_pid_was_still_its_own() -> None:
+    """Through a real process: with a pidfd (still signallable afterwards), and without one
+    (the same start time before and after)."""
+    with subprocess.Popen(["sleep", "30"]) as child:
+        pidfd = os.pidfd_open(child.pid)
+        try:
+            with_pidfd = read_peer(child.pid, os.geteuid(), pidfd)
+            without = read_peer(child.pid, os.geteuid(), None)
+            child.kill()
+            child.wait()
+            gone = read_peer(child.pid, os.geteuid(), pidfd)
+        finally:
+            os.close(pidfd)
+    own = own_credentials()
+    assert own is not None
+    assert with_pidfd.alive_after is True and with_pidfd.credentials is not None
+    assert with_pidfd.credentials.user_namespace == own.user_namespace
+    assert without.started is not None and without.started[0] == without.started[1]
+    assert refusal(with_pidfd, own) is None and refusal(without, own) is None
+    assert gone.credentials is None and refusal(gone, own) is not None
