@@ -7,21 +7,31 @@ pod's network namespace, hands the verifier over and exits once the agent acknow
 
 The pod's own processes share that namespace, so the socket alone proves nothing: the agent
 takes a verifier only from a peer that already holds what using the agent would give, i.e.
-its own user id and at least its own effective capabilities (SO_PEERCRED, then the peer's
-/proc status). A non-root app, or someone with `pods/exec` into one, gains nothing.
+its own user id, at least its own effective capabilities, and those in the agent's own user
+namespace (SO_PEERCRED, then the peer's /proc status and ns/user): any process can make a
+user namespace in which it holds every capability, and those count there only. A non-root
+app, a root app without the agent's capabilities, or someone with `pods/exec` into one,
+gains nothing. The pid is checked to still name the peer once its /proc entries are read
+(its pidfd, SO_PEERPIDFD, can still be signalled; on kernels before 6.5 its start time is
+the same), so a peer that exits and leaves its pid to another process is refused. An agent
+that cannot read its own credentials takes no enrollment at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import signal
 import socket
 import struct
 import time
+from dataclasses import dataclass
 
 from podside_agent.podnet import PodNetwork
+from podside_agent.target import start_time
 from podside_protocol.tokens import Verifiers, parse_verifier
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,7 @@ _ANSWER_TIMEOUT = 10.0
 _CONNECT_ATTEMPTS_SECONDS = 10.0
 _OK = "ok"
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5; Python names it from 3.12
 
 
 def socket_name(port: int) -> str:
@@ -40,28 +51,109 @@ def socket_name(port: int) -> str:
     return f"\0podside-agent/{port}"
 
 
-def refusal(peer_uid: int, peer_caps: int | None, own_uid: int, own_caps: int) -> str | None:
-    """Why a peer may not enroll (None: it may); `*_caps` are effective capability masks."""
-    if peer_uid != own_uid:
-        return f"the peer runs as uid {peer_uid}, the agent as uid {own_uid}"
-    if peer_caps is None:
-        return "the peer's capabilities cannot be read (is it in the agent's PID namespace?)"
-    missing = own_caps & ~peer_caps
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What using the agent gives, as a process holds it."""
+
+    uid: int
+    capabilities: int  # the CapEff mask
+    user_namespace: tuple[int, int]  # st_dev, st_ino of /proc/PID/ns/user: where they count
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReading:
+    """What the agent read of an enrolling peer, and whether the pid still named the peer
+    once it was read: its pidfd could still be signalled (`alive_after`), or, without a
+    pidfd (before Linux 6.5), its start time before and after reading (`started`)."""
+
+    pid: int  # 0: the peer is in a PID namespace the agent cannot see into
+    credentials: Credentials | None  # None: its /proc entries could not be read
+    alive_after: bool | None = None
+    started: tuple[int, int] | None = None
+
+
+def refusal(peer: PeerReading, own: Credentials | None) -> str | None:
+    """Why a peer may not enroll (None: it may)."""
+    if own is None:
+        return "the agent cannot read its own credentials, so it takes no enrollment"
+    if peer.pid == 0:
+        return "the peer is outside the agent's PID namespace"
+    credentials = peer.credentials
+    if credentials is None:
+        return "the peer's capabilities cannot be read"
+    if peer.alive_after is False:
+        return "the peer exited while it was checked"
+    if peer.alive_after is None and (peer.started is None or peer.started[0] != peer.started[1]):
+        return "the peer's pid was taken by another process while it was checked"
+    if credentials.uid != own.uid:
+        return f"the peer runs as uid {credentials.uid}, the agent as uid {own.uid}"
+    if credentials.user_namespace != own.user_namespace:
+        return (
+            "the peer runs in another user namespace than the agent "
+            "(its capabilities count there only)"
+        )
+    missing = own.capabilities & ~credentials.capabilities
     if missing:
         return f"the peer lacks capabilities the agent has (mask {missing:#x})"
     return None
 
 
-def effective_capabilities(pid: int | str) -> int | None:
-    """The CapEff mask of a process, None if it is gone or not visible from here."""
+def process_credentials(pid: int | str, uid: int) -> Credentials:
+    """The capabilities and user namespace of `pid` (whose uid SO_PEERCRED told);
+    OSError or ValueError when it is gone or not visible from here."""
+    with open(f"/proc/{pid}/status") as status:
+        capabilities = next(
+            (int(line.split()[1], 16) for line in status if line.startswith("CapEff:")), None
+        )
+    if capabilities is None:
+        raise ValueError(f"/proc/{pid}/status shows no CapEff")
+    namespace = os.stat(f"/proc/{pid}/ns/user")
+    return Credentials(uid, capabilities, (namespace.st_dev, namespace.st_ino))
+
+
+def own_credentials() -> Credentials | None:
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
+        return process_credentials("self", os.geteuid())
+    except (OSError, ValueError) as error:
+        log.error("enrollment is off: the agent cannot read its own credentials (%s)", error)
         return None
-    return None
+
+
+def peer_pidfd(sock: socket.socket) -> int | None:
+    """A pidfd of the process that connected `sock`; None on a kernel without SO_PEERPIDFD.
+    OSError when the peer is gone already."""
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+    except OSError as error:
+        if error.errno == errno.ENOPROTOOPT:
+            return None
+        raise
+
+
+def _is_alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, only signalling it is not ours
+    return True
+
+
+def read_peer(pid: int, uid: int, pidfd: int | None) -> PeerReading:
+    """The peer's credentials, with what shows the pid still named it after they were read
+    (a blocking call: /proc)."""
+    if pid == 0:
+        return PeerReading(0, None)
+    try:
+        if pidfd is not None:
+            credentials = process_credentials(pid, uid)
+            return PeerReading(pid, credentials, alive_after=_is_alive(pidfd))
+        before = start_time(pid)
+        credentials = process_credentials(pid, uid)
+        return PeerReading(pid, credentials, started=(before, start_time(pid)))
+    except (OSError, ValueError, IndexError):
+        return PeerReading(pid, None)
 
 
 class EnrollmentListener:
@@ -71,7 +163,7 @@ class EnrollmentListener:
         self.verifiers = verifiers
         self.network = network
         self._server: asyncio.AbstractServer | None = None
-        self._own_caps = effective_capabilities("self") or 0
+        self._own = own_credentials()
 
     async def start(self, port: int) -> None:
         with self.network.entered():
@@ -104,15 +196,24 @@ class EnrollmentListener:
         pid, uid, _ = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
+        try:
+            pidfd = peer_pidfd(sock)
+        except OSError:
+            peer = PeerReading(pid, None)
+        else:
+            try:
+                # Read right after accept: the less time the peer has to leave its pid.
+                peer = await asyncio.to_thread(read_peer, pid, uid, pidfd)
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
         # The line is read before any refusal, so that a refused peer is not still writing
         # when the answer comes and the socket closes (it would see EPIPE, not the reason).
         try:
             line = await asyncio.wait_for(reader.readline(), _READ_TIMEOUT)
         except ValueError as error:  # longer than the reader's limit
             return f"refused: {error}"
-        # pid 0: the peer is in a PID namespace this agent cannot see into.
-        peer_caps = await asyncio.to_thread(effective_capabilities, pid) if pid else None
-        reason = refusal(uid, peer_caps, os.geteuid(), self._own_caps)
+        reason = refusal(peer, self._own)
         if reason is not None:
             log.warning("refused an enrollment from pid %d: %s", pid, reason)
             return f"refused: {reason}"

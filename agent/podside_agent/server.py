@@ -207,17 +207,22 @@ class AgentServer:
             self.steal.unsubscribe(peer, port)
             return {"port": port}
         if method == status.STATUS:
-            return {
-                "clients": len(self.peers),
-                "mirrored_ports": sorted(self.mirror.ports()),
-                "stolen_ports": self.steal.ports(),
-                "target_pid": self.target.pid,
-            }
+            return self._status()
         raise RequestFailed(f"unknown request {method!r}", errno.ENOSYS)
 
     async def _environment(self) -> dict[str, Any]:
         env = await self.workers.run(self.target.environment)
         return {"env": env, "pid": self.target.pid}
+
+    async def _status(self) -> dict[str, Any]:
+        # The target as it is now: the app container may have restarted since the last look.
+        target_pid = await self.workers.run(self.target.current_or_none)
+        return {
+            "clients": len(self.peers),
+            "mirrored_ports": sorted(self.mirror.ports()),
+            "stolen_ports": self.steal.ports(),
+            "target_pid": target_pid,
+        }
 
     async def _read_file(self, path: str) -> dict[str, Any]:
         return {"data": await self.files.read(path, files.MAX_READ)}

@@ -36,18 +36,29 @@ class Process:
         return (self.executable, self.command_line) == (other.executable, other.command_line)
 
 
-def read_process(pid: int) -> Process:
-    """`pid` as /proc shows it now; OSError when it is gone or not ours to look at."""
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name, the first being field 3."""
     with open(f"/proc/{pid}/stat", "rb") as stat:
         # The command name may contain spaces and parentheses: parse after the last ')'.
-        fields = stat.read().rsplit(b")", 1)[1].split()
+        return stat.read().rsplit(b")", 1)[1].split()
+
+
+def start_time(pid: int | str) -> int:
+    """When `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat): with the
+    pid, it names one process for the machine's uptime."""
+    return int(_stat_fields(pid)[19])
+
+
+def read_process(pid: int) -> Process:
+    """`pid` as /proc shows it now; OSError when it is gone or not ours to look at."""
+    started = start_time(pid)
     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
         command_line = cmdline.read()
     try:
         executable = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         executable = ""  # a kernel thread, or another user's process
-    return Process(pid, int(fields[19]), executable, command_line)
+    return Process(pid, started, executable, command_line)
 
 
 def choose(candidates: Iterable[Process], previous: Process | None, pinned: bool) -> int | None:
@@ -68,9 +79,7 @@ def netns_inode(pid: int | str) -> int:
 
 
 def _parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    return int(fields[1])
+    return int(_stat_fields(pid)[1])
 
 
 def pod_processes(namespace: int) -> list[Process]:
@@ -140,6 +149,18 @@ class TargetProcess:
                 self._known = read_process(pid)
                 self.pid = pid
             return pid
+
+    def current_or_none(self) -> int | None:
+        """The target's pid now, found again if it is gone; None while there is none (a
+        blocking call: /proc)."""
+        if self._known is None:
+            return None
+        try:
+            return self.current()
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                return None
+            raise
 
     def files_owner(self) -> int:
         """Whose root and credentials the pod's files are used with: the target, or the agent

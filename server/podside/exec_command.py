@@ -47,7 +47,7 @@ from podside.layer.supervisor import Supervisor, filter_rules
 from podside.layer.tunnels import TunnelRegistry, TunnelWork
 from podside.session import AgentSession
 from podside_agent.peer import RequestFailed
-from podside_protocol import environment, files
+from podside_protocol import environment, files, status
 from podside_protocol import steal as steal_messages
 
 log = logging.getLogger(__name__)
@@ -566,8 +566,13 @@ async def _run_with_events(
 
     env = dict(local_env)
     targetless = options.kube is not None and options.kube.target is None
+    # The start-up line names the pod process as the agent finds it now (after an app
+    # container's restart, not the one WELCOME remembered): the environment's answer says
+    # whose it is, else the status does.
+    target_pid: object = None
     if options.env and not targetless:
         remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
+        target_pid = remote_env.get("pid")
         env = merge(
             env,
             remote_env.get("env", {}),
@@ -577,6 +582,8 @@ async def _run_with_events(
         )
     else:
         env.update(options.overrides)
+        if not targetless:
+            target_pid = (await _ask(session, status.STATUS, {}, "its status")).get("target_pid")
 
     remote_files = None
     if options.fs != "local":
@@ -672,8 +679,8 @@ async def _run_with_events(
         if not signals.forward_to(process.pid):
             raise asyncio.CancelledError  # a signal came first: the program never starts
         process.start(launcher.ExecSpec(path, options.command, env))
-        target_pid = session.welcome.info.get("target_pid")
-        progress(f"running in the context of {session.description} (pod process {target_pid})")
+        process_named = f" (pod process {target_pid})" if target_pid is not None else ""
+        progress(f"running in the context of {session.description}{process_named}")
         events.state("running")
         waiting: list[asyncio.Future[Any]] = [
             watcher.exited,

@@ -17,6 +17,16 @@ from tests.topology import PYTHON, Pod, make_pod, wait_for
 # What `setpriv` needs to drop around the enrolling program.
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 WITHOUT_NET_ADMIN = ("setpriv", "--inh-caps", "-net_admin", "--bounding-set", "-net_admin")
+WITHOUT_CAPABILITIES = ("setpriv", "--inh-caps", "-all", "--bounding-set", "-all")
+# A user namespace of its own gives a process every capability, counted only inside it.
+IN_A_USER_NAMESPACE = ("unshare", "--user", "--map-root-user")
+# What a process of the pod with no capabilities at all can do without exec (which would
+# drop them again, its uid being unmapped there): unshare(CLONE_NEWUSER), then connect.
+UNSHARED_ENROLL = (
+    "import ctypes, runpy, sys; "
+    "assert ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0, ctypes.get_errno(); "
+    "sys.argv[0] = 'podside_agent'; runpy.run_module('podside_agent', run_name='__main__')"
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +54,13 @@ def handshake(pod: Pod, token: str) -> str:
     return client.state.value
 
 
-def enroll(pod: Pod, token: str, *wrapper: str) -> subprocess.CompletedProcess[str]:
+def enroll(
+    pod: Pod, token: str, *wrapper: str, program: tuple[str, ...] = ("-m", "podside_agent")
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         pod.in_pod(
             *wrapper,
-            *(PYTHON, "-m", "podside_agent", "--enroll", "--port", str(pod.agent_port)),
+            *(PYTHON, *program, "--enroll", "--port", str(pod.agent_port)),
             *("--token-sha256", verifier_of(token)),
         ),
         capture_output=True,
@@ -89,6 +101,29 @@ def test_a_root_process_without_the_agents_capabilities_cannot_enroll(pod: Pod) 
     result = enroll(pod, token, *WITHOUT_NET_ADMIN)
     assert result.returncode == 1
     assert "refused: the peer lacks capabilities the agent has (mask 0x1000)" in result.stderr
+    assert handshake(pod, token) == "closed"
+
+
+@pytest.mark.parametrize(
+    ("who", "program"),
+    [
+        # A root app of the pod lacking NET_ADMIN, which `unshare -r` gives back inside.
+        ((*WITHOUT_NET_ADMIN, *IN_A_USER_NAMESPACE), ("-m", "podside_agent")),
+        # Root with no capabilities at all, unsharing its user namespace itself.
+        (WITHOUT_CAPABILITIES, ("-c", UNSHARED_ENROLL)),
+    ],
+    ids=["root-without-net-admin-after-unshare", "root-without-capabilities-unsharing"],
+)
+def test_capabilities_held_in_a_user_namespace_of_its_own_do_not_enroll(
+    pod: Pod, who: tuple[str, ...], program: tuple[str, ...]
+) -> None:
+    token = new_token()
+    result = enroll(pod, token, *who, program=program)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.strip() == (
+        f"podside-agent: enrolling with the agent on port {pod.agent_port}: refused: the "
+        "peer runs in another user namespace than the agent (its capabilities count there only)"
+    )
     assert handshake(pod, token) == "closed"
 
 

@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from podside.errors import PodsideError
 from podside.kube.agent import DEFAULT_IMAGE, ensure_agent
+from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import load_context
 from podside.kube.portforward import open_port_forward
 from podside.kube.targets import resolve_target
@@ -205,3 +207,65 @@ def test_two_developers_steal_from_one_pod_through_one_agent(
         assert again.returncode == 0, again.stderr
         assert f"reusing the agent {names[0]}" in again.stderr
         assert len(core.read_namespaced_pod("app", namespace).spec.ephemeral_containers) == 2
+
+
+def test_two_sessions_that_both_find_no_agent_end_up_sharing_one(
+    core: Any, sandbox: Any, namespace: str, tmp_path: Path
+) -> None:
+    """Two developers' sessions (a cache each) start on a pod without an agent. Each is held
+    where it has seen no agent and is about to add one (its progress line says so) until the
+    other is there too, the widest the race can be: one addition wins, the other session
+    joins the winner's agent instead of adding a second."""
+    _app_pod(core, namespace)
+    both_decided = threading.Barrier(2, timeout=60)
+    endpoints: dict[str, Any] = {}
+    said: dict[str, list[str]] = {"alice": [], "bob": []}
+    failures: list[BaseException] = []
+
+    def session(developer: str) -> None:
+        held = False
+
+        def progress(message: str) -> None:
+            nonlocal held
+            said[developer].append(message)
+            if message.startswith("starting the agent") and not held:
+                held = True
+                both_decided.wait()
+
+        try:
+            context = load_context("podside-sandbox", namespace, os.environ["KUBECONFIG"])
+            endpoints[developer] = ensure_agent(
+                context,
+                resolve_target(context, "pod/app"),
+                image=DEFAULT_IMAGE,
+                progress=progress,
+                tokens=TokenCache(tmp_path / developer),
+            )
+        except BaseException as error:
+            failures.append(error)
+            both_decided.abort()
+
+    threads = [threading.Thread(target=session, args=(name,)) for name in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert not failures, failures
+    pod = core.read_namespaced_pod("app", namespace)
+    names = [container.name for container in pod.spec.ephemeral_containers]
+    assert len([name for name in names if name.startswith("podside-agent-")]) == 1, names
+    assert len([name for name in names if name.startswith("podside-enroll-")]) == 1, names
+    # One addition was refused (the pod had changed), and that session joined the other's.
+    (loser,) = [name for name, lines in said.items() if "joined the agent" in lines]
+    assert any("changed while the agent was being added" in line for line in said[loser])
+    alice, bob = endpoints["alice"], endpoints["bob"]
+    assert (alice.container, alice.port) == (bob.container, bob.port)
+    assert alice.token != bob.token
+    context = load_context("podside-sandbox", namespace, os.environ["KUBECONFIG"])
+    for endpoint in (alice, bob):
+        wait_for(
+            lambda endpoint=endpoint: asyncio.run(
+                _handshake(context, namespace, endpoint.port, endpoint.token)
+            ),
+            what="a session with each developer's token",
+        )

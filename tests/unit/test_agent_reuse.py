@@ -1,4 +1,5 @@
-"""Which running agent a session may reuse, and the cache that holds the tokens for them."""
+"""Which agent of a pod a session may reuse or join (running, or on its way: another session
+just added it), and the cache that holds the tokens for them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from podside.kube.agent import RunningAgent, running_agents
+from podside.kube.agent import PodAgent, pod_agents
 from podside.kube.agent_tokens import TokenCache, default_directory
 from podside.kube.targets import Target
 
@@ -28,13 +29,27 @@ def _container(name: str, env: dict[str, str], args: list[str], **fields: Any) -
     )
 
 
-def _pod(*containers: Any, running: tuple[str, ...] | None = None) -> Any:
-    names = running if running is not None else tuple(c.name for c in containers)
+RUNNING = SimpleNamespace(running=object(), waiting=None, terminated=None)
+STARTING = SimpleNamespace(
+    running=None, waiting=SimpleNamespace(reason="ContainerCreating"), terminated=None
+)
+PULL_FAILED = SimpleNamespace(
+    running=None, waiting=SimpleNamespace(reason="ImagePullBackOff", message="no"), terminated=None
+)
+ENDED = SimpleNamespace(
+    running=None,
+    waiting=None,
+    terminated=SimpleNamespace(exit_code=0, reason="Completed", message=None),
+)
+
+
+def _pod(*containers: Any, states: dict[str, Any] | None = None) -> Any:
+    """A pod whose containers run, unless `states` says otherwise (None: no status yet)."""
+    states = states or {}
     statuses = [
-        SimpleNamespace(
-            name=c.name, state=SimpleNamespace(running=object() if c.name in names else None)
-        )
+        SimpleNamespace(name=c.name, state=states.get(c.name, RUNNING))
         for c in containers
+        if states.get(c.name, RUNNING) is not None
     ]
     return SimpleNamespace(
         spec=SimpleNamespace(ephemeral_containers=list(containers)),
@@ -46,14 +61,28 @@ TARGET = Target("pod", "app", "ns", "app", "main", None)
 AGENT_ENV = {"PODSIDE_AGENT_TOKEN_SHA256": VERIFIER}
 
 
-def test_running_agents_are_listed_newest_first() -> None:
+def test_agents_are_listed_newest_first() -> None:
     pod = _pod(
         _container("podside-agent-a", AGENT_ENV, ["--port", "20001"]),
         _container("podside-agent-b", AGENT_ENV, ["--port", "20002"]),
     )
-    assert running_agents(pod, TARGET, IMAGE) == [
-        RunningAgent("podside-agent-b", 20002),
-        RunningAgent("podside-agent-a", 20001),
+    assert pod_agents(pod, TARGET, IMAGE) == [
+        PodAgent("podside-agent-b", 20002, running=True),
+        PodAgent("podside-agent-a", 20001, running=True),
+    ]
+
+
+def test_an_agent_another_session_just_added_is_one_to_join() -> None:
+    """Not running yet (no status at all, or its container being created): a session that
+    added a second one would race the first to the pod's single agent."""
+    pod = _pod(
+        _container("podside-agent-a", AGENT_ENV, ["--port", "20001"]),
+        _container("podside-agent-b", AGENT_ENV, ["--port", "20002"]),
+        states={"podside-agent-a": STARTING, "podside-agent-b": None},
+    )
+    assert pod_agents(pod, TARGET, IMAGE) == [
+        PodAgent("podside-agent-b", 20002, running=False),
+        PodAgent("podside-agent-a", 20001, running=False),
     ]
 
 
@@ -64,18 +93,19 @@ def test_an_agent_of_an_older_podside_with_its_token_in_the_spec_is_never_reused
             "podside-agent-both", {**AGENT_ENV, "PODSIDE_AGENT_TOKEN": "x"}, ["--port", "20002"]
         ),
     )
-    assert running_agents(pod, TARGET, IMAGE) == []
+    assert pod_agents(pod, TARGET, IMAGE) == []
 
 
-def test_enrollments_other_images_targets_and_stopped_agents_are_not_agents_to_reuse() -> None:
+def test_enrollments_other_images_targets_and_agents_that_will_not_run_are_not_agents() -> None:
     pod = _pod(
         _container("podside-enroll-a", AGENT_ENV, ["--enroll", "--port", "20001"]),
         _container("podside-agent-b", AGENT_ENV, ["--port", "20002"], image=IMAGE + "x"),
         _container("podside-agent-c", AGENT_ENV, ["--port", "20003"], target="side"),
         _container("podside-agent-d", AGENT_ENV, ["--port", "20004"]),
-        running=("podside-enroll-a", "podside-agent-b", "podside-agent-c"),
+        _container("podside-agent-e", AGENT_ENV, ["--port", "20005"]),
+        states={"podside-agent-d": ENDED, "podside-agent-e": PULL_FAILED},
     )
-    assert running_agents(pod, TARGET, IMAGE) == []
+    assert pod_agents(pod, TARGET, IMAGE) == []
 
 
 def test_the_cache_keeps_tokens_per_pod_and_container_private(tmp_path: Path) -> None:

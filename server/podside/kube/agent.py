@@ -8,6 +8,7 @@ a token (anyone who may `get pods` reads the spec); the token stays in the start
 (`agent_tokens`). A session with no token for the agent there joins it: a short-lived
 `--enroll` container hands the agent the verifier of a fresh token over the pod-local socket,
 so several developers share one agent, and the steal coordination that lives in it.
+Sessions racing to add the first agent add one: the others join it (`ensure_agent`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ ENROLL_FLAG = "--enroll"
 IDLE_EXIT_SECONDS = 300
 PORT_RANGE = (20000, 60000)
 TARGETLESS_CONTAINER = "agent"
+# How often the pod may change between reading it and adding an agent before podside gives up
+# (another session's agent, the kubelet's status updates): more means it is never quiet.
+MAX_POD_CHANGES = 8
 CAPABILITIES = ["NET_ADMIN", "NET_RAW"]  # steal redirects need NET_ADMIN, the sniffer NET_RAW
 # The targetless agent only connects out and relays DNS: it needs no capability and no root,
 # so its pod passes Pod Security "restricted" (nobody's uid: the image may not name a user).
@@ -165,11 +169,12 @@ def _agent_args(port: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class RunningAgent:
-    """An agent container of a pod that podside started and that runs now."""
+class PodAgent:
+    """An agent container of a pod that podside started, running or on its way there."""
 
     container: str
     port: int
+    running: bool
 
 
 def _port_of(container: Any) -> int | None:
@@ -192,24 +197,25 @@ def _container_state(statuses: list[Any] | None, name: str) -> Any:
     return status.state if status else None
 
 
-def running_agents(pod: Any, target: Target, image: str) -> list[RunningAgent]:
-    """The running agents in `pod` attached to the same container, from the same image
-    (another image may speak another protocol version), newest first."""
-    running = {
-        status.name
-        for status in pod.status.ephemeral_container_statuses or []
-        if status.state and status.state.running
-    }
+def pod_agents(pod: Any, target: Target, image: str) -> list[PodAgent]:
+    """The agents in `pod` attached to the same container, from the same image (another
+    image may speak another protocol version), that run or are starting (no status yet, or
+    waiting for no reason that keeps it from ever running), newest first. One that is
+    starting was just added by a session that will use it: another session joins it rather
+    than adding a second agent."""
+    states = {status.name: status.state for status in pod.status.ephemeral_container_statuses or []}
     agents = []
     for container in pod.spec.ephemeral_containers or []:
+        state = states.get(container.name)
+        # Running, or on its way: no status yet, or waiting for a reason it gets over.
         if (
-            container.name in running
+            _failure(state, container.name, _PULL_HINT_EPHEMERAL) is None
             and is_agent_image(container.image or "")
             and container.image == image
             and container.target_container_name == target.container
             and (port := _port_of(container)) is not None
         ):
-            agents.append(RunningAgent(container.name, port))
+            agents.append(PodAgent(container.name, port, running=bool(state and state.running)))
     # Ephemeral containers are only ever appended, so the last one is the newest.
     return agents[::-1]
 
@@ -307,29 +313,67 @@ def ensure_agent(
 ) -> AgentEndpoint:
     """A running agent in the target's pod and a token it accepts: the one already there for
     the same container and image (with the token this user holds for it, else joined with a
-    fresh one), or a new ephemeral container (random port, fresh token) once it runs."""
+    fresh one), or a new ephemeral container (random port, fresh token) once it runs.
+
+    Sessions that find no agent at the same moment must not each add one: an agent is added
+    only to the pod as it was read (the patch carries its resourceVersion, and the API server
+    refuses it with 409 Conflict once the pod changed), and a refused session reads the pod
+    again and joins the agent another session just added, waiting for it to run."""
     tokens = tokens or TokenCache()
     settings = settings or AgentSettings()
     where = f"pod {target.namespace}/{target.pod}"
-    with api_errors(ctx, f"get pods in namespace {target.namespace}"):
-        pod = rest.get(ctx, "pods", target.namespace, target.pod)
-    pod_uid = str(pod.metadata.uid)
-    agents = running_agents(pod, target, image)
-    for agent in agents:
-        token = tokens.get(pod_uid, agent.container)
-        if token is not None:
-            progress(f"reusing the agent {agent.container} in {where}")
-            return AgentEndpoint(
-                target.namespace, target.pod, agent.port, token, agent.container, reused=True
-            )
-    # Only a container to be added pulls an image: a reused agent needs no secret.
-    _check_pull_secrets(pod, where, settings)
-    if agents:
-        endpoint = _join(ctx, target, agents[0], image, progress, timeout, settings)
-        if endpoint is not None:
-            tokens.put(pod_uid, endpoint.container, endpoint.token)
-            return endpoint
+    for _ in range(MAX_POD_CHANGES):
+        pod = _read_pod(ctx, target)
+        pod_uid = str(pod.metadata.uid)
+        agents = pod_agents(pod, target, image)
+        for agent in agents:
+            token = tokens.get(pod_uid, agent.container)
+            if token is not None:
+                if not agent.running:
+                    _wait_until_running(ctx, target, agent.container, timeout)
+                progress(f"reusing the agent {agent.container} in {where}")
+                return AgentEndpoint(
+                    target.namespace, target.pod, agent.port, token, agent.container, reused=True
+                )
+        # Only a container to be added pulls an image: a reused agent needs no secret.
+        _check_pull_secrets(pod, where, settings)
+        if agents:
+            newest = agents[0]
+            if not newest.running:
+                progress(f"waiting for the agent {newest.container} another session added")
+                _wait_until_running(ctx, target, newest.container, timeout)
+            endpoint = _join(ctx, target, newest, image, progress, timeout, settings)
+            if endpoint is not None:
+                tokens.put(pod_uid, endpoint.container, endpoint.token)
+                return endpoint
+            continue  # it ended meanwhile: look again, and start one if none is left
+        try:
+            return _start_agent(ctx, target, pod, image, progress, timeout, tokens, settings)
+        except _PodChanged:
+            progress(f"{where} changed while the agent was being added; looking again")
+    raise PodsideError(
+        f"{where} changed {MAX_POD_CHANGES} times while podside tried to add its agent; try again"
+    )
 
+
+def _read_pod(ctx: KubeContext, target: Target) -> Any:
+    with api_errors(ctx, f"get pods in namespace {target.namespace}"):
+        return rest.get(ctx, "pods", target.namespace, target.pod)
+
+
+def _start_agent(
+    ctx: KubeContext,
+    target: Target,
+    pod: Any,
+    image: str,
+    progress: Callable[[str], None],
+    timeout: float,
+    tokens: TokenCache,
+    settings: AgentSettings,
+) -> AgentEndpoint:
+    """Add a new agent to `pod` as it was read (_PodChanged if it changed since) and wait
+    until it runs."""
+    where = f"pod {target.namespace}/{target.pod}"
     name = f"podside-agent-{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     token = new_token()
@@ -338,10 +382,18 @@ def ensure_agent(
         "targetContainerName": target.container,
     }
     progress(f"starting the agent in {where} (container {target.container}, image {image})")
-    _add_ephemeral_container(ctx, target, container)
+    _add_ephemeral_container(ctx, target, container, pod.metadata.resource_version)
     # Kept from the moment the container exists: a session ended while it starts still
     # leaves this user able to reuse it.
-    tokens.put(pod_uid, name, token)
+    tokens.put(str(pod.metadata.uid), name, token)
+    _wait_until_running(ctx, target, name, timeout)
+    progress("agent running")
+    return AgentEndpoint(target.namespace, target.pod, port, token, name, reused=False)
+
+
+def _wait_until_running(ctx: KubeContext, target: Target, name: str, timeout: float) -> None:
+    """Wait for the agent container `name` to run; PodsideError saying why it will not."""
+    where = f"pod {target.namespace}/{target.pod}"
 
     def running(pod: Any) -> bool:
         state = _container_state(pod.status.ephemeral_container_statuses, name)
@@ -359,14 +411,12 @@ def ensure_agent(
         )
 
     _wait_for_pod(ctx, target.namespace, target.pod, timeout, running, on_timeout)
-    progress("agent running")
-    return AgentEndpoint(target.namespace, target.pod, port, token, name, reused=False)
 
 
 def _join(
     ctx: KubeContext,
     target: Target,
-    agent: RunningAgent,
+    agent: PodAgent,
     image: str,
     progress: Callable[[str], None],
     timeout: float,
@@ -432,8 +482,21 @@ def _join(
     )
 
 
-def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[str, Any]) -> None:
+class _PodChanged(Exception):
+    """The pod is not as it was read: the API server refused a write made on its
+    resourceVersion (409 Conflict)."""
+
+
+def _add_ephemeral_container(
+    ctx: KubeContext, target: Target, container: dict[str, Any], resource_version: str | None = None
+) -> None:
+    """Add `container`; with `resource_version`, only to the pod as it was then (else
+    _PodChanged)."""
     where = f"pod {target.namespace}/{target.pod}"
+    body: dict[str, Any] = {"spec": {"ephemeralContainers": [container]}}
+    if resource_version is not None:
+        # A patch that names a resourceVersion is applied only to that version of the pod.
+        body["metadata"] = {"resourceVersion": resource_version}
     with api_errors(
         ctx,
         f"add the agent to {where}",
@@ -444,12 +507,14 @@ def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[s
                 ctx,
                 "PATCH",
                 rest.path_of("pods", target.namespace, target.pod, "ephemeralcontainers"),
-                body={"spec": {"ephemeralContainers": [container]}},
+                body=body,
                 # Strategic merge adds to the list by name; a merge patch would replace the
                 # list, which the API server refuses once the pod has ephemeral containers.
                 content_type="application/strategic-merge-patch+json",
             )
         except ApiException as error:
+            if error.status == 409 and resource_version is not None:
+                raise _PodChanged from None
             if error.status == 404:
                 raise PodsideError(
                     f"cannot add the agent to {where}: {status_message(error)} (the pod is gone, "

@@ -356,13 +356,15 @@ class ApiServer:
 
     async def _update(self, request: web.Request, info: RequestInfo) -> web.Response:
         resource = info.resource
+        body = await self._body(request)
+        # Nothing awaits from here to the store's update, so a patch applies to the object as
+        # it is, as a real API server's retried update does: only a resourceVersion the patch
+        # itself names makes it a 409 Conflict once the object changed.
         current = self.store.require(resource, info.namespace, info.name)
         if info.verb == "patch":
-            obj = apply_patch(
-                request.headers.get("Content-Type", ""), current, await self._body(request)
-            )
+            obj = apply_patch(request.headers.get("Content-Type", ""), current, body)
         else:
-            obj = await self._body(request)
+            obj = body
         if not isinstance(obj, dict):
             raise bad_request("the object provided is not a JSON object")
         metadata = obj.setdefault("metadata", {})
