@@ -11,9 +11,9 @@ starts from), the write-back of a copy as one replacement (`file.replace`, `file
 `file.commit`, `file.abort`), `file.unlink`, `file.mkdir`, `file.rename` and `file.access`.
 
 A write-back never touches the pod's file until the new content is whole: it goes into a
-temporary file beside it (created as the target), which takes the old file's mode and owner,
-is synced, and is renamed over the old one. The pod's file is always the old content or the
-new. A temporary file whose client leaves, whose
+temporary file beside it (created as the target), which takes the old file's mode, owner and
+extended attributes (its ACL included), is synced, and is renamed over the old one. The pod's
+file is always the old content or the new. A temporary file whose client leaves, whose
 write-back is abandoned, or that is made after its client stopped waiting, is removed; a
 commit overtaken by a later commit of the same file (one answered ETIMEDOUT whose worker went
 on) is dropped rather than renamed over the newer content.
@@ -547,9 +547,9 @@ class PodFiles:
         return {}
 
     def _commit(self, item: _Replacement, size: int) -> None:
-        """The temporary file becomes the file: whole, with the old one's mode and owner,
-        synced, then renamed over it in one step, unless a later commit of the file did so
-        first."""
+        """The temporary file becomes the file: whole, with the old one's mode, owner and
+        extended attributes, synced, then renamed over it in one step, unless a later commit
+        of the file did so first."""
         owner = self._target.files_owner()
         number = item.number or self._order.number()
         with item.lock:
@@ -563,7 +563,10 @@ class PodFiles:
                     # protected_hardlinks would refuse the link after the chown.
                     item.temporary = _temporary_name()
                     _link_unnamed(item.fd, item.folder, item.temporary)
-            os.fchmod(item.fd, _take_owner(item, old, fsuid))
+            mode = _take_owner(item, old, fsuid)
+            if old is not None:
+                _copy_attributes(item)  # after the chown, which would drop some of them
+            os.fchmod(item.fd, mode)
             os.fsync(item.fd)
             with self._order.turn(item.key, number) as newest, as_target(owner):
                 if not newest:
@@ -622,6 +625,57 @@ def _take_owner(item: _Replacement, old: os.stat_result | None, fsuid: int) -> i
         if old.st_uid != fsuid:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
     return mode
+
+
+_ACL = "system.posix_acl_access"
+# File capabilities go with any write, as the kernel removes them when the file is written.
+_DROPPED_ON_WRITE = "security.capability"
+
+
+def _copy_attributes(item: _Replacement) -> None:
+    """Give the new file the old one's extended attributes (user.*, security.*, its ACL), as
+    `cp --preserve=all` does: what cannot be copied (a security.* attribute the pod's file
+    system or LSM refuses, say) is said in one log line and the rest goes on, but an ACL that
+    cannot be kept is refused, the old file left as it was: the replaced file would change who
+    may read or write it."""
+    old = os.open(item.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=item.folder)
+    try:
+        source = f"/proc/self/fd/{old}"  # an O_PATH descriptor has no f*xattr calls
+        try:
+            names = os.listxattr(source)
+        except OSError as error:
+            if error.errno != errno.EOPNOTSUPP:
+                raise
+            return  # a file system without extended attributes: there are none to keep
+        if _ACL not in names:
+            # The folder's default ACL gave the new file one that the old file did not have.
+            try:
+                os.removexattr(item.fd, _ACL)
+            except OSError as error:
+                if error.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                    raise _acl_lost(item, error) from None
+        skipped = []
+        for name in names:
+            if name == _DROPPED_ON_WRITE:
+                continue
+            try:
+                os.setxattr(item.fd, name, os.getxattr(source, name))
+            except OSError as error:
+                if name == _ACL:
+                    raise _acl_lost(item, error) from None
+                skipped.append(f"{name} ({os.strerror(error.errno or 0)})")
+        if skipped:
+            log.warning("%s replaced without its %s", item.name, ", ".join(skipped))
+    finally:
+        os.close(old)
+
+
+def _acl_lost(item: _Replacement, error: OSError) -> OSError:
+    return OSError(
+        error.errno,
+        f"{item.name}: its ACL could not be kept on the new file "
+        f"({os.strerror(error.errno or 0)}); the pod's file is left as it was",
+    )
 
 
 def _temporary_name() -> str:
