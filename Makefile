@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 APT_PACKAGES := iproute2 nftables busybox-static dnsmasq-base \
-	musl-tools gdb curl nginx-light wrk socat procps delve golang-go
+	musl-tools gdb curl nginx-light wrk socat procps delve golang-go acl e2fsprogs util-linux
 INSTALL_STAMP := .venv/.installed
 
 .PHONY: install demo test lint typecheck unit bench e2e clean extension vsix

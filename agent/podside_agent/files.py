@@ -11,9 +11,12 @@ starts from), the write-back of a copy as one replacement (`file.replace`, `file
 `file.commit`, `file.abort`), `file.unlink`, `file.mkdir`, `file.rename` and `file.access`.
 
 A write-back never touches the pod's file until the new content is whole: it goes into a
-temporary file beside it (created as the target), which takes the old file's mode and owner,
-is synced, and is renamed over the old one. The pod's file is always the old content or the
-new. A temporary file whose client leaves, or whose write-back is abandoned, is removed.
+temporary file beside it (created as the target), which takes the old file's mode, owner and
+extended attributes (its ACL included), is synced, and is renamed over the old one. The pod's
+file is always the old content or the new. A temporary file whose client leaves, whose
+write-back is abandoned, or that is made after its client stopped waiting, is removed; a
+commit overtaken by a later commit of the same file (one answered ETIMEDOUT whose worker went
+on) is dropped rather than renamed over the newer content.
 
 Only regular files and folders are opened: a FIFO, socket or device is looked at through an
 O_PATH descriptor (which never opens it) and refused with EOPNOTSUPP, so nothing waits for a
@@ -30,18 +33,22 @@ import ctypes
 import ctypes.util
 import errno
 import itertools
+import logging
 import os
 import secrets
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from podside_agent.target import TargetProcess
 from podside_agent.workers import Workers
 from podside_protocol import files as messages
+
+log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _SYS_OPENAT2 = 437
@@ -313,6 +320,54 @@ def stat_fields(result: os.stat_result) -> dict[str, int]:
     }
 
 
+@dataclass
+class _FileCommits:
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one rename at a time
+    write_backs: int = 0  # the write-backs of this file still alive, committed or not
+    renamed: int = 0  # the number of the newest commit renamed over it
+
+
+class CommitOrder:
+    """Which commit of a file is the newest. Commits are numbered as they arrive, in the order
+    the program closed its files; each renames under its file's lock, and one whose number is
+    below the newest already renamed there (it was answered ETIMEDOUT, the program went on,
+    and its worker finished later) is dropped: the file keeps the newer content. A file is
+    known while a write-back of it lives, so the bookkeeping ends with the last one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._files: dict[Hashable, _FileCommits] = {}
+
+    def hold(self, key: Hashable) -> None:
+        """A write-back of the file `key` begins."""
+        with self._lock:
+            self._files.setdefault(key, _FileCommits()).write_backs += 1
+
+    def release(self, key: Hashable) -> None:
+        """A write-back of the file `key` ended (committed, dropped or abandoned)."""
+        with self._lock:
+            commits = self._files[key]
+            commits.write_backs -= 1
+            if commits.write_backs == 0:
+                del self._files[key]
+
+    def number(self) -> int:
+        """The number of a commit that just arrived."""
+        with self._lock:
+            return next(self._numbers)
+
+    @contextlib.contextmanager
+    def turn(self, key: Hashable, number: int) -> Iterator[bool]:
+        """The file's rename turn for commit `number`, held: yields whether it is still the
+        newest (rename) or overtaken (drop it); a body that ends normally made the rename."""
+        with self._lock:
+            commits = self._files[key]
+        with commits.lock:
+            yield number > commits.renamed
+            commits.renamed = max(commits.renamed, number)
+
+
 @dataclass(eq=False)
 class _Replacement:
     """A write-back in progress: the temporary file beside the one it will replace."""
@@ -324,6 +379,9 @@ class _Replacement:
     fd: int
     mode: int  # for a new file: the program's, its umask applied
     exclusive: bool  # O_EXCL: never replace a file that appeared meanwhile
+    order: CommitOrder
+    key: Hashable  # the file, as (folder's device, folder's inode, name)
+    number: int = 0  # its commit's place in the order of arrival (0: not committed)
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
 
@@ -338,6 +396,7 @@ class _Replacement:
                     os.unlink(self.temporary, dir_fd=self.folder)
             os.close(self.fd)
             os.close(self.folder)
+            self.order.release(self.key)
 
 
 class PodFiles:
@@ -349,8 +408,21 @@ class PodFiles:
         self._replacements: dict[int, _Replacement] = {}
         self._lock = threading.Lock()
         self._handles = itertools.count(1)
+        self._order = CommitOrder()
+        # Clients that left, for the write-backs they began that finish after: weak, so a
+        # client is forgotten with its last request.
+        self._gone: weakref.WeakSet[object] = weakref.WeakSet()
 
     async def handle(self, client: object, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == messages.REPLACE:
+            # Made on a worker, kept here on the loop, where drop_client runs: one that comes
+            # after its client left, or after its client stopped waiting, is removed.
+            item = await self._workers.run(
+                self._begin_replacement, client, params, late=_Replacement.discard
+            )
+            return {"handle": self._keep(item)}
+        if method == messages.COMMIT:
+            self._number_commit(client, params.get("handle"))
         return await self._workers.run(self._handle, client, method, params)
 
     async def read(self, path: str, limit: int) -> bytes:
@@ -359,6 +431,7 @@ class PodFiles:
     def drop_client(self, client: object) -> None:
         """The client left: its write-backs will never be committed; remove their files."""
         with self._lock:
+            self._gone.add(client)
             abandoned = [
                 handle for handle, item in self._replacements.items() if item.client is client
             ]
@@ -371,12 +444,27 @@ class PodFiles:
         with as_target(owner):
             return read_whole(owner, path, limit)
 
+    def _keep(self, item: _Replacement) -> int:
+        with self._lock:
+            if item.client not in self._gone:
+                handle = next(self._handles)
+                self._replacements[handle] = item
+                return handle
+        self._workers.submit(item.discard)
+        raise OSError(errno.ECONNRESET, "the client left before its write-back began")
+
+    def _number_commit(self, client: object, handle: object) -> None:
+        """Number a commit as it arrives (on the loop, in the client's order): its worker may
+        start after a later one's."""
+        with self._lock:
+            item = self._replacements.get(handle) if isinstance(handle, int) else None
+            if item is not None and item.client is client and not item.number:
+                item.number = self._order.number()
+
     def _handle(self, client: object, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method in (messages.WRITE, messages.COMMIT, messages.ABORT):
             return self._continue_replacement(client, method, params)
-        path = params.get("path")
-        if not isinstance(path, str):
-            raise OSError(errno.EINVAL, f"{method} needs a path")
+        path = _path_of(method, params)
         owner = self._target.files_owner()
         with as_target(owner) as credentials:
             if method == messages.CHECK_WRITE:
@@ -384,18 +472,24 @@ class PodFiles:
                 if not isinstance(flags, int):
                     raise OSError(errno.EINVAL, "file.check_write needs integer flags")
                 return check_write(owner, path, flags, credentials)
-            if method == messages.REPLACE:
-                return self._begin_replacement(client, owner, path, params)
             return _handle(owner, method, path, params)
 
-    def _begin_replacement(
-        self, client: object, owner: int, path: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _begin_replacement(self, client: object, params: dict[str, Any]) -> _Replacement:
+        """The temporary file of a write-back, made as the target; kept by `handle`."""
+        path = _path_of(messages.REPLACE, params)
         mode, exclusive = params.get("mode", 0o666), bool(params.get("exclusive", False))
         if not isinstance(mode, int):
             raise OSError(errno.EINVAL, "file.replace needs an integer mode")
+        owner = self._target.files_owner()
+        with as_target(owner):
+            return self._make_temporary(client, owner, path, mode, exclusive)
+
+    def _make_temporary(
+        self, client: object, owner: int, path: str, mode: int, exclusive: bool
+    ) -> _Replacement:
         folder, name = _parent_in_root(owner, _final_path(owner, path))
         try:
+            where = os.fstat(folder)
             # Unnamed (O_TMPFILE) where the file system can: whoever dies, the kernel frees
             # it; else a hidden name that the agent removes.
             temporary = ""
@@ -414,11 +508,11 @@ class PodFiles:
         except BaseException:
             os.close(folder)
             raise
-        item = _Replacement(client, folder, name, temporary, fd, mode & 0o7777, exclusive)
-        with self._lock:
-            handle = next(self._handles)
-            self._replacements[handle] = item
-        return {"handle": handle}
+        key = (where.st_dev, where.st_ino, name)
+        self._order.hold(key)
+        return _Replacement(
+            client, folder, name, temporary, fd, mode & 0o7777, exclusive, self._order, key
+        )
 
     def _continue_replacement(
         self, client: object, method: str, params: dict[str, Any]
@@ -453,9 +547,11 @@ class PodFiles:
         return {}
 
     def _commit(self, item: _Replacement, size: int) -> None:
-        """The temporary file becomes the file: whole, with the old one's mode and owner,
-        synced, then renamed over it in one step."""
+        """The temporary file becomes the file: whole, with the old one's mode, owner and
+        extended attributes, synced, then renamed over it in one step, unless a later commit
+        of the file did so first."""
         owner = self._target.files_owner()
+        number = item.number or self._order.number()
         with item.lock:
             if item.finished:
                 raise OSError(errno.EBADF, "the write-back has ended")
@@ -467,9 +563,15 @@ class PodFiles:
                     # protected_hardlinks would refuse the link after the chown.
                     item.temporary = _temporary_name()
                     _link_unnamed(item.fd, item.folder, item.temporary)
-            os.fchmod(item.fd, _take_owner(item, old, fsuid))
+            mode = _take_owner(item, old, fsuid)
+            if old is not None:
+                _copy_attributes(item)  # after the chown, which would drop some of them
+            os.fchmod(item.fd, mode)
             os.fsync(item.fd)
-            with as_target(owner):
+            with self._order.turn(item.key, number) as newest, as_target(owner):
+                if not newest:
+                    log.info("a write-back of %s was overtaken by a later one: dropped", item.name)
+                    return  # as if renamed, then replaced by the later one
                 if item.temporary:
                     flags = _RENAME_NOREPLACE if item.exclusive else 0
                     if _libc.renameat2(
@@ -486,6 +588,13 @@ class PodFiles:
                     os.fsync(folder)
                 finally:
                     os.close(folder)
+
+
+def _path_of(method: str, params: dict[str, Any]) -> str:
+    path = params.get("path")
+    if not isinstance(path, str):
+        raise OSError(errno.EINVAL, f"{method} needs a path")
+    return path
 
 
 def _to_replace(item: _Replacement) -> os.stat_result | None:
@@ -516,6 +625,57 @@ def _take_owner(item: _Replacement, old: os.stat_result | None, fsuid: int) -> i
         if old.st_uid != fsuid:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
     return mode
+
+
+_ACL = "system.posix_acl_access"
+# File capabilities go with any write, as the kernel removes them when the file is written.
+_DROPPED_ON_WRITE = "security.capability"
+
+
+def _copy_attributes(item: _Replacement) -> None:
+    """Give the new file the old one's extended attributes (user.*, security.*, its ACL), as
+    `cp --preserve=all` does: what cannot be copied (a security.* attribute the pod's file
+    system or LSM refuses, say) is said in one log line and the rest goes on, but an ACL that
+    cannot be kept is refused, the old file left as it was: the replaced file would change who
+    may read or write it."""
+    old = os.open(item.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=item.folder)
+    try:
+        source = f"/proc/self/fd/{old}"  # an O_PATH descriptor has no f*xattr calls
+        try:
+            names = os.listxattr(source)
+        except OSError as error:
+            if error.errno != errno.EOPNOTSUPP:
+                raise
+            return  # a file system without extended attributes: there are none to keep
+        if _ACL not in names:
+            # The folder's default ACL gave the new file one that the old file did not have.
+            try:
+                os.removexattr(item.fd, _ACL)
+            except OSError as error:
+                if error.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                    raise _acl_lost(item, error) from None
+        skipped = []
+        for name in names:
+            if name == _DROPPED_ON_WRITE:
+                continue
+            try:
+                os.setxattr(item.fd, name, os.getxattr(source, name))
+            except OSError as error:
+                if name == _ACL:
+                    raise _acl_lost(item, error) from None
+                skipped.append(f"{name} ({os.strerror(error.errno or 0)})")
+        if skipped:
+            log.warning("%s replaced without its %s", item.name, ", ".join(skipped))
+    finally:
+        os.close(old)
+
+
+def _acl_lost(item: _Replacement, error: OSError) -> OSError:
+    return OSError(
+        error.errno,
+        f"{item.name}: its ACL could not be kept on the new file "
+        f"({os.strerror(error.errno or 0)}); the pod's file is left as it was",
+    )
 
 
 def _temporary_name() -> str:

@@ -124,3 +124,52 @@ def test_the_new_file_keeps_the_old_ones_mode_and_owner(pod: Pod) -> None:  # no
     assert target.read_text() == "old\nappended\n"
     now = target.stat()
     assert (now.st_uid, now.st_gid, oct(now.st_mode & 0o7777)) == (1234, 5678, "0o640")
+
+
+def _acl(path: Path) -> str:
+    """The file's ACL entries, as getfacl prints them without the header."""
+    return subprocess.run(
+        ["getfacl", "--omit-header", "--absolute-names", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def _append_through_fs_write(pod: Pod, path: str) -> None:  # noqa: F811
+    result = podside_exec(
+        pod,
+        PYTHON,
+        "-c",
+        f"open({path!r}, 'a').write('appended\\n')",
+        options=("-q", "--fs", "write"),
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_new_file_keeps_the_old_ones_acl_and_extended_attributes(pod: Pod) -> None:  # noqa: F811
+    target = in_pod(pod, "shared.txt")
+    target.write_text("old\n")
+    target.chmod(0o640)
+    subprocess.run(["setfacl", "-m", "u:1234:rw,g:5678:r", str(target)], check=True)
+    os.setxattr(target, "user.origin", b"written by the pod")
+    acl = _acl(target)
+    assert "user:1234:rw-" in acl
+    _append_through_fs_write(pod, POD_DATA + "/shared.txt")
+    assert target.read_text() == "old\nappended\n"
+    assert _acl(target) == acl
+    assert os.getxattr(target, "user.origin") == b"written by the pod"
+
+
+def test_a_file_without_an_acl_gets_none_from_its_folders_default(pod: Pod) -> None:  # noqa: F811
+    folder = in_pod(pod, "inheriting")
+    folder.mkdir()
+    target = folder / "plain.txt"
+    target.write_text("old\n")
+    target.chmod(0o644)
+    subprocess.run(["setfacl", "-d", "-m", "u:1234:rwx", str(folder)], check=True)
+    acl = _acl(target)
+    _append_through_fs_write(pod, POD_DATA + "/inheriting/plain.txt")
+    assert target.read_text() == "old\nappended\n"
+    assert _acl(target) == acl  # as a write in place: no entry for user 1234
+    assert oct(target.stat().st_mode & 0o777) == "0o644"

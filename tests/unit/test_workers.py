@@ -1,5 +1,6 @@
 """The agent's workers: a blocking call runs off the event loop, which keeps running; a call
-past its deadline is ETIMEDOUT; a call whose caller gave up before it started never runs."""
+past its deadline is ETIMEDOUT; a call whose caller gave up before it started never runs; what
+a call makes after its caller stopped waiting is released, not left without an owner."""
 
 from __future__ import annotations
 
@@ -74,3 +75,64 @@ def test_results_and_errors_come_back() -> None:
         workers.close()
 
     asyncio.run(scenario())
+
+
+def test_a_result_that_comes_after_the_deadline_is_released_not_lost() -> None:
+    release, released = threading.Event(), threading.Event()
+    kept: list[object] = []
+
+    def make() -> object:
+        release.wait()
+        return "a temporary file"
+
+    def late(result: object) -> None:
+        kept.append(result)
+        released.set()
+
+    async def scenario() -> None:
+        workers = Workers(threads=1, deadline=0.1)
+        with pytest.raises(OSError) as failure:
+            await workers.run(make, late=late)
+        assert failure.value.errno == errno.ETIMEDOUT
+        assert not released.is_set()  # nothing yet: the call still runs
+        release.set()
+        assert await asyncio.to_thread(released.wait, 10)
+        workers.close()
+
+    asyncio.run(scenario())
+    assert kept == ["a temporary file"]
+
+
+def test_a_result_whose_caller_was_cancelled_is_released() -> None:
+    started, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def make() -> str:
+        started.set()
+        release.wait()
+        return "made"
+
+    async def scenario() -> None:
+        workers = Workers(threads=1)
+        call = asyncio.ensure_future(workers.run(make, late=lambda _: released.set()))
+        assert await asyncio.to_thread(started.wait, 10)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        release.set()
+        assert await asyncio.to_thread(released.wait, 10)
+        workers.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_result_the_caller_takes_is_not_released() -> None:
+    released: list[object] = []
+
+    async def scenario() -> None:
+        workers = Workers(threads=1)
+        assert await workers.run(lambda: "mine", late=released.append) == "mine"
+        assert await workers.run(lambda: 1) == 1  # the worker went on past the first call
+        workers.close()
+
+    asyncio.run(scenario())
+    assert released == []
