@@ -3,7 +3,10 @@
 Everything is tried for real, not inferred: the layer's kernel features in a forked child, the
 API with a request, RBAC with SelfSubjectAccessReviews, the agent image by starting an agent
 pod, the port-forward by a session to that agent, and the agent's NET_RAW and nftables by the
-agent itself (`agent.capabilities`). Exit 0 only when every check passes.
+agent itself (`agent.capabilities`). With `--target` the agent is the one sessions use in that
+pod (started or reused), so the pod's own securityContext is what is tried; its user is
+reported, and the agent also reads the target's environment. Exit 0 only when every check
+passes.
 """
 
 from __future__ import annotations
@@ -63,6 +66,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
     parser.add_argument("--agent-image", help="the agent image to try (default: podside's)")
+    parser.add_argument(
+        "-t",
+        "--target",
+        metavar="KIND/NAME",
+        help="check this pod's own context: its user, and the agent sessions use there "
+        "(started, or reused; an ephemeral container stays in the pod)",
+    )
+    parser.add_argument("--container", help="the target container (multi-container pods)")
     parser.add_argument(
         "--agent-timeout",
         type=float,
@@ -191,7 +202,8 @@ def cluster_checks(args: argparse.Namespace, report: Callable[[Check], None]) ->
 
     report(_rbac(ctx))
     report(_ephemeral_containers(ctx))
-    for check in _agent_checks(ctx, args):
+    checks = _target_checks(ctx, args) if args.target else _agent_checks(ctx, args)
+    for check in checks:
         report(check)
 
 
@@ -290,8 +302,84 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     return checks
 
 
-async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
+def target_user(pod: dict[str, Any], container: str) -> str:
+    """Who the target container runs as, and what that means for the agent, from the pod's
+    manifest: the container's runAsUser over the pod's, as the kubelet merges them."""
+    spec = pod.get("spec") or {}
+    pod_context = spec.get("securityContext") or {}
+    container_spec: dict[str, Any] = next(
+        (c for c in spec.get("containers") or [] if c.get("name") == container), {}
+    )
+    container_context = container_spec.get("securityContext") or {}
+    uid, source = container_context.get("runAsUser"), "its securityContext"
+    if uid is None:
+        uid, source = pod_context.get("runAsUser"), "the pod's securityContext"
+    if uid is None:
+        who = "runs as its image's user (no runAsUser)"
+    elif uid == 0:
+        who = f"runs as root ({source})"
+    else:
+        who = f"runs as uid {uid} ({source}), holding no capabilities"
+    non_root = container_context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+    if non_root:
+        who += " with runAsNonRoot"
+    agent = f"{agent_spec_summary()} for itself"
+    if uid is None or uid == 0:
+        return f"container {container} {who}; the agent {agent}"
+    # An ephemeral container would inherit that user: say why the agent still works.
+    return f"container {container} {who}; an ephemeral container inherits it, so the agent {agent}"
+
+
+def agent_spec_summary() -> str:
+    from podside.kube import agent
+
+    return "sets runAsUser 0, runAsNonRoot false and adds " + ", ".join(agent.TARGET_CAPABILITIES)
+
+
+def _target_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
+    """The target pod's own context: who it runs as, and the agent sessions use there, with
+    what it could do in that pod."""
+    from kubernetes import client
+
+    from podside.kube import agent, targets
+    from podside.kube.config import REQUEST_TIMEOUT, api_errors
+
+    try:
+        target = targets.resolve_target(ctx, args.target, args.container)
+        with api_errors(ctx, f"get pods in namespace {target.namespace}"):
+            pod = client.CoreV1Api(ctx.api_client).read_namespaced_pod(
+                target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+    except PodsideError as error:
+        return [Check("target", False, error.message, "podside targets lists what there is")]
+    manifest = ctx.api_client.sanitize_for_serialization(pod)
+    where = f"pod {target.namespace}/{target.pod}"
+    checks = [Check("target", True, f"{where}: {target_user(manifest, target.container)}")]
+    image = args.agent_image or agent.DEFAULT_IMAGE
+    try:
+        endpoint = agent.ensure_agent(
+            ctx, target, image=image, progress=lambda _: None, timeout=args.agent_timeout
+        )
+    except PodsideError as error:
+        return [
+            *checks,
+            Check(
+                "agent in the target",
+                False,
+                error.message,
+                f"the agent's container {agent_spec_summary()}: the cluster must allow that "
+                "in this pod's namespace, and its nodes must pull the image (--agent-image)",
+            ),
+            Check("port-forward", False, "not tried: no agent ran"),
+        ]
+    how = "reused" if endpoint.reused else "started (it stays, for the next sessions)"
+    checks.append(Check("agent in the target", True, f"{endpoint.container} in {where}, {how}"))
+    return checks + asyncio.run(_session_checks(ctx, endpoint, target.container))
+
+
+async def _session_checks(ctx: Any, endpoint: Any, target_container: str = "") -> list[Check]:
     from podside.kube.connect import _connect
+    from podside_protocol import environment
     from podside_protocol.capabilities import CAPABILITIES
 
     try:
@@ -305,8 +393,11 @@ async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
                 "the API server must allow WebSocket port-forward (pods/portforward)",
             )
         ]
+    reads_target: list[Check] = []
     try:
         answer = await session.request(CAPABILITIES, {})
+        if target_container:
+            reads_target.append(await _reads_target(session, environment.GET, target_container))
     except Exception as error:
         return [
             Check("port-forward", True, f"reached the agent in {endpoint.pod}"),
@@ -331,4 +422,24 @@ async def _session_checks(ctx: Any, endpoint: Any) -> list[Check]:
             str(nft.get("detail")),
             "allow the NET_ADMIN capability for the agent, and an agent image with libnftables",
         ),
+        *reads_target,
     ]
+
+
+async def _reads_target(session: Any, method: str, container: str) -> Check:
+    """Whether the agent reads the target's /proc/PID/environ (its root is read the same way)."""
+    from podside_agent.peer import RequestFailed
+
+    name = "agent reads the target"
+    try:
+        variables = await session.request(method, {})
+    except RequestFailed as error:
+        return Check(
+            name,
+            False,
+            f"the environment of container {container}: {error}",
+            "a process of another uid is readable only with SYS_PTRACE: allow it for the agent",
+        )
+    return Check(
+        name, True, f"the environment of container {container} ({len(variables)} variables)"
+    )
