@@ -26,7 +26,8 @@ from tests.sandbox.conftest import pod_phase, wait_for
 from tests.topology import PYTHON, SERVERS
 
 APP_PORT = 8080
-APP_USER = {"runAsUser": 1000, "runAsGroup": 1000}
+# runAsNonRoot too, as hardened pods set it: the agent, running as root, must say false itself.
+APP_USER = {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
 # A process of the pod that tries to enroll a token of its own with every agent it sees: the
 # abstract sockets of the pod's network namespace are listed in /proc/net/unix.
 ENROLL_ATTEMPTS = """
