@@ -1,5 +1,6 @@
 """What the agent can do in the pod, tried for real: an AF_PACKET socket (NET_RAW, mirror) and
-an nftables table added and removed again (NET_ADMIN and libnftables, steal)."""
+an nftables table added and removed again (NET_ADMIN and libnftables, steal); and who it runs
+as, since the cluster, not the agent's spec, decides that in the end."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import socket
 from typing import Any
 
+from podside_agent.enrollment import effective_capabilities
 from podside_agent.nftables import NftablesError, open_library
 from podside_agent.podnet import PodNetwork
 
@@ -14,7 +16,11 @@ _ETH_P_ALL = 0x0003
 
 
 def check(network: PodNetwork) -> dict[str, dict[str, Any]]:
-    return {"net_raw": _net_raw(network), "nftables": _nftables(network)}
+    return {
+        "net_raw": _net_raw(network),
+        "nftables": _nftables(network),
+        "identity": {"uid": os.geteuid(), "effective": effective_capabilities("self")},
+    }
 
 
 def _net_raw(network: PodNetwork) -> dict[str, Any]:

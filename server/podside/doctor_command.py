@@ -407,23 +407,40 @@ async def _session_checks(ctx: Any, endpoint: Any, target_container: str = "") -
         await session.close()
     raw = answer.get("net_raw", {})
     nft = answer.get("nftables", {})
+    runs_as = _runs_as(answer.get("identity"))
     return [
         Check("port-forward", True, f"reached the agent in pod {endpoint.pod}"),
         Check(
             "agent NET_RAW (mirror)",
             bool(raw.get("ok")),
-            str(raw.get("detail")),
-            "allow the NET_RAW capability for ephemeral containers (Pod Security admission "
-            "'baseline' allows it; a PodSecurityPolicy or Kyverno rule may not)",
+            str(raw.get("detail")) + ("" if raw.get("ok") else runs_as),
+            "the agent's container asks for root and NET_RAW: allow them (Pod Security "
+            "admission allows them only at 'privileged'; a policy or webhook may remove them)",
         ),
         Check(
             "agent nftables (steal)",
             bool(nft.get("ok")),
-            str(nft.get("detail")),
-            "allow the NET_ADMIN capability for the agent, and an agent image with libnftables",
+            str(nft.get("detail")) + ("" if nft.get("ok") else runs_as),
+            "the agent's container asks for root and NET_ADMIN: allow them, and use an agent "
+            "image with libnftables",
         ),
         *reads_target,
     ]
+
+
+def _runs_as(identity: Any) -> str:
+    """` (the agent runs as uid 1000, no effective capabilities)`, from its answer."""
+    if not isinstance(identity, dict) or not isinstance(identity.get("uid"), int):
+        return ""
+    effective = identity.get("effective")
+    held = (
+        "no effective capabilities"
+        if effective == 0
+        else f"effective capabilities {effective:#x}"
+        if isinstance(effective, int)
+        else "capabilities unknown"
+    )
+    return f" (the agent runs as uid {identity['uid']}, {held})"
 
 
 async def _reads_target(session: Any, method: str, container: str) -> Check:

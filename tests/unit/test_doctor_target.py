@@ -32,3 +32,15 @@ def test_no_user_is_the_images_and_run_as_non_root_is_said() -> None:
     assert said.startswith(
         "container main runs as its image's user (no runAsUser) with runAsNonRoot"
     )
+
+
+def test_a_failed_capability_check_says_who_the_agent_runs_as() -> None:
+    from podside.doctor_command import _runs_as
+
+    assert _runs_as({"uid": 1000, "effective": 0}) == (
+        " (the agent runs as uid 1000, no effective capabilities)"
+    )
+    assert _runs_as({"uid": 0, "effective": 0x3000}) == (
+        " (the agent runs as uid 0, effective capabilities 0x3000)"
+    )
+    assert _runs_as(None) == ""  # an agent from before the identity was reported
