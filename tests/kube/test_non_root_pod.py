@@ -135,7 +135,10 @@ def test_mirror_steal_and_env_work_in_a_pod_that_runs_as_uid_1000(
             answered_by = _answer_from_the_node(sandbox, pod_ip)
             return answered_by == "app" and "local GET / from" in log.read_text()
 
-        wait_for(mirrored, timeout=90, what=f"a mirrored request ({log.read_text()})")
+        try:
+            wait_for(mirrored, timeout=90, what="a mirrored request")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; podside said: {log.read_text()}") from None
         assert "secret=only-in-the-pod" in log.read_text()
         assert _answer_from_the_node(sandbox, pod_ip) == "app"  # mirror leaves the pod's answer
     with _session(namespace, "--mode", "steal") as log:

@@ -103,3 +103,24 @@ def test_run_as_non_root_refuses_an_image_that_runs_as_root(core: Any, namespace
         f'(pod: "app_{namespace}({pod.metadata.uid})", container: main)'
     )
     assert pod_phase(core, namespace, "app") == "Pending"
+
+
+def test_exec_probes_run_as_the_containers_user(core: Any, namespace: str) -> None:
+    run_pod(
+        core,
+        namespace,
+        "app",
+        ["sleep", "300"],
+        terminationGracePeriodSeconds=1,
+        securityContext={"runAsUser": 1000},
+        container={
+            "readinessProbe": {
+                "exec": {"command": ["sh", "-c", "test $(id -u) = 1000"]},
+                "periodSeconds": 1,
+            }
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod("app", namespace).status.container_statuses[0].ready,
+        what="ready by a probe run as uid 1000",
+    )
