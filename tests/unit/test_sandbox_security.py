@@ -34,24 +34,24 @@ def test_the_default_set_is_containerds_mask() -> None:
     assert capability_mask(DEFAULT_CAPABILITIES) == 0xA80425FB
 
 
-def test_a_root_container_has_the_default_capabilities_effective() -> None:
+def test_a_root_container_has_the_default_capabilities() -> None:
     creds = credentials(_pod(), _container())
     assert (creds.uid, creds.gid, creds.groups) == (0, 0, (0,))
-    assert creds.effective == creds.bounding == DEFAULT_CAPABILITIES
+    assert creds.bounding == DEFAULT_CAPABILITIES
     assert not creds.no_new_privs
 
 
-def test_the_pod_user_reaches_every_container_and_drops_the_effective_set() -> None:
+def test_the_pod_user_reaches_every_container() -> None:
+    # What it then holds (nothing effective) is the kernel's doing: tests/sandbox shows it.
     creds = credentials(_pod({"runAsUser": 1000, "runAsGroup": 3000}), _container())
     assert (creds.uid, creds.gid) == (1000, 3000)
-    assert creds.effective == frozenset()
     assert creds.bounding == DEFAULT_CAPABILITIES
 
 
-def test_added_capabilities_bound_a_non_root_user_but_are_not_effective() -> None:
+def test_added_capabilities_bound_a_non_root_user() -> None:
     context = {"capabilities": {"add": ["NET_ADMIN"]}}
     creds = credentials(_pod({"runAsUser": 1000}), _container(context))
-    assert "NET_ADMIN" in creds.bounding and creds.effective == frozenset()
+    assert "NET_ADMIN" in creds.bounding and creds.uid == 1000
 
 
 def test_the_containers_user_wins_over_the_pods() -> None:
@@ -59,7 +59,7 @@ def test_the_containers_user_wins_over_the_pods() -> None:
     pod = _pod({"runAsUser": 1000, "runAsNonRoot": True})
     assert effective_security_context(pod["spec"], _container(context))["runAsUser"] == 0
     creds = credentials(pod, _container(context))
-    assert creds.uid == 0 and "NET_ADMIN" in creds.effective
+    assert creds.uid == 0 and "NET_ADMIN" in creds.bounding
 
 
 def test_without_a_group_the_users_passwd_entry_gives_it_else_zero() -> None:

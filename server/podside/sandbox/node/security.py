@@ -109,8 +109,9 @@ class ProcessCredentials:
     uid: int
     gid: int
     groups: tuple[int, ...]
-    bounding: frozenset[str]  # the capability bounding set
-    effective: frozenset[str]  # effective and permitted
+    # The bounding set: the kernel makes it a root process's effective set at exec, and
+    # clears the effective set of any other user's.
+    bounding: frozenset[str]
     no_new_privs: bool
 
     def setpriv_argv(self) -> list[str]:
@@ -215,6 +216,5 @@ def credentials(pod: dict[str, Any], container: dict[str, Any]) -> ProcessCreden
         gid=gid,
         groups=tuple(dict.fromkeys(groups)),
         bounding=bounding,
-        effective=bounding if uid == 0 else frozenset(),
         no_new_privs=context.get("allowPrivilegeEscalation") is False,
     )
