@@ -1,13 +1,16 @@
 """What the agent can do in the pod, tried for real: an AF_PACKET socket (NET_RAW, mirror) and
 an nftables table with the steal rule added and removed again (NET_ADMIN, the kernel's fib and
-tproxy expressions: steal)."""
+tproxy expressions: steal); and who it runs as, since the cluster, not the agent's spec, decides
+that in the end."""
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 from podside_agent import nftables
+from podside_agent.enrollment import process_credentials
 from podside_agent.nftables import NftablesError
 from podside_agent.podnet import PodNetwork
 
@@ -15,7 +18,18 @@ _ETH_P_ALL = 0x0003
 
 
 def check(network: PodNetwork) -> dict[str, dict[str, Any]]:
-    return {"net_raw": _net_raw(network), "nftables": _nftables(network)}
+    return {
+        "net_raw": _net_raw(network),
+        "nftables": _nftables(network),
+        "identity": {"uid": os.geteuid(), "effective": _effective_capabilities()},
+    }
+
+
+def _effective_capabilities() -> int | None:
+    try:
+        return process_credentials("self", os.geteuid()).capabilities
+    except (OSError, ValueError):
+        return None
 
 
 def _net_raw(network: PodNetwork) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 Everything is tried for real, not inferred: the layer's kernel features in a forked child, the
 API with a request, RBAC with SelfSubjectAccessReviews, the agent image by starting an agent
 pod, the port-forward by a session to that agent, and the agent's NET_RAW and nftables by the
-agent itself (`agent.capabilities`). Exit 0 only when every check passes.
+agent itself (`agent.capabilities`). With `--target` the agent is the one sessions use in that
+pod (started or reused), so the pod's own securityContext is what is tried; its user is
+reported, and the agent also reads the target's environment. Exit 0 only when every check
+passes.
 """
 
 from __future__ import annotations
@@ -74,6 +77,14 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help="a Secret the node pulls the agent's image with (repeatable)",
     )
+    parser.add_argument(
+        "-t",
+        "--target",
+        metavar="KIND/NAME",
+        help="check this pod's own context: its user, and the agent sessions use there "
+        "(started, or reused; an ephemeral container stays in the pod)",
+    )
+    parser.add_argument("--container", help="the target container (multi-container pods)")
     parser.add_argument(
         "--agent-timeout",
         type=float,
@@ -209,7 +220,8 @@ def cluster_checks(args: argparse.Namespace, report: Callable[[Check], None]) ->
 
     report(_rbac(ctx))
     report(_ephemeral_containers(ctx))
-    for check in _agent_checks(ctx, args):
+    checks = _target_checks(ctx, args) if args.target else _agent_checks(ctx, args)
+    for check in checks:
         report(check)
 
 
@@ -310,18 +322,24 @@ def fix_for(cause: str, namespace: str) -> str:
     return f"see the agent pod's events: kubectl describe pod -n {namespace}"
 
 
+def _agent_settings(args: argparse.Namespace) -> Any:
+    """The pull policy and secrets doctor's agents are given, as a session's would be."""
+    from podside.kube.agent_settings import AgentSettings
+
+    return AgentSettings(
+        image_pull_policy=args.agent_image_pull_policy,
+        image_pull_secrets=tuple(args.image_pull_secret),
+    )
+
+
 def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     """Start a short-lived agent pod with the capabilities an agent in a target pod asks for:
     the image, the port-forward and the agent's rights. Refused by Pod Security, say so and
     try the image and port-forward with a pod that asks for none (a targetless agent's)."""
     from podside.kube import admission, agent
-    from podside.kube.agent_settings import AgentSettings
 
     image = args.agent_image or agent.DEFAULT_IMAGE
-    settings = AgentSettings(
-        image_pull_policy=args.agent_image_pull_policy,
-        image_pull_secrets=tuple(args.image_pull_secret),
-    )
+    settings = _agent_settings(args)
 
     def start(capabilities: bool) -> Any:
         return agent.ensure_targetless_agent(
@@ -391,8 +409,91 @@ def _remove_trial_pod(ctx: Any, endpoint: Any) -> Check | None:
     return None
 
 
-async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -> list[Check]:
+def target_user(pod: dict[str, Any], container: str) -> str:
+    """Who the target container runs as, and what that means for the agent, from the pod's
+    manifest: the container's runAsUser over the pod's, as the kubelet merges them."""
+    spec = pod.get("spec") or {}
+    pod_context = spec.get("securityContext") or {}
+    container_spec: dict[str, Any] = next(
+        (c for c in spec.get("containers") or [] if c.get("name") == container), {}
+    )
+    container_context = container_spec.get("securityContext") or {}
+    uid, source = container_context.get("runAsUser"), "its securityContext"
+    if uid is None:
+        uid, source = pod_context.get("runAsUser"), "the pod's securityContext"
+    if uid is None:
+        who = "runs as its image's user (no runAsUser)"
+    elif uid == 0:
+        who = f"runs as root ({source})"
+    else:
+        who = f"runs as uid {uid} ({source}), holding no capabilities"
+    non_root = container_context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+    if non_root:
+        who += " with runAsNonRoot"
+    agent = f"{agent_spec_summary()} for itself"
+    if uid is None or uid == 0:
+        return f"container {container} {who}; the agent {agent}"
+    # An ephemeral container would inherit that user: say why the agent still works.
+    return f"container {container} {who}; an ephemeral container inherits it, so the agent {agent}"
+
+
+def agent_spec_summary() -> str:
+    from podside.kube import agent
+
+    return "sets runAsUser 0, runAsNonRoot false and adds " + ", ".join(agent.TARGET_CAPABILITIES)
+
+
+def _target_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
+    """The target pod's own context: who it runs as, and the agent sessions use there, with
+    what it could do in that pod."""
+    from kubernetes import client
+
+    from podside.kube import agent, targets
+    from podside.kube.config import REQUEST_TIMEOUT, api_errors
+
+    try:
+        target = targets.resolve_target(ctx, args.target, args.container)
+        with api_errors(ctx, f"get pods in namespace {target.namespace}"):
+            pod = client.CoreV1Api(ctx.api_client).read_namespaced_pod(
+                target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+    except PodsideError as error:
+        return [Check("target", False, error.message, "podside targets lists what there is")]
+    manifest = ctx.api_client.sanitize_for_serialization(pod)
+    where = f"pod {target.namespace}/{target.pod}"
+    checks = [Check("target", True, f"{where}: {target_user(manifest, target.container)}")]
+    image = args.agent_image or agent.DEFAULT_IMAGE
+    try:
+        endpoint = agent.ensure_agent(
+            ctx,
+            target,
+            image=image,
+            progress=lambda _: None,
+            timeout=args.agent_timeout,
+            settings=_agent_settings(args),
+        )
+    except PodsideError as error:
+        return [
+            *checks,
+            Check(
+                "agent in the target",
+                False,
+                error.message,
+                f"the agent's container {agent_spec_summary()}: the cluster must allow that "
+                "in this pod's namespace, and its nodes must pull the image (--agent-image)",
+            ),
+            Check("port-forward", False, "not tried: no agent ran"),
+        ]
+    how = "reused" if endpoint.reused else "started (it stays, for the next sessions)"
+    checks.append(Check("agent in the target", True, f"{endpoint.container} in {where}, {how}"))
+    return checks + asyncio.run(_session_checks(ctx, endpoint, target_container=target.container))
+
+
+async def _session_checks(
+    ctx: Any, endpoint: Any, capabilities_refused: bool = False, target_container: str = ""
+) -> list[Check]:
     from podside.kube.connect import _connect
+    from podside_protocol import environment
     from podside_protocol.capabilities import CAPABILITIES
 
     try:
@@ -406,8 +507,11 @@ async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -
                 "the API server must allow WebSocket port-forward (pods/portforward)",
             )
         ]
+    reads_target: list[Check] = []
     try:
         answer = await session.request(CAPABILITIES, {})
+        if target_container:
+            reads_target.append(await _reads_target(session, environment.GET, target_container))
     except Exception as error:
         return [
             Check("port-forward", True, f"reached the agent in {endpoint.pod}"),
@@ -424,20 +528,58 @@ async def _session_checks(ctx: Any, endpoint: Any, capabilities_refused: bool) -
         ]
     raw = answer.get("net_raw", {})
     nft = answer.get("nftables", {})
+    runs_as = _runs_as(answer.get("identity"))
     return [
         Check("port-forward", True, f"reached the agent in pod {endpoint.pod}"),
         Check(
             "agent NET_RAW (mirror)",
             bool(raw.get("ok")),
-            str(raw.get("detail")),
-            "allow the NET_RAW capability for ephemeral containers (Pod Security admission "
-            "allows it only at the privileged level; a Kyverno or Gatekeeper rule may drop it)",
+            str(raw.get("detail")) + ("" if raw.get("ok") else runs_as),
+            "the agent's container asks for root and NET_RAW: allow them (Pod Security "
+            "admission allows NET_RAW only at the privileged level; a Kyverno or Gatekeeper "
+            "rule may drop it)",
         ),
         Check(
             "agent nftables (steal)",
             bool(nft.get("ok")),
-            str(nft.get("detail")),
-            "allow the NET_ADMIN capability for the agent; the node kernel needs nf_tables with "
-            "the fib and tproxy expressions (modules nft_fib_inet, nft_tproxy)",
+            str(nft.get("detail")) + ("" if nft.get("ok") else runs_as),
+            "the agent's container asks for root and NET_ADMIN: allow them; the node kernel "
+            "needs nf_tables with the fib and tproxy expressions (modules nft_fib_inet, "
+            "nft_tproxy)",
         ),
+        *reads_target,
     ]
+
+
+def _runs_as(identity: Any) -> str:
+    """` (the agent runs as uid 1000, no effective capabilities)`, from its answer."""
+    if not isinstance(identity, dict) or not isinstance(identity.get("uid"), int):
+        return ""
+    effective = identity.get("effective")
+    held = (
+        "no effective capabilities"
+        if effective == 0
+        else f"effective capabilities {effective:#x}"
+        if isinstance(effective, int)
+        else "capabilities unknown"
+    )
+    return f" (the agent runs as uid {identity['uid']}, {held})"
+
+
+async def _reads_target(session: Any, method: str, container: str) -> Check:
+    """Whether the agent reads the target's /proc/PID/environ (its root is read the same way)."""
+    from podside_agent.peer import RequestFailed
+
+    name = "agent reads the target"
+    try:
+        variables = await session.request(method, {})
+    except RequestFailed as error:
+        return Check(
+            name,
+            False,
+            f"the environment of container {container}: {error}",
+            "a process of another uid is readable only with SYS_PTRACE: allow it for the agent",
+        )
+    return Check(
+        name, True, f"the environment of container {container} ({len(variables)} variables)"
+    )

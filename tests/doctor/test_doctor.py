@@ -175,3 +175,50 @@ def test_a_user_who_may_not_delete_pods_is_told_the_trial_pod_stays(
     assert checks["trial pod"].endswith(
         "its agent exits 300 s after doctor leaves and the pod completes"
     )
+
+
+def test_doctor_with_a_target_checks_that_pods_own_context(
+    kubeconfig: Path,  # noqa: F811
+    core: Any,  # noqa: F811
+    namespace: str,  # noqa: F811
+) -> None:
+    from tests.sandbox.conftest import pod_phase, run_pod, wait_for
+
+    # As production pods often are: uid 1000 for every container, ephemeral ones included.
+    run_pod(
+        core,
+        namespace,
+        "app",
+        ["sleep", "300"],
+        terminationGracePeriodSeconds=1,
+        securityContext={"runAsUser": 1000, "runAsGroup": 1000},
+    )
+    wait_for(lambda: pod_phase(core, namespace, "app") == "Running", what="app running")
+    result = doctor("-n", namespace, "--target", "pod/app", config_path=str(kubeconfig))
+    checks = lines_by_check(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(checks)[-6:] == [
+        "target",
+        "agent in the target",
+        "port-forward",
+        "agent NET_RAW (mirror)",
+        "agent nftables (steal)",
+        "agent reads the target",
+    ]
+    assert checks["target"] == (
+        f"ok pod {namespace}/app: container main runs as uid 1000 (the pod's securityContext), "
+        "holding no capabilities; an ephemeral container inherits it, so the agent sets "
+        "runAsUser 0, runAsNonRoot false and adds NET_ADMIN, NET_RAW, SYS_PTRACE for itself"
+    )
+    assert all(line.startswith("ok ") for line in checks.values()), result.stdout
+    assert "agent image" not in checks  # no pod of its own: the target's agent is the trial
+    (agent,) = core.read_namespaced_pod("app", namespace).spec.ephemeral_containers
+    assert checks["agent in the target"].startswith(f"ok {agent.name} in pod {namespace}/app")
+
+
+def test_doctor_names_a_target_that_is_not_there(kubeconfig: Path, namespace: str) -> None:  # noqa: F811
+    result = doctor("-n", namespace, "--target", "pod/nope", config_path=str(kubeconfig))
+    checks = lines_by_check(result.stdout)
+    assert result.returncode == 1
+    assert checks["target"].startswith("PROBLEM ") and "nope" in checks["target"]
+    assert "Traceback" not in result.stderr

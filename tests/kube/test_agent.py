@@ -64,7 +64,9 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
         ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token))
     ]
     assert tokens.get(pod.metadata.uid, endpoint.container) == endpoint.token
-    assert spec.security_context.capabilities.add == ["NET_ADMIN", "NET_RAW"]
+    # Its own user and capabilities, whatever the pod's securityContext says.
+    assert spec.security_context.capabilities.add == ["NET_ADMIN", "NET_RAW", "SYS_PTRACE"]
+    assert (spec.security_context.run_as_user, spec.security_context.run_as_non_root) == (0, False)
     (status,) = pod.status.ephemeral_container_statuses
     assert status.state.running is not None
     wait_for(

@@ -138,7 +138,7 @@ def test_the_agent_in_a_baseline_namespace_is_one_line_naming_pod_security(
         f'podside: Pod Security admission ("baseline:latest") refused to add the agent to pod '
         f'{namespace}/app: non-default capabilities (container "podside-agent-'
     ), line
-    assert '"NET_ADMIN", "NET_RAW" in securityContext.capabilities.add)' in line
+    assert '"NET_ADMIN", "NET_RAW", "SYS_PTRACE" in securityContext.capabilities.add)' in line
     assert f"label namespace {namespace} pod-security.kubernetes.io/enforce=privileged" in line
     assert "--targetless" in line and "RBAC" not in line
     assert "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from podside.kube.agent import CAPABILITIES, targetless_pod
+from podside.kube.agent import TARGET_CAPABILITIES, targetless_pod
 from podside.kube.agent_settings import AgentSettings
 from podside.sandbox.api.errors import ApiError
 from podside.sandbox.api.pod_security import admit_pod, enforced_policy
@@ -33,7 +33,10 @@ def pod_with_agent(**agent_security: Any) -> dict[str, Any]:
                 {
                     "name": "podside-agent-x",
                     "image": "agent",
-                    "securityContext": {"capabilities": {"add": CAPABILITIES}, **agent_security},
+                    "securityContext": {
+                        "capabilities": {"add": TARGET_CAPABILITIES},
+                        **agent_security,
+                    },
                 }
             ],
         },
@@ -51,7 +54,7 @@ def refusal(ns: dict[str, Any], pod: dict[str, Any]) -> ApiError:
 def test_baseline_refuses_the_agents_capabilities_with_the_real_message() -> None:
     assert refusal(namespace("baseline"), pod_with_agent()).message == (
         'pods "web" is forbidden: violates PodSecurity "baseline:latest": non-default '
-        'capabilities (container "podside-agent-x" must not include "NET_ADMIN", "NET_RAW" in '
+        'capabilities (container "podside-agent-x" must not include "NET_ADMIN", "NET_RAW", "SYS_PTRACE" in '
         "securityContext.capabilities.add)"
     )
 
@@ -74,7 +77,7 @@ def test_every_failing_baseline_check_is_listed_in_the_checks_order() -> None:
     message = refusal(namespace("baseline", "v1.36"), pod).message
     assert message == (
         'pods "web" is forbidden: violates PodSecurity "baseline:v1.36": non-default '
-        'capabilities (container "podside-agent-x" must not include "NET_ADMIN", "NET_RAW" in '
+        'capabilities (container "podside-agent-x" must not include "NET_ADMIN", "NET_RAW", "SYS_PTRACE" in '
         "securityContext.capabilities.add), host namespaces (hostNetwork=true), hostPath "
         'volumes (volume "root"), privileged (container "podside-agent-x" must not set '
         "securityContext.privileged=true)"
@@ -88,7 +91,7 @@ def test_restricted_lists_its_own_checks_after_baselines() -> None:
         'allowPrivilegeEscalation != false (containers "app", "podside-agent-x" must set '
         "securityContext.allowPrivilegeEscalation=false), unrestricted capabilities "
         '(containers "app", "podside-agent-x" must set securityContext.capabilities.drop=["ALL"]; '
-        'container "podside-agent-x" must not include "NET_ADMIN", "NET_RAW" in '
+        'container "podside-agent-x" must not include "NET_ADMIN", "NET_RAW", "SYS_PTRACE" in '
         'securityContext.capabilities.add), runAsNonRoot != true (pod or containers "app", '
         '"podside-agent-x" must set securityContext.runAsNonRoot=true), runAsUser=0 (container '
         '"podside-agent-x" must not set runAsUser=0), seccompProfile (pod or containers "app", '

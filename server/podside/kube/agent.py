@@ -44,7 +44,13 @@ TARGETLESS_CONTAINER = "agent"
 # How often the pod may change between reading it and adding an agent before podside gives up
 # (another session's agent, the kubelet's status updates): more means it is never quiet.
 MAX_POD_CHANGES = 8
-CAPABILITIES = ["NET_ADMIN", "NET_RAW"]  # steal redirects need NET_ADMIN, the sniffer NET_RAW
+# Steal's redirects need NET_ADMIN, the sniffer NET_RAW.
+NETWORK_CAPABILITIES = ["NET_ADMIN", "NET_RAW"]
+# An agent with a target also reads its /proc/PID/environ and /proc/PID/root, which
+# ptrace_may_access allows only to the target's own user, to a process holding at least its
+# capabilities, or with SYS_PTRACE; the pod's user and capabilities are not known before it
+# runs (an image's USER), so an agent in a pod always adds it.
+TARGET_CAPABILITIES = [*NETWORK_CAPABILITIES, "SYS_PTRACE"]
 # The targetless agent only connects out and relays DNS: it needs no capability and no root,
 # so its pod passes Pod Security "restricted" (nobody's uid: the image may not name a user).
 TARGETLESS_USER = 65534
@@ -110,16 +116,38 @@ def _random_suffix() -> str:
 
 
 def _agent_container(
-    name: str, image: str, args: list[str], token: str, settings: AgentSettings
+    name: str,
+    image: str,
+    args: list[str],
+    token: str,
+    settings: AgentSettings,
+    *,
+    target_container: str | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """An agent image container spec (the agent, or an enrollment) that shows only the
-    token's verifier; shared by the ephemeral and the targetless form."""
+    """The one spec of an agent image container (the agent, an enrollment, the targetless
+    pod's): it shows only the token's verifier and sets its own user and capabilities. With
+    `target_container` it is an ephemeral container in that container's PID namespace, where
+    the agent reads its target's /proc (and the agent checks an enrolling process's)."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "args": args,
         "env": [{"name": VERIFIER_ENV, "value": verifier_of(token)}],
-        "securityContext": {"capabilities": {"add": CAPABILITIES}},
+        # In full: an ephemeral container otherwise inherits the pod's runAsUser, runAsGroup
+        # and runAsNonRoot, and a non-root user holds none of the capabilities it adds (they
+        # are not ambient). Root also makes the enrollment check (the agent's uid and at least
+        # its capabilities) refuse the pod's own non-root processes.
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "capabilities": {
+                "add": TARGET_CAPABILITIES if target_container else NETWORK_CAPABILITIES
+            },
+        },
+        **({"targetContainerName": target_container} if target_container else {}),
+        **fields,
     }
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
@@ -377,10 +405,9 @@ def _start_agent(
     name = f"podside-agent-{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     token = new_token()
-    container = {
-        **_agent_container(name, image, _agent_args(port), token, settings),
-        "targetContainerName": target.container,
-    }
+    container = _agent_container(
+        name, image, _agent_args(port), token, settings, target_container=target.container
+    )
     progress(f"starting the agent in {where} (container {target.container}, image {image})")
     _add_ephemeral_container(ctx, target, container, pod.metadata.resource_version)
     # Kept from the moment the container exists: a session ended while it starts still
@@ -427,14 +454,16 @@ def _join(
     where = f"pod {target.namespace}/{target.pod}"
     name = f"podside-enroll-{_random_suffix()}"
     token = new_token()
-    container = {
-        **_agent_container(name, image, [ENROLL_FLAG, "--port", str(agent.port)], token, settings),
-        # The agent checks the enrolling process's capabilities in /proc: it must be in the
-        # agent's PID namespace, the target container's.
-        "targetContainerName": target.container,
+    container = _agent_container(
+        name,
+        image,
+        [ENROLL_FLAG, "--port", str(agent.port)],
+        token,
+        settings,
+        target_container=target.container,
         # Why it failed, in the status, as the agent said it.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+        terminationMessagePolicy="FallbackToLogsOnError",
+    )
     progress(f"joining the agent {agent.container} in {where} (container {name})")
     try:
         _add_ephemeral_container(ctx, target, container)

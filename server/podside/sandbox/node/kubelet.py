@@ -2,7 +2,8 @@
 
 A pod is a holder process (`pause`) that owns the pod's network, mount and UTS namespaces;
 its containers enter those namespaces with nsenter and run as ordinary processes, each in
-its own session so a stop reaches the whole process group. Restarts, probes, ephemeral
+its own session so a stop reaches the whole process group, with the user, groups and
+capabilities their securityContext gives them (`security.py`). Restarts, probes, ephemeral
 containers and graceful deletion follow the kubelet's rules.
 """
 
@@ -36,6 +37,7 @@ from podside.sandbox.node.images import ImageUnavailable, resolve_argv
 from podside.sandbox.node.netns import NamespaceSockets
 from podside.sandbox.node.pod_files import MissingReference, fill_volume, hosts_file, resolv_conf
 from podside.sandbox.node.probes import ProbeRunner, http_get, tcp_socket
+from podside.sandbox.node.security import SecurityContextRefused, credentials
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,10 @@ class ContainerWorker:
         self.ready = False
         self.finished = False  # terminated and will not restart
         self.process: asyncio.subprocess.Process | None = None
-        # The environment it runs with; exec probes get the same, as `runc exec` gives them.
+        # The environment and credentials it runs with; exec probes get the same, as `runc
+        # exec` gives them.
         self.env: dict[str, str] = {}
+        self.setpriv: list[str] = []
         self.has_run = False
         self.task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -115,17 +119,17 @@ class ContainerWorker:
         backoff = BACKOFF_START
         while not self._stopping:
             try:
-                argv, env = self._prepare()
+                argv, env, setpriv = self._prepare()
             except ImageUnavailable as error:
                 await self._wait_image(str(error))
                 return
-            except MissingReference as error:
+            except (MissingReference, SecurityContextRefused) as error:
                 self._set_state(
                     {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
                 )
                 await asyncio.sleep(CONFIG_RETRY_SECONDS)
                 continue
-            self.env = env
+            self.env, self.setpriv = env, setpriv
             exit_code = await self._run_once(argv, env)
             if not self._will_restart(exit_code):
                 self.finished = True
@@ -159,19 +163,22 @@ class ContainerWorker:
             }
         )
 
-    def _prepare(self) -> tuple[list[str], dict[str, str]]:
+    def _prepare(self) -> tuple[list[str], dict[str, str], list[str]]:
+        """The argv, environment and `setpriv` prefix of the container's next start."""
+        pod = self.pod.current()
+        setpriv = credentials(pod, self.spec).setpriv_argv()
         target_pid = None
         target = self.spec.get("targetContainerName")
         if self.ephemeral and target and target in self.pod.containers:
             target_pid = self.pod.containers[target].main_pid
         argv = resolve_argv(self.spec, target_pid)
         env = container_env(
-            self.pod.current(),
+            pod,
             self.spec,
             self.pod.kubelet.linkable_services(self.pod.namespace),
             self.pod.lookup,
         )
-        return [expand(arg, env) for arg in argv], env
+        return [expand(arg, env) for arg in argv], env, setpriv
 
     async def _run_once(self, argv: list[str], env: dict[str, str]) -> int:
         log_path = self.log_path(self.restart_count)
@@ -205,6 +212,7 @@ class ContainerWorker:
                 "-u",
                 f"--wd={self.spec.get('workingDir') or '/'}",
                 "--",
+                *self.setpriv,
                 *argv,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -297,6 +305,7 @@ class ContainerWorker:
             "-u",
             f"--wd={self.spec.get('workingDir') or '/'}",
             "--",
+            *self.setpriv,
             *probe["exec"]["command"],
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
