@@ -62,7 +62,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
     parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
-    parser.add_argument("--agent-image", help="the agent image to try (default: podside's)")
+    parser.add_argument(
+        "--agent-image", help="a prebuilt agent image to try (default: none, see next)"
+    )
+    parser.add_argument(
+        "--agent-python-image",
+        metavar="IMAGE",
+        help="the python image the agent runs in without --agent-image (default: python:3.12-slim)",
+    )
     parser.add_argument(
         "--agent-timeout",
         type=float,
@@ -266,17 +273,22 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     from podside.kube import agent
     from podside.kube.config import REQUEST_TIMEOUT
 
-    image = args.agent_image or agent.DEFAULT_IMAGE
+    image = agent.AgentImage.of(args.agent_image, args.agent_python_image)
+    fix = (
+        "--agent-image IMAGE your nodes can pull"
+        if image.prebuilt
+        else "--agent-python-image IMAGE (Python 3.10+) your nodes can pull, or --agent-image"
+    )
     try:
         endpoint = agent.ensure_targetless_agent(
             ctx, image=image, progress=lambda _: None, timeout=args.agent_timeout
         )
     except PodsideError as error:
         return [
-            Check("agent image", False, error.message, "--agent-image IMAGE your nodes can pull"),
+            Check("agent image", False, error.message, fix),
             Check("port-forward", False, "not tried: no agent ran"),
         ]
-    checks = [Check("agent image", True, f"{image} runs (pod {endpoint.pod})")]
+    checks = [Check("agent image", True, f"{image.name} runs (pod {endpoint.pod})")]
     try:
         checks += asyncio.run(_session_checks(ctx, endpoint))
     finally:

@@ -8,6 +8,11 @@ a token (anyone who may `get pods` reads the spec); the token stays in the start
 (`agent_tokens`). A session with no token for the agent there joins it: a short-lived
 `--enroll` container hands the agent the verifier of a fresh token over the pod-local socket,
 so several developers share one agent, and the steal coordination that lives in it.
+
+With no `--agent-image`, the agent's container is a plain python image running the bootstrap,
+and this podside delivers its own agent code to it (`agent_code`). Agents are told apart by
+what podside sets itself, never by an image's name: the `podside-agent-` name and the protocol
+version in `PODSIDE_AGENT_PROTOCOL`; only an agent of this podside's version is reused.
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-import podside
 from podside.errors import PodsideError
+from podside.kube.agent_code import AgentCode, agent_code, bootstrap_source
 from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
 from podside.kube.targets import AGENT_POD_LABEL, Target
+from podside_protocol.frames import PROTOCOL_ENV, PROTOCOL_VERSION
 from podside_protocol.tokens import VERIFIER_ENV, new_token, verifier_of
 
-DEFAULT_IMAGE = f"ghcr.io/podside/agent:{podside.__version__}"
-AGENT_REPOSITORY_SUFFIX = "podside/agent"
+# The official image, which every node that runs Python workloads can already pull; the
+# agent needs Python 3.10 or newer (`podside_agent.bootstrap.MINIMUM_PYTHON`).
+DEFAULT_PYTHON_IMAGE = "python:3.12-slim"
+AGENT_NAME_PREFIX = "podside-agent-"
 # Older podside put the token itself in the spec: such an agent is never reused.
 PLAIN_TOKEN_ENV = "PODSIDE_AGENT_TOKEN"
 ENROLL_FLAG = "--enroll"
@@ -66,17 +74,28 @@ class AgentEndpoint:
     token: str
     container: str
     reused: bool
+    # The code the agent's bootstrap waits for, sent before the first session (new agents
+    # of a plain python image only).
+    code: AgentCode | None = None
 
 
-def image_repository(image: str) -> str:
-    """`ghcr.io/podside/agent:0.1.0@sha256:..` -> `ghcr.io/podside/agent`."""
-    name = image.split("@", 1)[0]
-    tag_colon = name.rfind(":")
-    return name[:tag_colon] if tag_colon > name.rfind("/") else name
+@dataclass(frozen=True)
+class AgentImage:
+    """What an agent container runs: a prebuilt agent image (`--agent-image`, its entrypoint
+    the agent), or a plain python image whose command is the bootstrap."""
 
+    name: str
+    prebuilt: bool
 
-def is_agent_image(image: str) -> bool:
-    return image_repository(image).endswith(AGENT_REPOSITORY_SUFFIX)
+    @classmethod
+    def of(cls, agent_image: str | None, python_image: str | None = None) -> AgentImage:
+        if agent_image:
+            return cls(agent_image, prebuilt=True)
+        return cls(python_image or DEFAULT_PYTHON_IMAGE, prebuilt=False)
+
+    def code(self) -> AgentCode | None:
+        """The code a new agent container of this image waits for, if any."""
+        return None if self.prebuilt else agent_code()
 
 
 def _random_suffix() -> str:
@@ -84,16 +103,29 @@ def _random_suffix() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(5))
 
 
-def _agent_container(name: str, image: str, args: list[str], token: str) -> dict[str, Any]:
-    """An agent image container spec (the agent, or an enrollment) that shows only the
-    token's verifier; shared by the ephemeral and the targetless form."""
-    return {
+def _agent_container(name: str, image: AgentImage, args: list[str], token: str) -> dict[str, Any]:
+    """An agent container spec (the agent, or an enrollment) that shows only the token's
+    verifier and the protocol version it must speak; shared by the ephemeral and the
+    targetless form."""
+    container: dict[str, Any] = {
         "name": name,
-        "image": image,
+        "image": image.name,
         "args": args,
-        "env": [{"name": VERIFIER_ENV, "value": verifier_of(token)}],
+        "env": [
+            {"name": VERIFIER_ENV, "value": verifier_of(token)},
+            {"name": PROTOCOL_ENV, "value": str(PROTOCOL_VERSION)},
+        ],
         "securityContext": {"capabilities": {"add": CAPABILITIES}},
+        # Why it failed, in the status, as the agent (or its bootstrap) said it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    code = image.code()
+    if code is not None:
+        container["command"] = ["python", "-c", bootstrap_source()]
+        if ENROLL_FLAG not in args:
+            container["args"] = ["--code-sha256", code.sha256, "--code-size", str(code.size)]
+            container["args"] += args
+    return container
 
 
 def _agent_args(port: int) -> list[str]:
@@ -109,13 +141,16 @@ class RunningAgent:
 
 
 def _port_of(container: Any) -> int | None:
-    """The port of an agent container started the way this podside starts one: its spec
-    holds a verifier and never a token (that would be an older podside's)."""
+    """The port of an agent container started the way this podside starts one: named so,
+    marked with this podside's protocol version, its spec holding a verifier and never a
+    token (that would be an older podside's)."""
     args = list(container.args or [])
-    names = {e.name for e in container.env or []}
-    if "--port" not in args or ENROLL_FLAG in args or VERIFIER_ENV not in names:
+    env = {e.name: e.value for e in container.env or []}
+    if not str(container.name).startswith(AGENT_NAME_PREFIX):
         return None
-    if PLAIN_TOKEN_ENV in names:
+    if "--port" not in args or ENROLL_FLAG in args or VERIFIER_ENV not in env:
+        return None
+    if PLAIN_TOKEN_ENV in env or env.get(PROTOCOL_ENV) != str(PROTOCOL_VERSION):
         return None
     try:
         return int(args[args.index("--port") + 1])
@@ -128,9 +163,9 @@ def _container_state(statuses: list[Any] | None, name: str) -> Any:
     return status.state if status else None
 
 
-def running_agents(pod: Any, target: Target, image: str) -> list[RunningAgent]:
-    """The running agents in `pod` attached to the same container, from the same image
-    (another image may speak another protocol version), newest first."""
+def running_agents(pod: Any, target: Target) -> list[RunningAgent]:
+    """The running agents in `pod` that speak this podside's protocol, attached to the same
+    container, newest first; whatever their image."""
     running = {
         status.name
         for status in pod.status.ephemeral_container_statuses or []
@@ -140,8 +175,6 @@ def running_agents(pod: Any, target: Target, image: str) -> list[RunningAgent]:
     for container in pod.spec.ephemeral_containers or []:
         if (
             container.name in running
-            and is_agent_image(container.image or "")
-            and container.image == image
             and container.target_container_name == target.container
             and (port := _port_of(container)) is not None
         ):
@@ -217,14 +250,15 @@ def ensure_agent(
     ctx: KubeContext,
     target: Target,
     *,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float = 60.0,
     tokens: TokenCache | None = None,
 ) -> AgentEndpoint:
-    """A running agent in the target's pod and a token it accepts: the one already there for
-    the same container and image (with the token this user holds for it, else joined with a
-    fresh one), or a new ephemeral container (random port, fresh token) once it runs."""
+    """A running agent in the target's pod and a token it accepts: one already there for the
+    same container that speaks this podside's protocol (with the token this user holds for
+    it, else joined with a fresh one), or a new ephemeral container (random port, fresh
+    token) once it runs."""
     tokens = tokens or TokenCache()
     core = client.CoreV1Api(ctx.api_client)
     where = f"pod {target.namespace}/{target.pod}"
@@ -233,7 +267,7 @@ def ensure_agent(
             target.pod, target.namespace, _request_timeout=REQUEST_TIMEOUT
         )
     pod_uid = str(pod.metadata.uid)
-    agents = running_agents(pod, target, image)
+    agents = running_agents(pod, target)
     for agent in agents:
         token = tokens.get(pod_uid, agent.container)
         if token is not None:
@@ -247,14 +281,14 @@ def ensure_agent(
             tokens.put(pod_uid, endpoint.container, endpoint.token)
             return endpoint
 
-    name = f"podside-agent-{_random_suffix()}"
+    name = f"{AGENT_NAME_PREFIX}{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     token = new_token()
     container = {
         **_agent_container(name, image, _agent_args(port), token),
         "targetContainerName": target.container,
     }
-    progress(f"starting the agent in {where} (container {target.container}, image {image})")
+    progress(f"starting the agent in {where} (container {target.container}, image {image.name})")
     _add_ephemeral_container(ctx, target, container)
     # Kept from the moment the container exists: a session ended while it starts still
     # leaves this user able to reuse it.
@@ -277,14 +311,16 @@ def ensure_agent(
 
     _wait_for_pod(ctx, target.namespace, target.pod, timeout, running, on_timeout)
     progress("agent running")
-    return AgentEndpoint(target.namespace, target.pod, port, token, name, reused=False)
+    return AgentEndpoint(
+        target.namespace, target.pod, port, token, name, reused=False, code=image.code()
+    )
 
 
 def _join(
     ctx: KubeContext,
     target: Target,
     agent: RunningAgent,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float,
 ) -> AgentEndpoint | None:
@@ -298,8 +334,6 @@ def _join(
         # The agent checks the enrolling process's capabilities in /proc: it must be in the
         # agent's PID namespace, the target container's.
         "targetContainerName": target.container,
-        # Why it failed, in the status, as the agent said it.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     progress(f"joining the agent {agent.container} in {where} (container {name})")
     try:
@@ -372,7 +406,7 @@ def _add_ephemeral_container(ctx: KubeContext, target: Target, container: dict[s
 def ensure_targetless_agent(
     ctx: KubeContext,
     *,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float = 60.0,
 ) -> AgentEndpoint:
@@ -380,7 +414,7 @@ def ensure_targetless_agent(
     DNS without a target; it exits (and the pod completes) once idle."""
     core = client.CoreV1Api(ctx.api_client)
     namespace = ctx.namespace
-    name = f"podside-agent-{_random_suffix()}"
+    name = f"{AGENT_NAME_PREFIX}{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     # Never reused, so the token stays in this process alone.
     token = new_token()
@@ -395,7 +429,7 @@ def ensure_targetless_agent(
         },
     }
     where = f"pod {namespace}/{name}"
-    progress(f"starting the agent in a new {where} (image {image})")
+    progress(f"starting the agent in a new {where} (image {image.name})")
     with api_errors(ctx, f"create pods in namespace {namespace}"):
         core.create_namespaced_pod(namespace, body, _request_timeout=REQUEST_TIMEOUT)
 
@@ -420,4 +454,6 @@ def ensure_targetless_agent(
 
     _wait_for_pod(ctx, namespace, name, timeout, running, on_timeout)
     progress("agent running")
-    return AgentEndpoint(namespace, name, port, token, TARGETLESS_CONTAINER, reused=False)
+    return AgentEndpoint(
+        namespace, name, port, token, TARGETLESS_CONTAINER, reused=False, code=image.code()
+    )

@@ -2,7 +2,8 @@
 
 The Kubernetes client is synchronous, so its calls run in the default executor; the agent may
 be running but not yet listening when its container is reported running, so the port-forward
-and handshake are retried for a short while when the agent refuses.
+and handshake (and, for a new agent of a plain python image, the delivery of its code) are
+retried for a short while when the agent refuses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from podside.kube.agent_code import deliver_code
 from podside.kube.portforward import open_port_forward
 from podside.session import AgentSession, AgentUnreachable
 
@@ -32,7 +34,7 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
     context = await in_thread(
         lambda: config.load_context(kube.context, kube.namespace, kube.kubeconfig)
     )
-    image = kube.image or agent.DEFAULT_IMAGE
+    image = agent.AgentImage.of(kube.image, kube.python_image)
     named = kube.target
     target = None
     if named is not None:
@@ -64,6 +66,15 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
 async def _connect(context: Any, endpoint: Any) -> AgentSession:
     loop = asyncio.get_running_loop()
     description = f"the agent in pod {endpoint.namespace}/{endpoint.pod}"
+    if endpoint.code is not None:
+        await deliver_code(
+            context.configuration,
+            endpoint.namespace,
+            endpoint.pod,
+            endpoint.port,
+            endpoint.code,
+            LISTEN_GRACE_SECONDS,
+        )
     deadline = loop.time() + LISTEN_GRACE_SECONDS
     while True:
         session = AgentSession(endpoint.token, description=description)
