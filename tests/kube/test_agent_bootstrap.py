@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -109,6 +110,10 @@ def test_a_session_without_agent_image_has_the_pods_env_dns_outgoing_files_and_t
     run_pod(core, namespace, "caller", [PYTHON, "-c", caller.format(app_ip)])
     _running(core, namespace, "caller")
 
+    # Other programs of this machine may hold the app's port here: the pod's 8080 is mapped.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local_port = probe.getsockname()[1]
     program = textwrap.dedent(
         f"""
         import http.server, json, os, socket, urllib.request
@@ -120,7 +125,7 @@ def test_a_session_without_agent_image_has_the_pods_env_dns_outgoing_files_and_t
                 self.end_headers()
             def log_message(self, *args):
                 pass
-        server = http.server.HTTPServer(("0.0.0.0", {APP_PORT}), Mirrored)
+        server = http.server.HTTPServer(("127.0.0.1", {local_port}), Mirrored)
         seen["env"] = os.environ["APP_GREETING"]
         seen["dns"] = socket.gethostbyname("backend")
         seen["outgoing"] = urllib.request.urlopen("http://backend:7000/out", timeout=10).read().decode()
@@ -130,7 +135,14 @@ def test_a_session_without_agent_image_has_the_pods_env_dns_outgoing_files_and_t
         print(json.dumps(seen))
         """
     )
-    options = ("--fs", "read", "--fs-remote", f"^{mount}/")
+    options = (
+        "--fs",
+        "read",
+        "--fs-remote",
+        f"^{mount}/",
+        "--port-map",
+        f"{local_port}:{APP_PORT}",
+    )
     result = _exec(namespace, "pod/app", PYTHON, "-c", program, options=options)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.splitlines()[-1])
