@@ -197,6 +197,24 @@ def _failure(state: Any, what: str) -> str | None:
     return None
 
 
+def why_agent_ended(ctx: KubeContext, endpoint: AgentEndpoint) -> str | None:
+    """Why the agent's container is not running any more (its last line, with the
+    termination message policy it gets), None if it still runs or cannot be read."""
+    core = client.CoreV1Api(ctx.api_client)
+    try:
+        pod: Any = core.read_namespaced_pod(
+            endpoint.pod, endpoint.namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+    except Exception:
+        return None
+    statuses = list(pod.status.ephemeral_container_statuses or [])
+    statuses += pod.status.container_statuses or []
+    state = _container_state(statuses, endpoint.container)
+    return _failure(
+        state, f"the agent {endpoint.container} in pod {endpoint.namespace}/{endpoint.pod}"
+    )
+
+
 def _waiting_detail(state: Any) -> str:
     if state is None or state.waiting is None:
         return "no container status yet"

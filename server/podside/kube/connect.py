@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from podside.errors import PodsideError
 from podside.kube.agent_code import deliver_code
 from podside.kube.portforward import open_port_forward
 from podside.session import AgentSession, AgentUnreachable
@@ -67,14 +68,21 @@ async def _connect(context: Any, endpoint: Any) -> AgentSession:
     loop = asyncio.get_running_loop()
     description = f"the agent in pod {endpoint.namespace}/{endpoint.pod}"
     if endpoint.code is not None:
-        await deliver_code(
-            context.configuration,
-            endpoint.namespace,
-            endpoint.pod,
-            endpoint.port,
-            endpoint.code,
-            LISTEN_GRACE_SECONDS,
-        )
+        try:
+            await deliver_code(
+                context.configuration,
+                endpoint.namespace,
+                endpoint.pod,
+                endpoint.port,
+                endpoint.code,
+                LISTEN_GRACE_SECONDS,
+            )
+        except PodsideError as error:
+            # A bootstrap that ended (an image's Python too old, say) said why in its status.
+            from podside.kube.agent import why_agent_ended
+
+            reason = await loop.run_in_executor(None, why_agent_ended, context, endpoint)
+            raise PodsideError(reason or error.message) from None
     deadline = loop.time() + LISTEN_GRACE_SECONDS
     while True:
         session = AgentSession(endpoint.token, description=description)
