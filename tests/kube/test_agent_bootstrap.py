@@ -1,7 +1,8 @@
 """No agent image needed, on the sandbox: with no --agent-image the agent runs in a plain
 python image that holds no podside code, from the code this podside delivers; a hostile
 delivery from inside the pod is refused and the real one still starts the agent; sessions
-reuse such an agent; an agent marked with another protocol version is never reused."""
+reuse such an agent, and deliver its code if the session that started it could not; an agent
+marked with another protocol version is never reused."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from podside.kube.agent import DEFAULT_PYTHON_IMAGE
+from podside.kube.agent import DEFAULT_PYTHON_IMAGE, AgentImage, ensure_agent
 from podside.kube.agent_code import agent_code
 from podside.kube.agent_tokens import TokenCache
+from podside.kube.targets import resolve_target
 from podside_agent.bootstrap import MAGIC
 from podside_protocol.tokens import new_token, verifier_of
 from tests.sandbox.conftest import pod_phase, run_pod, wait_for
@@ -267,3 +269,26 @@ def test_an_agent_marked_with_another_protocol_is_not_reused(
     statuses = core.read_namespaced_pod("app", namespace).status.ephemeral_container_statuses
     assert next(s for s in statuses if s.name == older.name).state.running  # a candidate
     assert {e.name: e.value for e in new.env}["PODSIDE_AGENT_PROTOCOL"] == "1"
+
+
+def test_a_session_delivers_the_code_a_starter_that_ended_did_not(
+    sandbox: Any, core: Any, ctx: Any, namespace: str, tmp_path: Path
+) -> None:
+    run_pod(core, namespace, "app", ["sleep", "600"], terminationGracePeriodSeconds=1)
+    _running(core, namespace, "app")
+    cache = tmp_path / "cache"
+    # A session that added the agent and ended before it sent the code: the bootstrap runs,
+    # waiting, and this machine holds its token.
+    started = ensure_agent(
+        ctx,
+        resolve_target(ctx, "pod/app"),
+        image=AgentImage.of(None),
+        progress=lambda _: None,
+        tokens=TokenCache(cache / "podside" / "agents"),
+    )
+    result = _exec(namespace, "pod/app", "true", env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert f"reusing the agent {started.container}" in result.stderr
+    (agent,) = _agents(core, namespace, "app")
+    log = core.read_namespaced_pod_log("app", namespace, container=agent.name)
+    assert "podside-agent 0.1.0 listening on 127.0.0.1:" in log

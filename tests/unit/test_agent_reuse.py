@@ -83,8 +83,9 @@ def test_an_agent_is_reused_whatever_its_image() -> None:
         _container("podside-agent-a", AGENT_ENV, ["--port", "20001"], image="my.registry/x:1"),
         _container("podside-agent-b", AGENT_ENV, bootstrap_args, image="python:3.12-slim"),
     )
+    # The bootstrap's code is remembered: a session may have to deliver it.
     assert running_agents(pod, TARGET) == [
-        RunningAgent("podside-agent-b", 20002),
+        RunningAgent("podside-agent-b", 20002, code_sha256="ab" * 32),
         RunningAgent("podside-agent-a", 20001),
     ]
 

@@ -77,6 +77,8 @@ class AgentEndpoint:
     # The code the agent's bootstrap waits for, sent before the first session (new agents
     # of a plain python image only).
     code: AgentCode | None = None
+    # The code a reused agent's bootstrap may still wait for: delivered if it does not answer.
+    undelivered_code: AgentCode | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class RunningAgent:
 
     container: str
     port: int
+    # The code its bootstrap was started for (None: a prebuilt image).
+    code_sha256: str | None = None
 
 
 def _port_of(container: Any) -> int | None:
@@ -156,6 +160,13 @@ def _port_of(container: Any) -> int | None:
         return int(args[args.index("--port") + 1])
     except (IndexError, ValueError):
         return None
+
+
+def _code_sha256_of(container: Any) -> str | None:
+    args = list(container.args or [])
+    if "--code-sha256" not in args or args.index("--code-sha256") + 1 >= len(args):
+        return None
+    return str(args[args.index("--code-sha256") + 1])
 
 
 def _container_state(statuses: list[Any] | None, name: str) -> Any:
@@ -178,7 +189,7 @@ def running_agents(pod: Any, target: Target) -> list[RunningAgent]:
             and container.target_container_name == target.container
             and (port := _port_of(container)) is not None
         ):
-            agents.append(RunningAgent(container.name, port))
+            agents.append(RunningAgent(container.name, port, _code_sha256_of(container)))
     # Ephemeral containers are only ever appended, so the last one is the newest.
     return agents[::-1]
 
@@ -290,8 +301,17 @@ def ensure_agent(
         token = tokens.get(pod_uid, agent.container)
         if token is not None:
             progress(f"reusing the agent {agent.container} in {where}")
+            # Its starter may have ended before it delivered the code: if it is this podside's
+            # code, this session can deliver it, should the agent not answer.
+            ours = agent_code()
             return AgentEndpoint(
-                target.namespace, target.pod, agent.port, token, agent.container, reused=True
+                target.namespace,
+                target.pod,
+                agent.port,
+                token,
+                agent.container,
+                reused=True,
+                undelivered_code=ours if agent.code_sha256 == ours.sha256 else None,
             )
     if agents:
         endpoint = _join(ctx, target, agents[0], image, progress, timeout)

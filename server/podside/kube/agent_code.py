@@ -78,6 +78,11 @@ def bootstrap_source() -> str:
     return ast.unparse(tree)
 
 
+class _NoAnswer(ConnectionError):
+    """Closed cleanly without a line: the agent itself answered (it closes a connection that
+    does not begin with a frame it takes), not a bootstrap."""
+
+
 class _Delivery(asyncio.Protocol):
     """Sends the code and takes the bootstrap's one-line answer."""
 
@@ -97,7 +102,7 @@ class _Delivery(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.answer.done():
-            self.answer.set_exception(exc or ConnectionError("closed without an answer"))
+            self.answer.set_exception(exc or _NoAnswer("closed without an answer"))
 
 
 async def _deliver_once(
@@ -113,16 +118,30 @@ async def _deliver_once(
 
 
 async def deliver_code(
-    configuration: Any, namespace: str, pod: str, port: int, code: AgentCode, patience: float
+    configuration: Any,
+    namespace: str,
+    pod: str,
+    port: int,
+    code: AgentCode,
+    patience: float,
+    *,
+    agent_may_run: bool = False,
 ) -> None:
     """Send the code to the bootstrap listening on `port` in `pod`: retried for `patience`
-    seconds while it is not listening yet (the port-forward fails then)."""
+    seconds while it is not listening yet (the port-forward fails then). `agent_may_run`: the
+    agent may have its code already (a reused one), and then it is done."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     where = f"pod {namespace}/{pod}"
     while True:
         try:
             answer = await _deliver_once(configuration, namespace, pod, port, code)
+        except _NoAnswer:
+            if agent_may_run:
+                return
+            raise PodsideError(
+                f"the agent's container in {where} closed the delivery of its code"
+            ) from None
         except (ConnectionError, PortForwardClosed, TimeoutError) as error:
             if loop.time() > deadline:
                 raise PodsideError(

@@ -9,6 +9,7 @@ retried for a short while when the agent refuses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,7 @@ async def _connect(context: Any, endpoint: Any) -> AgentSession:
             reason = await loop.run_in_executor(None, why_agent_ended, context, endpoint)
             raise PodsideError(reason or error.message) from None
     deadline = loop.time() + LISTEN_GRACE_SECONDS
+    undelivered = endpoint.undelivered_code
     while True:
         session = AgentSession(endpoint.token, description=description)
         try:
@@ -95,6 +97,22 @@ async def _connect(context: Any, endpoint: Any) -> AgentSession:
         except AgentUnreachable:
             if loop.time() > deadline:
                 raise
+            if undelivered is not None:
+                # A reused agent whose starter ended before it sent the code: sent now, once.
+                # If that fails too (the agent is ending, say), the handshake's retries and
+                # their error decide, as for any reused agent.
+                with contextlib.suppress(PodsideError):
+                    await deliver_code(
+                        context.configuration,
+                        endpoint.namespace,
+                        endpoint.pod,
+                        endpoint.port,
+                        undelivered,
+                        0,
+                        agent_may_run=True,
+                    )
+                undelivered = None
+                continue
             await asyncio.sleep(0.2)
             continue
         return session
