@@ -1,8 +1,9 @@
 """The bootstrap as a real process on real sockets, run by this machine's interpreter outside
 podside's virtual environment (as a plain python image has no podside): it takes only the code
-its arguments name, closes what is not a delivery, survives idle and hostile connections, and
-runs the agent on its own listening socket; it refuses a Python older than the agent needs, and
-the agent refuses to run under another protocol's mark."""
+its arguments name, closes what is not a delivery, survives idle connections (more than it
+reads at once) and hostile ones, and runs the agent on its own listening socket; it refuses a
+Python older than the agent needs, and the agent refuses to run under another protocol's
+mark."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 
 from podside.kube.agent_code import agent_code, bootstrap_source
 from podside.session import AgentSession
-from podside_agent.bootstrap import MAGIC
+from podside_agent.bootstrap import MAGIC, MAX_DELIVERIES
 from podside_protocol.tokens import new_token, verifier_of
 from tests.topology import PYTHON
 
@@ -76,7 +77,8 @@ def test_only_the_named_code_starts_the_agent_on_the_same_port() -> None:
     token = new_token()
     code = agent_code()
     with _bootstrap(token) as (process, port):
-        idle = socket.create_connection(("127.0.0.1", port))
+        # More idle connections than it reads at once: the oldest make room.
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_DELIVERIES + 4)]
         # A podside client that came before the code: closed at once, without a word.
         assert _deliver(port, b"\x00\x00\x00\x20not a delivery") == b""
         wrong = MAGIC + bytes(code.size)
@@ -86,7 +88,8 @@ def test_only_the_named_code_starts_the_agent_on_the_same_port() -> None:
         assert _deliver(port, MAGIC + code.data) == b"ok\n"
         info = asyncio.run(_session(port, token))
         assert info["heartbeat_timeout"] == 3.0
-        idle.close()
+        for conn in idle:
+            conn.close()
         assert process.stdout is not None
         rest = process.stdout.readline() + process.stdout.readline()
         assert "refused a delivery" in rest
