@@ -6,7 +6,7 @@ APT_PACKAGES := iproute2 nftables busybox-static dnsmasq-base \
 	musl-tools gdb curl nginx-light wrk socat procps delve golang-go acl e2fsprogs util-linux
 INSTALL_STAMP := .venv/.installed
 
-.PHONY: install demo test lint typecheck unit bench e2e clean extension vsix
+.PHONY: install demo test lint typecheck unit bench e2e clean extension vsix agent-image
 
 install: $(INSTALL_STAMP)
 
@@ -57,3 +57,17 @@ vsix: extension
 # Real VS Code (code-server) in a real browser against the sandbox; see tests/editor/e2e/.
 e2e: install vsix
 	tests/editor/e2e/run
+
+# A prebuilt agent image (`podside exec --agent-image`), for clusters that cannot pull the
+# python image the agent otherwise runs in: `make agent-image AGENT_IMAGE=registry/podside/agent:TAG`,
+# then push it. Builds with docker, podman or buildah, whichever is here first.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+AGENT_IMAGE ?= ghcr.io/podside/agent:$(VERSION)
+agent-image:
+	@tool=$$(for t in docker podman buildah; do command -v $$t >/dev/null && { echo $$t; break; }; done); \
+	if [ -z "$$tool" ]; then \
+	  echo "make agent-image: needs docker, podman or buildah, and none is installed (without --agent-image no image is needed)" >&2; \
+	  exit 1; \
+	fi; \
+	if [ "$$tool" = buildah ]; then set -x; buildah bud -f agent/Dockerfile -t $(AGENT_IMAGE) .; \
+	else set -x; $$tool build -f agent/Dockerfile -t $(AGENT_IMAGE) .; fi

@@ -1,8 +1,8 @@
 """Enrollment: a pod-local way to make a running agent accept one more token.
 
 A second developer who may add ephemeral containers to the pod, but holds no token for the
-agent already there, adds a short-lived container (`--enroll`, same image) whose spec carries
-the new verifier. It reaches the agent over an abstract Unix socket, which exists only in the
+agent already there, adds a short-lived container (`--enroll`, same image; its client is in
+`bootstrap`, so it runs in a plain python image too) whose spec carries the new verifier. It reaches the agent over an abstract Unix socket, which exists only in the
 pod's network namespace, hands the verifier over and exits once the agent acknowledged it.
 
 The pod's own processes share that namespace, so the socket alone proves nothing: the agent
@@ -20,16 +20,15 @@ that cannot read its own credentials takes no enrollment at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import signal
 import socket
 import struct
-import time
 from dataclasses import dataclass
 
+from podside_agent.bootstrap import OK, enrollment_socket
 from podside_agent.podnet import PodNetwork
 from podside_agent.target import start_time
 from podside_protocol.tokens import Verifiers, parse_verifier
@@ -38,17 +37,8 @@ log = logging.getLogger(__name__)
 
 _MAX_LINE = 128  # a verifier and its newline, with room to spare
 _READ_TIMEOUT = 5.0
-_ANSWER_TIMEOUT = 10.0
-_CONNECT_ATTEMPTS_SECONDS = 10.0
-_OK = "ok"
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5; Python names it from 3.12
-
-
-def socket_name(port: int) -> str:
-    """The abstract socket of the agent listening on `port`: the port tells the agents of one
-    pod apart, since only one of them can listen on it."""
-    return f"\0podside-agent/{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +159,7 @@ class EnrollmentListener:
         with self.network.entered():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(socket_name(port))
+            sock.bind(enrollment_socket(port))
             sock.listen(16)
             sock.setblocking(False)
         except OSError:
@@ -224,42 +214,4 @@ class EnrollmentListener:
         if not self.verifiers.add(verifier):
             return "refused: the agent holds as many verifiers as it takes"
         log.info("enrolled a new session token (%d accepted)", len(self.verifiers))
-        return _OK
-
-
-class EnrollmentFailed(Exception):
-    """The agent did not take the verifier; the message is one line for the user."""
-
-
-def enroll(port: int, verifier: str) -> None:
-    """Hand `verifier` to the agent on `port` in this network namespace and wait for its answer.
-
-    The agent may have just started: a missing socket is retried for a few seconds.
-    """
-    deadline = time.monotonic() + _CONNECT_ATTEMPTS_SECONDS
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(_ANSWER_TIMEOUT)
-        try:
-            sock.connect(socket_name(port))
-            break
-        except ConnectionRefusedError:
-            sock.close()
-            if time.monotonic() > deadline:
-                raise EnrollmentFailed(
-                    f"no agent listens for enrollments on port {port} in this pod"
-                ) from None
-            time.sleep(0.2)
-    with sock:
-        # A refusing agent may close before the line is taken: its answer is still read.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(f"{verifier}\n".encode())
-        answer = b""
-        while not answer.endswith(b"\n") and len(answer) < 4096:
-            piece = sock.recv(4096)
-            if not piece:
-                break
-            answer += piece
-    text = answer.decode(errors="replace").strip()
-    if text != _OK:
-        raise EnrollmentFailed(text or "the agent closed the connection without an answer")
+        return OK

@@ -8,14 +8,16 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
 from podside_agent import __version__
-from podside_agent.enrollment import EnrollmentFailed, enroll
+from podside_agent.bootstrap import EnrollmentFailed, enroll
 from podside_agent.podnet import PodNetwork
 from podside_agent.server import AgentServer
 from podside_agent.target import TargetProcess, find_target_process
+from podside_protocol.frames import PROTOCOL_ENV, PROTOCOL_VERSION
 from podside_protocol.tokens import VERIFIER_ENV, Verifiers, parse_verifier
 
 log = logging.getLogger("podside_agent")
@@ -46,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on; 127.0.0.1 (the default) is what a port-forward reaches "
         "and keeps the agent off the pod network",
+    )
+    parser.add_argument(
+        "--listen-fd",
+        type=int,
+        metavar="FD",
+        help="serve on this listening socket, already bound to --port (the bootstrap's: "
+        "it received the agent's code on it)",
     )
     parser.add_argument(
         "--target-pid",
@@ -100,7 +109,19 @@ def enroll_with_agent(args: argparse.Namespace) -> None:
     print(f"podside-agent: the agent on port {args.port} accepts one more token", flush=True)
 
 
+def check_protocol_marker() -> None:
+    """podside marks its agents with the protocol version it expects them to speak, and reuses
+    an agent by that mark: an image whose agent speaks another one must not run under it."""
+    marker = os.environ.get(PROTOCOL_ENV)
+    if marker is not None and marker != str(PROTOCOL_VERSION):
+        raise AgentStartError(
+            f"this agent speaks protocol version {PROTOCOL_VERSION}, but its container is "
+            f"marked {PROTOCOL_ENV}={marker}: use the agent image of the same podside release"
+        )
+
+
 async def serve(args: argparse.Namespace) -> None:
+    check_protocol_marker()
     verifiers = verifiers_of(args)
     target_pid = args.target_pid
     if target_pid is None:
@@ -122,7 +143,10 @@ async def serve(args: argparse.Namespace) -> None:
         idle_exit=args.idle_exit,
     )
     try:
-        await server.start(args.listen, args.port)
+        if args.listen_fd is not None:
+            await server.start_on(socket.socket(fileno=args.listen_fd))
+        else:
+            await server.start(args.listen, args.port)
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
         raise AgentStartError(f"cannot listen on {args.listen}:{args.port}: {reason}") from None

@@ -88,6 +88,16 @@ class AgentServer:
         self._server = await asyncio.get_running_loop().create_server(
             self._new_peer, host, port, reuse_address=True
         )
+        await self._started()
+
+    async def start_on(self, listener: socket.socket) -> None:
+        """Serve on a socket already listening (the bootstrap's), keeping the connections
+        already waiting in its backlog."""
+        listener.setblocking(False)
+        self._server = await asyncio.get_running_loop().create_server(self._new_peer, sock=listener)
+        await self._started()
+
+    async def _started(self) -> None:
         await self.enrollment.start(self.addresses()[0][1])
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 

@@ -17,6 +17,9 @@ import msgpack
 from podside_protocol.errors import LocalProtocolError, RemoteProtocolError
 
 PROTOCOL_VERSION = 1
+# The variable podside sets on each agent container to the version it expects it to speak:
+# a running agent is reused by it, never by its image's name.
+PROTOCOL_ENV = "PODSIDE_AGENT_PROTOCOL"
 
 # Per-stream flow-control window: the bytes a sender may have unacknowledged on one stream.
 INITIAL_WINDOW = 1 << 20

@@ -64,7 +64,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
     parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
-    parser.add_argument("--agent-image", help="the agent image to try (default: podside's)")
+    parser.add_argument(
+        "--agent-image", help="a prebuilt agent image to try (default: none, see next)"
+    )
+    parser.add_argument(
+        "--agent-python-image",
+        metavar="IMAGE",
+        help="the python image the agent runs in without --agent-image (default: python:3.12-slim)",
+    )
     parser.add_argument(
         "--agent-image-pull-policy",
         choices=("Always", "IfNotPresent", "Never"),
@@ -315,7 +322,8 @@ def fix_for(cause: str, namespace: str) -> str:
         return f"ask your cluster admin for it; {README_RBAC}"
     if cause == admission.IMAGE:
         return (
-            "--agent-image IMAGE your nodes can pull; from a private registry, "
+            "--agent-image IMAGE (or --agent-python-image IMAGE, Python 3.10+) your nodes can "
+            "pull; from a private registry, "
             "--image-pull-secret NAME for --targetless (an agent in a target pod pulls with "
             "that pod's own imagePullSecrets)"
         )
@@ -338,7 +346,7 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     try the image and port-forward with a pod that asks for none (a targetless agent's)."""
     from podside.kube import admission, agent
 
-    image = args.agent_image or agent.DEFAULT_IMAGE
+    image = agent.AgentImage.of(args.agent_image, args.agent_python_image)
     settings = _agent_settings(args)
 
     def start(capabilities: bool) -> Any:
@@ -373,7 +381,7 @@ def _agent_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
                 Check("agent image", False, error.message, fix_for(error.cause, ctx.namespace)),
                 Check("port-forward", False, "not tried: no agent ran"),
             ]
-    checks.append(Check("agent image", True, f"{image} runs (pod {endpoint.pod})"))
+    checks.append(Check("agent image", True, f"{image.name} runs (pod {endpoint.pod})"))
     try:
         checks += asyncio.run(_session_checks(ctx, endpoint, capabilities_refused))
     finally:
@@ -462,7 +470,7 @@ def _target_checks(ctx: Any, args: argparse.Namespace) -> list[Check]:
     manifest = ctx.api_client.sanitize_for_serialization(pod)
     where = f"pod {target.namespace}/{target.pod}"
     checks = [Check("target", True, f"{where}: {target_user(manifest, target.container)}")]
-    image = args.agent_image or agent.DEFAULT_IMAGE
+    image = agent.AgentImage.of(args.agent_image, args.agent_python_image)
     try:
         endpoint = agent.ensure_agent(
             ctx,

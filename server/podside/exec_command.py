@@ -84,7 +84,14 @@ def add_parser(subparsers: Any) -> None:
     )
     target.add_argument(
         "--agent-image",
-        help="the agent's container image (default: ghcr.io/podside/agent:<this version>)",
+        help="a prebuilt agent image (agent/Dockerfile, `make agent-image`) instead of the "
+        "agent's code delivered by this podside to a plain python image",
+    )
+    target.add_argument(
+        "--agent-python-image",
+        metavar="IMAGE",
+        help="the python image (3.10 or newer) the agent runs in without --agent-image, e.g. "
+        "from your registry's mirror (default: python:3.12-slim)",
     )
     target.add_argument(
         "--agent-timeout",
@@ -292,6 +299,7 @@ class KubeTarget:
     image: str | None
     timeout: float
     settings: AgentSettings = field(default_factory=AgentSettings)
+    python_image: str | None = None
 
 
 @dataclass
@@ -371,6 +379,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             image=args.agent_image,
             timeout=agent_timeout,
             settings=_agent_settings(args),
+            python_image=args.agent_python_image,
         )
     return ExecOptions(
         agent=agent,

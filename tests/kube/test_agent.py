@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 
 from podside.errors import PodsideError
-from podside.kube.agent import DEFAULT_IMAGE, ensure_agent, ensure_targetless_agent
+from podside.kube.agent import AgentImage, ensure_agent, ensure_targetless_agent
 from podside.kube.agent_tokens import TokenCache
 from podside.kube.targets import resolve_target
 from podside_protocol.tokens import verifier_of
 from tests.sandbox.conftest import pod_phase, wait_for
+
+# The prebuilt agent image (`--agent-image`): the sandbox runs the agent for it at once, with
+# no code to deliver, as these tests of the container and its tokens need.
+PREBUILT = AgentImage.of("ghcr.io/podside/agent:0.1.0")
 
 
 def _two_container_pod(core: Any, namespace: str, name: str = "app") -> None:
@@ -46,12 +50,12 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
     said: list[str] = []
     tokens = TokenCache(tmp_path / "cache")
     endpoint = ensure_agent(
-        ctx, target, image=DEFAULT_IMAGE, progress=said.append, timeout=30, tokens=tokens
+        ctx, target, image=PREBUILT, progress=said.append, timeout=30, tokens=tokens
     )
     assert (endpoint.namespace, endpoint.pod, endpoint.reused) == (namespace, "app", False)
     assert endpoint.container.startswith("podside-agent-")
     assert said == [
-        f"starting the agent in pod {namespace}/app (container main, image {DEFAULT_IMAGE})",
+        f"starting the agent in pod {namespace}/app (container main, image {PREBUILT.name})",
         "agent running",
     ]
     pod = core.read_namespaced_pod("app", namespace)
@@ -61,7 +65,8 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
     assert spec.args == ["--port", str(endpoint.port), "--idle-exit", "300"]
     # Only the verifier: the token is in this user's cache, not in what `get pods` shows.
     assert [(e.name, e.value) for e in spec.env] == [
-        ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token))
+        ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token)),
+        ("PODSIDE_AGENT_PROTOCOL", "1"),
     ]
     assert tokens.get(pod.metadata.uid, endpoint.container) == endpoint.token
     # Its own user and capabilities, whatever the pod's securityContext says.
@@ -74,7 +79,7 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
         what="the agent listening",
     )
 
-    again = ensure_agent(ctx, target, image=DEFAULT_IMAGE, progress=said.append, tokens=tokens)
+    again = ensure_agent(ctx, target, image=PREBUILT, progress=said.append, tokens=tokens)
     assert again.reused
     assert (again.container, again.port, again.token) == (
         endpoint.container,
@@ -87,13 +92,11 @@ def test_ephemeral_agent_runs_in_the_target_pod_and_is_reused(
 
 def test_another_container_gets_its_own_agent(core: Any, ctx: Any, namespace: str) -> None:
     _two_container_pod(core, namespace)
-    first = ensure_agent(
-        ctx, resolve_target(ctx, "app"), image=DEFAULT_IMAGE, progress=lambda _: None
-    )
+    first = ensure_agent(ctx, resolve_target(ctx, "app"), image=PREBUILT, progress=lambda _: None)
     second = ensure_agent(
         ctx,
         resolve_target(ctx, "app", container="side"),
-        image=DEFAULT_IMAGE,
+        image=PREBUILT,
         progress=lambda _: None,
     )
     assert not second.reused
@@ -114,7 +117,11 @@ def test_an_image_that_cannot_be_pulled_is_reported_with_its_reason(
     image = "registry.example.com/nobody/agent:0"
     with pytest.raises(PodsideError) as error:
         ensure_agent(
-            ctx, resolve_target(ctx, "app"), image=image, progress=lambda _: None, timeout=30
+            ctx,
+            resolve_target(ctx, "app"),
+            image=AgentImage.of(image),
+            progress=lambda _: None,
+            timeout=30,
         )
     message = error.value.message
     assert message.startswith("the agent podside-agent-")
@@ -126,11 +133,11 @@ def test_an_image_that_cannot_be_pulled_is_reported_with_its_reason(
 
 def test_targetless_agent_is_a_pod_of_its_own(core: Any, ctx: Any, namespace: str) -> None:
     said: list[str] = []
-    endpoint = ensure_targetless_agent(ctx, image=DEFAULT_IMAGE, progress=said.append, timeout=30)
+    endpoint = ensure_targetless_agent(ctx, image=PREBUILT, progress=said.append, timeout=30)
     assert (endpoint.namespace, endpoint.container, endpoint.reused) == (namespace, "agent", False)
     assert endpoint.pod.startswith("podside-agent-")
     assert said == [
-        f"starting the agent in a new pod {namespace}/{endpoint.pod} (image {DEFAULT_IMAGE})",
+        f"starting the agent in a new pod {namespace}/{endpoint.pod} (image {PREBUILT.name})",
         "agent running",
     ]
     pod = core.read_namespaced_pod(endpoint.pod, namespace)
@@ -140,7 +147,8 @@ def test_targetless_agent_is_a_pod_of_its_own(core: Any, ctx: Any, namespace: st
     (container,) = pod.spec.containers
     assert container.args == ["--port", str(endpoint.port), "--idle-exit", "300"]
     assert [(e.name, e.value) for e in container.env] == [
-        ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token))
+        ("PODSIDE_AGENT_TOKEN_SHA256", verifier_of(endpoint.token)),
+        ("PODSIDE_AGENT_PROTOCOL", "1"),
     ]
     # Outgoing traffic and DNS need no capability and no root (Pod Security "restricted").
     assert container.security_context.capabilities.add is None
@@ -160,7 +168,7 @@ def test_an_agent_not_running_in_time_is_an_error_naming_the_pod(
     # No time at all: the wait gives up before it looks, whatever the kubelet does.
     with pytest.raises(PodsideError) as error:
         ensure_agent(
-            ctx, resolve_target(ctx, "app"), image=DEFAULT_IMAGE, progress=lambda _: None, timeout=0
+            ctx, resolve_target(ctx, "app"), image=PREBUILT, progress=lambda _: None, timeout=0
         )
     assert f"in pod {namespace}/app is not running after 0s (" in error.value.message
     assert error.value.message.endswith(f"see `kubectl describe pod -n {namespace} app`")

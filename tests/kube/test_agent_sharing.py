@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from podside.errors import PodsideError
-from podside.kube.agent import DEFAULT_IMAGE, ensure_agent
+from podside.kube.agent import AgentImage, ensure_agent
 from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import load_context
 from podside.kube.portforward import open_port_forward
@@ -31,6 +31,10 @@ APP_PORT = 8080
 # What a user needs to see pods and reach their ports, and no more.
 VIEWER_RULES = ("get,list,watch:pods", "create,get:pods/portforward")
 DEVELOPER_RULES = (*VIEWER_RULES, "patch:pods/ephemeralcontainers")
+
+# The prebuilt agent image (`--agent-image`): the sandbox runs the agent for it at once, with
+# no code to deliver, as these tests of the container and its tokens need.
+PREBUILT = AgentImage.of("ghcr.io/podside/agent:0.1.0")
 
 
 def _user(sandbox: Any, namespace: str, role: str, rules: tuple[str, ...]) -> tuple[str, Path]:
@@ -81,7 +85,7 @@ def test_what_get_pods_shows_does_not_open_an_admins_agent(
 ) -> None:
     _app_pod(core, namespace)
     admin_agent = ensure_agent(
-        ctx, resolve_target(ctx, "pod/app"), image=DEFAULT_IMAGE, progress=lambda _: None
+        ctx, resolve_target(ctx, "pod/app"), image=PREBUILT, progress=lambda _: None
     )
     _, kubeconfig = _user(sandbox, namespace, "viewer", VIEWER_RULES)
     viewer = load_context(namespace=namespace, kubeconfig=str(kubeconfig))
@@ -104,7 +108,7 @@ def test_what_get_pods_shows_does_not_open_an_admins_agent(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "viewer"))
     with pytest.raises(PodsideError) as error:
         ensure_agent(
-            viewer, resolve_target(viewer, "pod/app"), image=DEFAULT_IMAGE, progress=lambda _: None
+            viewer, resolve_target(viewer, "pod/app"), image=PREBUILT, progress=lambda _: None
         )
     assert error.value.message.startswith(
         f"the agent {admin_agent.container} in pod {namespace}/app was started by another "
@@ -237,7 +241,7 @@ def test_two_sessions_that_both_find_no_agent_end_up_sharing_one(
             endpoints[developer] = ensure_agent(
                 context,
                 resolve_target(context, "pod/app"),
-                image=DEFAULT_IMAGE,
+                image=PREBUILT,
                 progress=progress,
                 tokens=TokenCache(tmp_path / developer),
             )

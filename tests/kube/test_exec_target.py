@@ -114,10 +114,12 @@ def test_exit_code_and_stdin_are_the_programs(sandbox: Any) -> None:
 def test_sessions_reuse_the_agent_already_in_the_pod(sandbox: Any, core: Any) -> None:
     def agents() -> list[str]:
         pod = core.list_namespaced_pod("default", label_selector="app=auditor").items[0]
-        return [c.name for c in pod.spec.ephemeral_containers or [] if "podside/agent" in c.image]
+        containers = pod.spec.ephemeral_containers or []
+        return [c.name for c in containers if c.name.startswith("podside-agent-")]
 
     assert exec_target("deployment/auditor", "true").returncode == 0
     first = agents()
+    assert len(first) == 1
     assert exec_target("deployment/auditor", "true").returncode == 0
     assert agents() == first  # ephemeral containers are forever: no second one was added
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from podside.errors import PodsideError
-from podside.kube.agent import DEFAULT_IMAGE, ensure_agent
+from podside.kube.agent import AgentImage, ensure_agent
 from podside.kube.portforward import open_port_forward
 from podside.kube.targets import resolve_target
 from podside.session import AgentSession
@@ -27,12 +27,13 @@ from tests.topology import PYTHON, SERVERS
 
 APP_PORT = 8080
 # runAsNonRoot too, as hardened pods set it: the agent, running as root, must say false itself.
+PREBUILT = AgentImage.of("ghcr.io/podside/agent:0.1.0")
 APP_USER = {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
 # A process of the pod that tries to enroll a token of its own with every agent it sees: the
 # abstract sockets of the pod's network namespace are listed in /proc/net/unix.
 ENROLL_ATTEMPTS = """
 import os, re, sys, time
-from podside_agent.enrollment import EnrollmentFailed, enroll
+from podside_agent.bootstrap import EnrollmentFailed, enroll
 from podside_protocol.tokens import verifier_of
 tried = set()
 while True:
@@ -170,7 +171,7 @@ def test_a_non_root_container_of_the_pod_cannot_enroll_with_the_agent(
     intruder_token = new_token()
     _non_root_pod(core, namespace, intruder_token)
     target = resolve_target(ctx, "pod/app")
-    agent = ensure_agent(ctx, target, image=DEFAULT_IMAGE, progress=lambda _: None)
+    agent = ensure_agent(ctx, target, image=PREBUILT, progress=lambda _: None)
     wait_for(
         lambda: asyncio.run(_handshake(ctx, namespace, agent.port, agent.token)) is None,
         what="the agent answering its starter",
@@ -197,7 +198,7 @@ def test_a_non_root_container_of_the_pod_cannot_enroll_with_the_agent(
     # A second developer joins through podside's own enrollment container, which runs as the
     # agent does whatever the pod's user is.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "second-developer"))
-    joined = ensure_agent(ctx, target, image=DEFAULT_IMAGE, progress=lambda _: None)
+    joined = ensure_agent(ctx, target, image=PREBUILT, progress=lambda _: None)
     assert (joined.container, joined.reused) == (agent.container, True)
     asyncio.run(_handshake(ctx, namespace, joined.port, joined.token))
     names = [c.name for c in core.read_namespaced_pod("app", namespace).spec.ephemeral_containers]

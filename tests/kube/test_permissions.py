@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from podside.errors import PodsideError
-from podside.kube.agent import DEFAULT_IMAGE, ensure_agent, ensure_targetless_agent
+from podside.kube.agent import AgentImage, ensure_agent, ensure_targetless_agent
 from podside.kube.config import load_context
 from podside.kube.targets import list_targets, resolve_target
 from tests.sandbox.conftest import pod_phase, run_pod, wait_for
@@ -33,7 +33,7 @@ def test_adding_the_agent_without_patch_names_the_subresource(
     wait_for(lambda: pod_phase(core, namespace, "app") == "Running", what="app running")
     target = resolve_target(viewer, "pod/app")
     with pytest.raises(PodsideError) as error:
-        ensure_agent(viewer, target, image=DEFAULT_IMAGE, progress=lambda _: None)
+        ensure_agent(viewer, target, image=AgentImage.of(None), progress=lambda _: None)
     assert error.value.message.startswith(
         f"cannot patch pods/ephemeralcontainers in namespace {namespace} (RBAC, user viewer-"
     )
@@ -50,7 +50,7 @@ def test_listing_workloads_without_rights_names_the_api_group(viewer: Any, names
 
 def test_targetless_without_create_names_pods(viewer: Any, namespace: str) -> None:
     with pytest.raises(PodsideError, match=rf"^cannot create pods in namespace {namespace} \(RBAC"):
-        ensure_targetless_agent(viewer, image=DEFAULT_IMAGE, progress=lambda _: None)
+        ensure_targetless_agent(viewer, image=AgentImage.of(None), progress=lambda _: None)
 
 
 def test_another_namespace_is_denied_too(viewer: Any) -> None:

@@ -13,7 +13,7 @@ from podside.cli import _subparser, build_parser
 from podside.config import apply_config
 from podside.errors import PodsideError
 from podside.exec_command import parse_options
-from podside.kube.agent import targetless_pod
+from podside.kube.agent import AgentImage, targetless_pod
 from podside.kube.agent_settings import AgentSettings
 from podside.lsp import launch
 
@@ -154,7 +154,9 @@ def test_the_schema_checks_the_values_too() -> None:
 
 
 def test_the_settings_land_in_the_targetless_pod() -> None:
-    pod = targetless_pod("podside-agent-a", "img", 20001, "t" * 43, EXPECTED, capabilities=False)
+    pod = targetless_pod(
+        "podside-agent-a", AgentImage.of("img"), 20001, "t" * 43, EXPECTED, capabilities=False
+    )
     spec = pod["spec"]
     (container,) = spec["containers"]
     assert pod["metadata"]["labels"] == {

@@ -58,7 +58,7 @@ def _pod(*containers: Any, states: dict[str, Any] | None = None) -> Any:
 
 
 TARGET = Target("pod", "app", "ns", "app", "main", None)
-AGENT_ENV = {"PODSIDE_AGENT_TOKEN_SHA256": VERIFIER}
+AGENT_ENV = {"PODSIDE_AGENT_TOKEN_SHA256": VERIFIER, "PODSIDE_AGENT_PROTOCOL": "1"}
 
 
 def test_agents_are_listed_newest_first() -> None:
@@ -66,7 +66,7 @@ def test_agents_are_listed_newest_first() -> None:
         _container("podside-agent-a", AGENT_ENV, ["--port", "20001"]),
         _container("podside-agent-b", AGENT_ENV, ["--port", "20002"]),
     )
-    assert pod_agents(pod, TARGET, IMAGE) == [
+    assert pod_agents(pod, TARGET) == [
         PodAgent("podside-agent-b", 20002, running=True),
         PodAgent("podside-agent-a", 20001, running=True),
     ]
@@ -80,7 +80,7 @@ def test_an_agent_another_session_just_added_is_one_to_join() -> None:
         _container("podside-agent-b", AGENT_ENV, ["--port", "20002"]),
         states={"podside-agent-a": STARTING, "podside-agent-b": None},
     )
-    assert pod_agents(pod, TARGET, IMAGE) == [
+    assert pod_agents(pod, TARGET) == [
         PodAgent("podside-agent-b", 20002, running=False),
         PodAgent("podside-agent-a", 20001, running=False),
     ]
@@ -93,19 +93,43 @@ def test_an_agent_of_an_older_podside_with_its_token_in_the_spec_is_never_reused
             "podside-agent-both", {**AGENT_ENV, "PODSIDE_AGENT_TOKEN": "x"}, ["--port", "20002"]
         ),
     )
-    assert pod_agents(pod, TARGET, IMAGE) == []
+    assert pod_agents(pod, TARGET) == []
 
 
-def test_enrollments_other_images_targets_and_agents_that_will_not_run_are_not_agents() -> None:
+def test_enrollments_other_targets_and_agents_that_will_not_run_are_not_agents() -> None:
     pod = _pod(
         _container("podside-enroll-a", AGENT_ENV, ["--enroll", "--port", "20001"]),
-        _container("podside-agent-b", AGENT_ENV, ["--port", "20002"], image=IMAGE + "x"),
         _container("podside-agent-c", AGENT_ENV, ["--port", "20003"], target="side"),
         _container("podside-agent-d", AGENT_ENV, ["--port", "20004"]),
         _container("podside-agent-e", AGENT_ENV, ["--port", "20005"]),
         states={"podside-agent-d": ENDED, "podside-agent-e": PULL_FAILED},
     )
-    assert pod_agents(pod, TARGET, IMAGE) == []
+    assert pod_agents(pod, TARGET) == []
+
+
+def test_an_agent_is_reused_whatever_its_image() -> None:
+    bootstrap_args = ["--code-sha256", "ab" * 32, "--code-size", "1000", "--port", "20002"]
+    pod = _pod(
+        _container("podside-agent-a", AGENT_ENV, ["--port", "20001"], image="my.registry/x:1"),
+        _container("podside-agent-b", AGENT_ENV, bootstrap_args, image="python:3.12-slim"),
+    )
+    # The bootstrap's code is remembered: a session may have to deliver it.
+    assert pod_agents(pod, TARGET) == [
+        PodAgent("podside-agent-b", 20002, running=True, code_sha256="ab" * 32),
+        PodAgent("podside-agent-a", 20001, running=True),
+    ]
+
+
+def test_only_an_agent_marked_with_this_protocol_and_named_by_podside_is_reused() -> None:
+    unmarked = {"PODSIDE_AGENT_TOKEN_SHA256": VERIFIER}
+    pod = _pod(
+        _container("podside-agent-old", unmarked, ["--port", "20001"]),
+        _container(
+            "podside-agent-v0", {**AGENT_ENV, "PODSIDE_AGENT_PROTOCOL": "0"}, ["--port", "20002"]
+        ),
+        _container("debugger", AGENT_ENV, ["--port", "20003"]),
+    )
+    assert pod_agents(pod, TARGET) == []
 
 
 def test_the_cache_keeps_tokens_per_pod_and_container_private(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from podside.kube.agent import TARGET_CAPABILITIES, targetless_pod
+from podside.kube.agent import TARGET_CAPABILITIES, AgentImage, targetless_pod
 from podside.kube.agent_settings import AgentSettings
 from podside.sandbox.api.errors import ApiError
 from podside.sandbox.api.pod_security import admit_pod, enforced_policy
@@ -119,8 +119,10 @@ def test_privileged_no_label_and_a_bad_label() -> None:
 def test_the_targetless_pod_passes_restricted_and_doctors_trial_pod_does_not() -> None:
     settings = AgentSettings()
     minimal = targetless_pod(
-        "podside-agent-a", "agent", 20001, "t" * 43, settings, capabilities=False
+        "podside-agent-a", AgentImage.of(None), 20001, "t" * 43, settings, capabilities=False
     )
     admit_pod(namespace("restricted"), minimal)
-    trial = targetless_pod("podside-agent-b", "agent", 20001, "t" * 43, settings, capabilities=True)
+    trial = targetless_pod(
+        "podside-agent-b", AgentImage.of(None), 20001, "t" * 43, settings, capabilities=True
+    )
     assert "non-default capabilities" in refusal(namespace("baseline"), trial).message

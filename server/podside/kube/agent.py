@@ -9,6 +9,11 @@ a token (anyone who may `get pods` reads the spec); the token stays in the start
 `--enroll` container hands the agent the verifier of a fresh token over the pod-local socket,
 so several developers share one agent, and the steal coordination that lives in it.
 Sessions racing to add the first agent add one: the others join it (`ensure_agent`).
+
+With no `--agent-image`, the agent's container is a plain python image running the bootstrap,
+and this podside delivers its own agent code to it (`agent_code`). Agents are told apart by
+what podside sets itself, never by an image's name: the `podside-agent-` name and the protocol
+version in `PODSIDE_AGENT_PROTOCOL`; only an agent of this podside's version is reused.
 """
 
 from __future__ import annotations
@@ -24,17 +29,20 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-import podside
 from podside.errors import PodsideError
 from podside.kube import admission, rest
+from podside.kube.agent_code import AgentCode, agent_code, bootstrap_source
 from podside.kube.agent_settings import AgentSettings
 from podside.kube.agent_tokens import TokenCache
 from podside.kube.config import REQUEST_TIMEOUT, KubeContext, api_errors, status_message
 from podside.kube.targets import AGENT_POD_LABEL, Target
+from podside_protocol.frames import PROTOCOL_ENV, PROTOCOL_VERSION
 from podside_protocol.tokens import VERIFIER_ENV, new_token, verifier_of
 
-DEFAULT_IMAGE = f"ghcr.io/podside/agent:{podside.__version__}"
-AGENT_REPOSITORY_SUFFIX = "podside/agent"
+# The official image, which every node that runs Python workloads can already pull; the
+# agent needs Python 3.10 or newer (`podside_agent.bootstrap.MINIMUM_PYTHON`).
+DEFAULT_PYTHON_IMAGE = "python:3.12-slim"
+AGENT_NAME_PREFIX = "podside-agent-"
 # Older podside put the token itself in the spec: such an agent is never reused.
 PLAIN_TOKEN_ENV = "PODSIDE_AGENT_TOKEN"
 ENROLL_FLAG = "--enroll"
@@ -97,17 +105,30 @@ class AgentEndpoint:
     token: str
     container: str
     reused: bool
+    # The code the agent's bootstrap waits for, sent before the first session (new agents
+    # of a plain python image only).
+    code: AgentCode | None = None
+    # The code a reused agent's bootstrap may still wait for: delivered if it does not answer.
+    undelivered_code: AgentCode | None = None
 
 
-def image_repository(image: str) -> str:
-    """`ghcr.io/podside/agent:0.1.0@sha256:..` -> `ghcr.io/podside/agent`."""
-    name = image.split("@", 1)[0]
-    tag_colon = name.rfind(":")
-    return name[:tag_colon] if tag_colon > name.rfind("/") else name
+@dataclass(frozen=True)
+class AgentImage:
+    """What an agent container runs: a prebuilt agent image (`--agent-image`, its entrypoint
+    the agent), or a plain python image whose command is the bootstrap."""
 
+    name: str
+    prebuilt: bool
 
-def is_agent_image(image: str) -> bool:
-    return image_repository(image).endswith(AGENT_REPOSITORY_SUFFIX)
+    @classmethod
+    def of(cls, agent_image: str | None, python_image: str | None = None) -> AgentImage:
+        if agent_image:
+            return cls(agent_image, prebuilt=True)
+        return cls(python_image or DEFAULT_PYTHON_IMAGE, prebuilt=False)
+
+    def code(self) -> AgentCode | None:
+        """The code a new agent container of this image waits for, if any."""
+        return None if self.prebuilt else agent_code()
 
 
 def _random_suffix() -> str:
@@ -117,7 +138,7 @@ def _random_suffix() -> str:
 
 def _agent_container(
     name: str,
-    image: str,
+    image: AgentImage,
     args: list[str],
     token: str,
     settings: AgentSettings,
@@ -125,15 +146,22 @@ def _agent_container(
     target_container: str | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """The one spec of an agent image container (the agent, an enrollment, the targetless
-    pod's): it shows only the token's verifier and sets its own user and capabilities. With
-    `target_container` it is an ephemeral container in that container's PID namespace, where
-    the agent reads its target's /proc (and the agent checks an enrolling process's)."""
+    """The one spec of an agent container (the agent, an enrollment, the targetless pod's): it
+    shows only the token's verifier and the protocol version it must speak, and sets its own
+    user and capabilities. With `target_container` it is an ephemeral container in that
+    container's PID namespace, where the agent reads its target's /proc (and the agent checks
+    an enrolling process's). A plain python image runs the bootstrap, which waits for the
+    code this podside delivers."""
     container: dict[str, Any] = {
         "name": name,
-        "image": image,
+        "image": image.name,
         "args": args,
-        "env": [{"name": VERIFIER_ENV, "value": verifier_of(token)}],
+        "env": [
+            {"name": VERIFIER_ENV, "value": verifier_of(token)},
+            {"name": PROTOCOL_ENV, "value": str(PROTOCOL_VERSION)},
+        ],
+        # Why it failed, in the status, as the agent (or its bootstrap) said it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # In full: an ephemeral container otherwise inherits the pod's runAsUser, runAsGroup
         # and runAsNonRoot, and a non-root user holds none of the capabilities it adds (they
         # are not ambient). Root also makes the enrollment check (the agent's uid and at least
@@ -151,11 +179,23 @@ def _agent_container(
     }
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
+    code = image.code()
+    if code is not None:
+        container["command"] = ["python", "-c", bootstrap_source()]
+        if ENROLL_FLAG not in args:
+            container["args"] = ["--code-sha256", code.sha256, "--code-size", str(code.size)]
+            container["args"] += args
     return container
 
 
 def targetless_pod(
-    name: str, image: str, port: int, token: str, settings: AgentSettings, *, capabilities: bool
+    name: str,
+    image: AgentImage,
+    port: int,
+    token: str,
+    settings: AgentSettings,
+    *,
+    capabilities: bool,
 ) -> dict[str, Any]:
     """The targetless agent's pod: with no capability and not root unless `capabilities`
     (doctor's trial of what an agent in a target pod may do)."""
@@ -203,16 +243,21 @@ class PodAgent:
     container: str
     port: int
     running: bool
+    # The code its bootstrap was started for (None: a prebuilt image).
+    code_sha256: str | None = None
 
 
 def _port_of(container: Any) -> int | None:
-    """The port of an agent container started the way this podside starts one: its spec
-    holds a verifier and never a token (that would be an older podside's)."""
+    """The port of an agent container started the way this podside starts one: named so,
+    marked with this podside's protocol version, its spec holding a verifier and never a
+    token (that would be an older podside's)."""
     args = list(container.args or [])
-    names = {e.name for e in container.env or []}
-    if "--port" not in args or ENROLL_FLAG in args or VERIFIER_ENV not in names:
+    env = {e.name: e.value for e in container.env or []}
+    if not str(container.name).startswith(AGENT_NAME_PREFIX):
         return None
-    if PLAIN_TOKEN_ENV in names:
+    if "--port" not in args or ENROLL_FLAG in args or VERIFIER_ENV not in env:
+        return None
+    if PLAIN_TOKEN_ENV in env or env.get(PROTOCOL_ENV) != str(PROTOCOL_VERSION):
         return None
     try:
         return int(args[args.index("--port") + 1])
@@ -220,17 +265,24 @@ def _port_of(container: Any) -> int | None:
         return None
 
 
+def _code_sha256_of(container: Any) -> str | None:
+    args = list(container.args or [])
+    if "--code-sha256" not in args or args.index("--code-sha256") + 1 >= len(args):
+        return None
+    return str(args[args.index("--code-sha256") + 1])
+
+
 def _container_state(statuses: list[Any] | None, name: str) -> Any:
     status = next((s for s in statuses or [] if s.name == name), None)
     return status.state if status else None
 
 
-def pod_agents(pod: Any, target: Target, image: str) -> list[PodAgent]:
-    """The agents in `pod` attached to the same container, from the same image (another
-    image may speak another protocol version), that run or are starting (no status yet, or
-    waiting for no reason that keeps it from ever running), newest first. One that is
-    starting was just added by a session that will use it: another session joins it rather
-    than adding a second agent."""
+def pod_agents(pod: Any, target: Target) -> list[PodAgent]:
+    """The agents in `pod` that speak this podside's protocol, attached to the same
+    container, whatever their image, that run or are starting (no status yet, or waiting for
+    no reason that keeps it from ever running), newest first. One that is starting was just
+    added by a session that will use it: another session joins it rather than adding a
+    second agent."""
     states = {status.name: status.state for status in pod.status.ephemeral_container_statuses or []}
     agents = []
     for container in pod.spec.ephemeral_containers or []:
@@ -238,12 +290,17 @@ def pod_agents(pod: Any, target: Target, image: str) -> list[PodAgent]:
         # Running, or on its way: no status yet, or waiting for a reason it gets over.
         if (
             _failure(state, container.name, _PULL_HINT_EPHEMERAL) is None
-            and is_agent_image(container.image or "")
-            and container.image == image
             and container.target_container_name == target.container
             and (port := _port_of(container)) is not None
         ):
-            agents.append(PodAgent(container.name, port, running=bool(state and state.running)))
+            agents.append(
+                PodAgent(
+                    container.name,
+                    port,
+                    running=bool(state and state.running),
+                    code_sha256=_code_sha256_of(container),
+                )
+            )
     # Ephemeral containers are only ever appended, so the last one is the newest.
     return agents[::-1]
 
@@ -272,14 +329,32 @@ def _failure(state: Any, what: str, pull_hint: str) -> PodsideError | None:
 
 # What to do when the node cannot pull the agent's image.
 _PULL_HINT_TARGETLESS = (
-    "use --agent-image IMAGE your nodes can pull, with --image-pull-secret NAME if its "
-    "registry needs credentials"
+    "use --agent-python-image IMAGE (Python 3.10+) or --agent-image IMAGE your nodes can pull, "
+    "with --image-pull-secret NAME if its registry needs credentials"
 )
 _PULL_HINT_EPHEMERAL = (
-    "use --agent-image IMAGE your nodes can pull; an ephemeral container pulls with its pod's "
+    "use --agent-python-image IMAGE (Python 3.10+) or --agent-image IMAGE your nodes can "
+    "pull; an ephemeral container pulls with its pod's "
     "own imagePullSecrets (from the pod's spec or its service account), which the agent "
     "cannot add"
 )
+
+
+def why_agent_ended(ctx: KubeContext, endpoint: AgentEndpoint) -> str | None:
+    """Why the agent's container is not running any more (its last line, with the
+    termination message policy it gets), None if it still runs or cannot be read."""
+    try:
+        pod = rest.get(ctx, "pods", endpoint.namespace, endpoint.pod)
+    except Exception:
+        return None
+    ephemeral = _container_state(pod.status.ephemeral_container_statuses, endpoint.container)
+    state = ephemeral or _container_state(pod.status.container_statuses, endpoint.container)
+    failure = _failure(
+        state,
+        f"the agent {endpoint.container} in pod {endpoint.namespace}/{endpoint.pod}",
+        _PULL_HINT_EPHEMERAL if ephemeral is not None else _PULL_HINT_TARGETLESS,
+    )
+    return failure.message if failure is not None else None
 
 
 def _waiting_detail(state: Any) -> str:
@@ -333,7 +408,7 @@ def ensure_agent(
     ctx: KubeContext,
     target: Target,
     *,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float = 60.0,
     tokens: TokenCache | None = None,
@@ -353,15 +428,24 @@ def ensure_agent(
     for _ in range(MAX_POD_CHANGES):
         pod = _read_pod(ctx, target)
         pod_uid = str(pod.metadata.uid)
-        agents = pod_agents(pod, target, image)
+        agents = pod_agents(pod, target)
         for agent in agents:
             token = tokens.get(pod_uid, agent.container)
             if token is not None:
                 if not agent.running:
                     _wait_until_running(ctx, target, agent.container, timeout)
                 progress(f"reusing the agent {agent.container} in {where}")
+                # Its starter may have ended before it delivered the code: if it is this
+                # podside's code, this session can deliver it, should the agent not answer.
+                ours = agent_code()
                 return AgentEndpoint(
-                    target.namespace, target.pod, agent.port, token, agent.container, reused=True
+                    target.namespace,
+                    target.pod,
+                    agent.port,
+                    token,
+                    agent.container,
+                    reused=True,
+                    undelivered_code=ours if agent.code_sha256 == ours.sha256 else None,
                 )
         # Only a container to be added pulls an image: a reused agent needs no secret.
         _check_pull_secrets(pod, where, settings)
@@ -393,7 +477,7 @@ def _start_agent(
     ctx: KubeContext,
     target: Target,
     pod: Any,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float,
     tokens: TokenCache,
@@ -402,20 +486,22 @@ def _start_agent(
     """Add a new agent to `pod` as it was read (_PodChanged if it changed since) and wait
     until it runs."""
     where = f"pod {target.namespace}/{target.pod}"
-    name = f"podside-agent-{_random_suffix()}"
+    name = f"{AGENT_NAME_PREFIX}{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     token = new_token()
     container = _agent_container(
         name, image, _agent_args(port), token, settings, target_container=target.container
     )
-    progress(f"starting the agent in {where} (container {target.container}, image {image})")
+    progress(f"starting the agent in {where} (container {target.container}, image {image.name})")
     _add_ephemeral_container(ctx, target, container, pod.metadata.resource_version)
     # Kept from the moment the container exists: a session ended while it starts still
     # leaves this user able to reuse it.
     tokens.put(str(pod.metadata.uid), name, token)
     _wait_until_running(ctx, target, name, timeout)
     progress("agent running")
-    return AgentEndpoint(target.namespace, target.pod, port, token, name, reused=False)
+    return AgentEndpoint(
+        target.namespace, target.pod, port, token, name, reused=False, code=image.code()
+    )
 
 
 def _wait_until_running(ctx: KubeContext, target: Target, name: str, timeout: float) -> None:
@@ -444,7 +530,7 @@ def _join(
     ctx: KubeContext,
     target: Target,
     agent: PodAgent,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float,
     settings: AgentSettings,
@@ -461,8 +547,6 @@ def _join(
         token,
         settings,
         target_container=target.container,
-        # Why it failed, in the status, as the agent said it.
-        terminationMessagePolicy="FallbackToLogsOnError",
     )
     progress(f"joining the agent {agent.container} in {where} (container {name})")
     try:
@@ -571,7 +655,7 @@ def _check_pull_secrets(pod: Any, where: str, settings: AgentSettings) -> None:
 def ensure_targetless_agent(
     ctx: KubeContext,
     *,
-    image: str,
+    image: AgentImage,
     progress: Callable[[str], None],
     timeout: float = 60.0,
     settings: AgentSettings | None = None,
@@ -583,14 +667,14 @@ def ensure_targetless_agent(
     `capabilities` gives it the ephemeral agent's (doctor tries them)."""
     settings = settings or AgentSettings()
     namespace = settings.namespace or ctx.namespace
-    name = f"podside-agent-{_random_suffix()}"
+    name = f"{AGENT_NAME_PREFIX}{_random_suffix()}"
     port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
     # Never reused, so the token stays in this process alone.
     token = new_token()
     # A plain manifest: the client serializes dicts as they are, as for the patch above.
     body: Any = targetless_pod(name, image, port, token, settings, capabilities=capabilities)
     where = f"pod {namespace}/{name}"
-    progress(f"starting the agent in a new {where} (image {image})")
+    progress(f"starting the agent in a new {where} (image {image.name})")
     quota_advice = (
         "give the agent pod resources within the quota (--targetless-requests, "
         "--targetless-limits), or ask for more"
@@ -629,4 +713,6 @@ def ensure_targetless_agent(
 
     _wait_for_pod(ctx, namespace, name, timeout, running, on_timeout)
     progress("agent running")
-    return AgentEndpoint(namespace, name, port, token, TARGETLESS_CONTAINER, reused=False)
+    return AgentEndpoint(
+        namespace, name, port, token, TARGETLESS_CONTAINER, reused=False, code=image.code()
+    )

@@ -2,15 +2,19 @@
 
 The Kubernetes client is synchronous, so its calls run in the default executor; the agent may
 be running but not yet listening when its container is reported running, so the port-forward
-and handshake are retried for a short while when the agent refuses.
+and handshake (and, for a new agent of a plain python image, the delivery of its code) are
+retried for a short while when the agent refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from podside.errors import PodsideError
+from podside.kube.agent_code import deliver_code
 from podside.kube.portforward import open_port_forward
 from podside.session import AgentSession, AgentUnreachable
 
@@ -32,7 +36,7 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
     context = await in_thread(
         lambda: config.load_context(kube.context, kube.namespace, kube.kubeconfig)
     )
-    image = kube.image or agent.DEFAULT_IMAGE
+    image = agent.AgentImage.of(kube.image, kube.python_image)
     named = kube.target
     target = None
     if named is not None:
@@ -66,7 +70,24 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
 async def _connect(context: Any, endpoint: Any) -> AgentSession:
     loop = asyncio.get_running_loop()
     description = f"the agent in pod {endpoint.namespace}/{endpoint.pod}"
+    if endpoint.code is not None:
+        try:
+            await deliver_code(
+                context.configuration,
+                endpoint.namespace,
+                endpoint.pod,
+                endpoint.port,
+                endpoint.code,
+                LISTEN_GRACE_SECONDS,
+            )
+        except PodsideError as error:
+            # A bootstrap that ended (an image's Python too old, say) said why in its status.
+            from podside.kube.agent import why_agent_ended
+
+            reason = await loop.run_in_executor(None, why_agent_ended, context, endpoint)
+            raise PodsideError(reason or error.message) from None
     deadline = loop.time() + LISTEN_GRACE_SECONDS
+    undelivered = endpoint.undelivered_code
     while True:
         session = AgentSession(endpoint.token, description=description)
         try:
@@ -78,6 +99,22 @@ async def _connect(context: Any, endpoint: Any) -> AgentSession:
         except AgentUnreachable:
             if loop.time() > deadline:
                 raise
+            if undelivered is not None:
+                # A reused agent whose starter ended before it sent the code: sent now, once.
+                # If that fails too (the agent is ending, say), the handshake's retries and
+                # their error decide, as for any reused agent.
+                with contextlib.suppress(PodsideError):
+                    await deliver_code(
+                        context.configuration,
+                        endpoint.namespace,
+                        endpoint.pod,
+                        endpoint.port,
+                        undelivered,
+                        0,
+                        agent_may_run=True,
+                    )
+                undelivered = None
+                continue
             await asyncio.sleep(0.2)
             continue
         return session

@@ -1,17 +1,21 @@
 """Which local program a container image stands for, and the environment the image sets.
 
 The sandbox pulls nothing: it knows the podside agent image and the demo images, and runs
-any other image only when the container says what to run (`command`).
+any other image only when the container says what to run (`command`). A python image's
+`python` is this machine's interpreter, but never podside's virtual environment: like the
+official image, it holds no podside code.
 """
 
 from __future__ import annotations
 
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import podside
+from podside_protocol.frames import PROTOCOL_ENV
 
 EXAMPLES_DIR = Path(podside.__file__).resolve().parents[2] / "examples"
 AGENT_REPOSITORY_SUFFIX = "podside/agent"
@@ -31,6 +35,13 @@ PYTHON_RELEASE_KEYS = {
     "3.12": "7169605F62C751356D054A26A821E680E5FA6305",
     "3.13": "7169605F62C751356D054A26A821E680E5FA6305",
 }
+
+
+# The interpreter outside any virtual environment (the sandbox runs in podside's), without
+# the user's site-packages (`-s`): the official image has neither. Not `-I`: the image's
+# python honours PYTHON* variables a spec sets.
+IMAGE_PYTHON = [getattr(sys, "_base_executable", None) or sys.executable, "-s"]
+_PYTHON_COMMAND = re.compile(r"(/usr/local/bin/)?python(3(\.\d+)?)?")
 
 
 class ImageUnavailable(Exception):
@@ -88,7 +99,9 @@ def resolve_argv(container: dict[str, Any], target_pid: int | None = None) -> li
     command = list(container.get("command") or [])
     args = list(container.get("args") or [])
     repo = repository(image)
-    if command:
+    if command and _is_python_image(image) and _PYTHON_COMMAND.fullmatch(command[0]):
+        entrypoint = IMAGE_PYTHON + command[1:]
+    elif command:
         entrypoint = command
     elif is_agent_image(image):
         entrypoint = [sys.executable, "-m", "podside_agent"]
@@ -108,9 +121,14 @@ def resolve_argv(container: dict[str, Any], target_pid: int | None = None) -> li
             "podside/demo-auditor, podside/demo-traffic) and containers that set a command"
         )
     argv = entrypoint + args
-    if target_pid is not None and is_agent_image(image):
+    if target_pid is not None and (is_agent_image(image) or _is_podside_agent(container)):
         # A real cluster puts an ephemeral container with targetContainerName into the target
         # container's PID namespace. Sandbox pods share the host's PID namespace, so the agent
         # is told the target's main process instead.
         argv += ["--target-pid", str(target_pid)]
     return argv
+
+
+def _is_podside_agent(container: dict[str, Any]) -> bool:
+    """A podside agent (or enrollment) in any image: podside marks each with its protocol."""
+    return any(item.get("name") == PROTOCOL_ENV for item in container.get("env") or [])
