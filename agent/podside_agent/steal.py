@@ -50,10 +50,21 @@ DECIDE_SECONDS = 0.5
 _IP_TRANSPARENT = 19
 _IPV6_TRANSPARENT = 75
 _KUBE_PROBE = "kube-probe/"
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 12\r\n\r\nBad Request\n"
-)
+
+
+def _refusal(status: int, reason: str) -> bytes:
+    """The whole answer the agent gives itself, ending the connection."""
+    body = f"{reason}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_BAD_REQUEST = _refusal(400, "Bad Request")
+_TOO_LARGE = _refusal(431, "Request Header Fields Too Large")
+_BAD_GATEWAY = _refusal(502, "Bad Gateway")
 
 
 @dataclass
@@ -293,6 +304,8 @@ class Steal:
 class _Link:
     """One upstream of a stolen connection: the pod's app or one client's program."""
 
+    who = ""  # for log lines
+
     def __init__(self, owner: StolenConnection) -> None:
         self.owner = owner
         self.responses = http1.MessageReader(http1.RESPONSE)
@@ -317,6 +330,8 @@ class _Link:
 
 class _AppLink(_Link, asyncio.Protocol):
     """A connection from the agent to the pod's app (over loopback: never redirected)."""
+
+    who = "the pod's app"
 
     def __init__(self, owner: StolenConnection, destination: Address) -> None:
         super().__init__(owner)
@@ -408,6 +423,8 @@ class _AppLink(_Link, asyncio.Protocol):
 
 class _SessionLink(_Link):
     """A `steal` stream to one client; its program answers."""
+
+    who = "the local program"
 
     def __init__(self, owner: StolenConnection, peer: Peer, *, filtered: bool) -> None:
         super().__init__(owner)
@@ -588,6 +605,8 @@ class StolenConnection(asyncio.Protocol):
                 framed = True
                 with contextlib.suppress(http1.FramingError):
                     head = http1._parse_head(data[: end + 4], http1.REQUEST)
+            elif len(data) > http1.MAX_HEAD:
+                framed = True  # a head too long: refused there, as an HTTP/1 request
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -663,7 +682,7 @@ class StolenConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         if not self._answered:
-            self.transport.write(_BAD_REQUEST)
+            self.transport.write(_TOO_LARGE if isinstance(error, http1.TooLarge) else _BAD_REQUEST)
         self.close()
 
     def _client_finished(self) -> None:
@@ -727,38 +746,59 @@ class StolenConnection(asyncio.Protocol):
 
     def _pump_response(self, link: _Link) -> None:
         assert self.transport is not None
+        # Held until the framer needs more data, as requests are: an answer that arrived whole
+        # and cannot be framed is replaced by a 502 before any byte of it goes out.
+        framed: list[bytes] = []
+        final = self._answered
         while True:
             try:
                 event = link.responses.next_event()
             except http1.FramingError as error:
-                log.info("stolen connection: a bad answer (%s); closing", error)
-                self.transport.close()
-                self._close_links()
-                return
-            if event is http1.NEED_DATA:
-                return
-            if event is http1.PAUSED:
+                self._refuse_answer(link, error)
                 return
             if isinstance(event, http1.Head):
-                self._answered = self._answered or not 100 <= event.status < 200
-                self.transport.write(event.raw)
-            elif isinstance(event, http1.Body):
-                self.transport.write(event.data)
-            elif link.responses.switched:
+                final = final or not 100 <= event.status < 200
+                framed.append(event.raw)
+                continue
+            if isinstance(event, http1.Body):
+                framed.append(event.data)
+                continue
+            if framed:
+                self.transport.writelines(framed)
+                self._answered = final
+                framed = []
+            if event is http1.NEED_DATA or event is http1.PAUSED:
+                return
+            if link.responses.switched:
                 self._tunnel(link, link.responses.detach(), upgraded=True)
                 return
-            elif link.responses.closed:
+            if link.responses.closed:
                 # A close-delimited answer: the connection ends with it.
                 self.close()
                 return
-            else:
-                self._response_done = True
-                link.responses.start_next()
-                if link.responses.buffered:
-                    self.abort()  # answered more than was asked
-                    return
-                self._next_cycle()
+            self._response_done = True
+            link.responses.start_next()
+            if link.responses.buffered:
+                self.abort()  # answered more than was asked
                 return
+            self._next_cycle()
+            return
+
+    def _refuse_answer(self, link: _Link, error: http1.FramingError) -> None:
+        """An answer that cannot be framed without doubt (RFC 9112): the pod's client gets
+        `502 Bad Gateway` if none of it went out, else the connection ends where it is."""
+        begun = self._answered
+        log.info(
+            "stolen connection from %s: a bad answer from %s (%s); %s",
+            self.source,
+            link.who,
+            error,
+            "closed it mid-answer" if begun else "answered 502",
+        )
+        self._close_links()
+        if not begun and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_BAD_GATEWAY)
+        self.close()
 
     def link_eof(self, link: _Link) -> None:
         if self._phase == _TUNNEL:
