@@ -493,6 +493,25 @@ class _SessionLink(_Link):
 _DECIDING, _ROUTING, _TUNNEL, _CLOSED = "deciding", "routing", "tunnel", "closed"
 
 
+def _framed(
+    reader: http1.MessageReader, started: Callable[[http1.Head], None]
+) -> tuple[list[bytes], http1.End | http1.Sentinel]:
+    """The bytes of the messages framed until the reader needs more data, pauses or ends a
+    message, and that event; `started` is told of each head first. They are held so that a
+    message that arrived whole (nearly all, and every smuggling attempt in one segment) and
+    cannot be framed is refused before any of it is passed on: `FramingError` drops them."""
+    framed: list[bytes] = []
+    while True:
+        event = reader.next_event()
+        if isinstance(event, http1.Head):
+            started(event)
+            framed.append(event.raw)
+        elif isinstance(event, http1.Body):
+            framed.append(event.data)
+        else:
+            return framed, event
+
+
 class StolenConnection(asyncio.Protocol):
     """One connection a pod's client made to a stolen port."""
 
@@ -638,30 +657,15 @@ class StolenConnection(asyncio.Protocol):
         return self._app_link()
 
     def _pump_requests(self) -> None:
-        # What is framed is held until the framer needs more data: a request that arrived whole
-        # (nearly all, and every smuggling attempt in one segment) is refused before any of it
-        # is passed on.
-        framed: list[bytes] = []
         while self._phase == _ROUTING:
             try:
-                event = self._requests.next_event()
+                framed, event = _framed(self._requests, self._start_request)
             except http1.FramingError as error:
                 self._refuse(error)
                 return
-            if isinstance(event, http1.Head):
-                target = self._route(event)
-                self._target = target
-                self._request_done = self._response_done = self._answered = False
-                target.responses.expect(event.method)
-                framed.append(event.raw)
-                continue
-            if isinstance(event, http1.Body):
-                framed.append(event.data)
-                continue
             if framed:
                 assert self._target is not None
                 self._target.write(b"".join(framed))
-                framed = []
             if event is http1.NEED_DATA:
                 if self._requests.closed and not self._requests.in_message:
                     self._client_finished()
@@ -673,6 +677,12 @@ class StolenConnection(asyncio.Protocol):
             self._request_done = True
             self._next_cycle()
         self._check_backed_up()
+
+    def _start_request(self, head: http1.Head) -> None:
+        target = self._route(head)
+        self._target = target
+        self._request_done = self._response_done = self._answered = False
+        target.responses.expect(head.method)
 
     def _refuse(self, error: http1.FramingError) -> None:
         """A request that cannot be framed without doubt (RFC 9112): 400, then close. The
@@ -746,43 +756,35 @@ class StolenConnection(asyncio.Protocol):
 
     def _pump_response(self, link: _Link) -> None:
         assert self.transport is not None
-        # Held until the framer needs more data, as requests are: an answer that arrived whole
-        # and cannot be framed is replaced by a 502 before any byte of it goes out.
-        framed: list[bytes] = []
         final = self._answered
-        while True:
-            try:
-                event = link.responses.next_event()
-            except http1.FramingError as error:
-                self._refuse_answer(link, error)
-                return
-            if isinstance(event, http1.Head):
-                final = final or not 100 <= event.status < 200
-                framed.append(event.raw)
-                continue
-            if isinstance(event, http1.Body):
-                framed.append(event.data)
-                continue
-            if framed:
-                self.transport.writelines(framed)
-                self._answered = final
-                framed = []
-            if event is http1.NEED_DATA or event is http1.PAUSED:
-                return
-            if link.responses.switched:
-                self._tunnel(link, link.responses.detach(), upgraded=True)
-                return
-            if link.responses.closed:
-                # A close-delimited answer: the connection ends with it.
-                self.close()
-                return
-            self._response_done = True
-            link.responses.start_next()
-            if link.responses.buffered:
-                self.abort()  # answered more than was asked
-                return
-            self._next_cycle()
+
+        def started(head: http1.Head) -> None:
+            nonlocal final
+            final = final or not 100 <= head.status < 200
+
+        try:
+            framed, event = _framed(link.responses, started)
+        except http1.FramingError as error:
+            self._refuse_answer(link, error)
             return
+        if framed:
+            self.transport.writelines(framed)
+            self._answered = final
+        if event is http1.NEED_DATA or event is http1.PAUSED:
+            return
+        if link.responses.switched:
+            self._tunnel(link, link.responses.detach(), upgraded=True)
+            return
+        if link.responses.closed:
+            # A close-delimited answer: the connection ends with it.
+            self.close()
+            return
+        self._response_done = True
+        link.responses.start_next()
+        if link.responses.buffered:
+            self.abort()  # answered more than was asked
+            return
+        self._next_cycle()
 
     def _refuse_answer(self, link: _Link, error: http1.FramingError) -> None:
         """An answer that cannot be framed without doubt (RFC 9112): the pod's client gets
