@@ -27,8 +27,8 @@ demo: install
 	$(PY) -m podside.demo
 
 lint: install
-	.venv/bin/ruff check server agent tests
-	.venv/bin/ruff format --check server agent tests
+	.venv/bin/ruff check server agent tests examples
+	.venv/bin/ruff format --check server agent tests examples
 
 typecheck: install
 	.venv/bin/mypy

@@ -223,12 +223,12 @@ def test_a_session_whose_podside_exec_fails_reports_failed_in_one_line(backend: 
 
 
 def launch_held_blog(backend: Backend, **fields: Any) -> dict[str, Any]:
-    """The blog of the demo programs run by the backend with holdUntilAttached, on a free port here."""
+    """The blog of examples/ run by the backend with holdUntilAttached, on a free port here."""
     port = free_port()
     answer: dict[str, Any] = backend.command(
         "podside.resolveLaunch",
         python_launch(
-            program=str(REPO / "server" / "podside" / "examples" / "blog" / "app.py"),
+            program=str(REPO / "examples" / "blog" / "app.py"),
             holdUntilAttached=True,
             execArgs=["--port-map", f"{port}:8080", "--env", f"PORT={port}"],
             **fields,
