@@ -20,6 +20,8 @@ Content-Length, a request's Transfer-Encoding other than `chunked` alone, Transf
 in HTTP/1.0, a chunk size that is not 1*HEXDIG, a bad chunk-ext, no CRLF after chunk data, bad
 trailer lines, obs-fold, invalid field names or values (bare CR, LF, NUL, controls), an
 invalid request or status line. The CRLF after chunk data is checked before it is returned.
+A head, and likewise a chunked message's trailer section, longer than `MAX_HEAD` is refused
+with `TooLarge` (a `FramingError`), so a peer cannot make the reader buffer without bound.
 A generated-message fuzz test holds it to h11's boundaries (tests/unit/test_http1_fuzz.py).
 """
 
@@ -41,6 +43,10 @@ RESPONSE = "response"
 
 class FramingError(Exception):
     """The bytes are not HTTP/1 this module can frame."""
+
+
+class TooLarge(FramingError):
+    """A head or trailer section longer than `MAX_HEAD`: a request's is answered 431."""
 
 
 class Sentinel(enum.Enum):
@@ -173,6 +179,7 @@ class MessageReader:
         self._buffer = bytearray()
         self._state = _State.HEAD
         self._left = 0
+        self._trailers = 0  # bytes of the current trailer section so far
         self._closed = False
         self._methods: list[str] = []  # requests whose answers are expected, oldest first
         self._switch_after = False
@@ -253,13 +260,20 @@ class MessageReader:
         return NEED_DATA
 
     def _line(self, state: _State) -> Event | Sentinel:
-        line_end = self._buffer.find(b"\r\n")
+        trailers = state is _State.TRAILERS
+        # The longest the line may be, its CRLF included: a trailer section is held to the same
+        # limit as a head, all its lines together.
+        limit = MAX_HEAD - self._trailers if trailers else MAX_HEAD
+        line_end = self._buffer.find(b"\r\n", 0, limit)
         if line_end < 0:
-            if len(self._buffer) > MAX_HEAD:
+            if len(self._buffer) >= limit:
+                if trailers:
+                    raise TooLarge("the trailer section is too long")
                 raise FramingError("a chunk line is too long")
             return self._need()
         line = bytes(self._buffer[:line_end])
-        if state is _State.TRAILERS:
+        if trailers:
+            self._trailers += line_end + 2
             if line:
                 _field(line)
             else:
@@ -272,7 +286,7 @@ class MessageReader:
             if size:
                 self._state, self._left = _State.CHUNK_DATA, size
             else:
-                self._state = _State.TRAILERS
+                self._state, self._trailers = _State.TRAILERS, 0
         del self._buffer[: line_end + 2]
         return Body(line + b"\r\n")
 
@@ -282,7 +296,6 @@ class MessageReader:
             raise FramingError("no CRLF after the chunk data")
         if len(self._buffer) < 2:
             return self._need()
-            raise FramingError("no CRLF after the chunk data")
         del self._buffer[:2]
         self._state = _State.CHUNK_SIZE
         return Body(b"\r\n")
@@ -292,10 +305,11 @@ class MessageReader:
             # Tolerate the empty lines some clients send between requests (RFC 9112 2.2).
             while self._buffer.startswith(b"\r\n"):
                 del self._buffer[:2]
-        end = self._buffer.find(b"\r\n\r\n")
+        # Looked for only where a head may end: one that arrived whole is held to the limit too.
+        end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
         if end < 0:
-            if len(self._buffer) > MAX_HEAD:
-                raise FramingError("a message head is too long")
+            if len(self._buffer) >= MAX_HEAD:
+                raise TooLarge("a message head is too long")
             if self._closed and self._buffer:
                 raise FramingError("the connection ended inside a message head")
             return NEED_DATA

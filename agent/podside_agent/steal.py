@@ -50,10 +50,21 @@ DECIDE_SECONDS = 0.5
 _IP_TRANSPARENT = 19
 _IPV6_TRANSPARENT = 75
 _KUBE_PROBE = "kube-probe/"
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 12\r\n\r\nBad Request\n"
-)
+
+
+def _refusal(status: int, reason: str) -> bytes:
+    """The whole answer the agent gives itself, ending the connection."""
+    body = f"{reason}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_BAD_REQUEST = _refusal(400, "Bad Request")
+_TOO_LARGE = _refusal(431, "Request Header Fields Too Large")
+_BAD_GATEWAY = _refusal(502, "Bad Gateway")
 
 
 @dataclass
@@ -294,6 +305,8 @@ class Steal:
 class _Link:
     """One upstream of a stolen connection: the pod's app or one client's program."""
 
+    who = ""  # for log lines
+
     def __init__(self, owner: StolenConnection) -> None:
         self.owner = owner
         self.responses = http1.MessageReader(http1.RESPONSE)
@@ -318,6 +331,8 @@ class _Link:
 
 class _AppLink(_Link, asyncio.Protocol):
     """A connection from the agent to the pod's app (over loopback: never redirected)."""
+
+    who = "the pod's app"
 
     def __init__(self, owner: StolenConnection, destination: Address) -> None:
         super().__init__(owner)
@@ -410,6 +425,8 @@ class _AppLink(_Link, asyncio.Protocol):
 class _SessionLink(_Link):
     """A `steal` stream to one client; its program answers."""
 
+    who = "the local program"
+
     def __init__(self, owner: StolenConnection, peer: Peer, *, filtered: bool) -> None:
         super().__init__(owner)
         self.peer = peer
@@ -475,6 +492,25 @@ class _SessionLink(_Link):
 
 
 _DECIDING, _ROUTING, _TUNNEL, _CLOSED = "deciding", "routing", "tunnel", "closed"
+
+
+def _framed(
+    reader: http1.MessageReader, started: Callable[[http1.Head], None]
+) -> tuple[list[bytes], http1.End | http1.Sentinel]:
+    """The bytes of the messages framed until the reader needs more data, pauses or ends a
+    message, and that event; `started` is told of each head first. They are held so that a
+    message that arrived whole (nearly all, and every smuggling attempt in one segment) and
+    cannot be framed is refused before any of it is passed on: `FramingError` drops them."""
+    framed: list[bytes] = []
+    while True:
+        event = reader.next_event()
+        if isinstance(event, http1.Head):
+            started(event)
+            framed.append(event.raw)
+        elif isinstance(event, http1.Body):
+            framed.append(event.data)
+        else:
+            return framed, event
 
 
 class StolenConnection(asyncio.Protocol):
@@ -589,6 +625,8 @@ class StolenConnection(asyncio.Protocol):
                 framed = True
                 with contextlib.suppress(http1.FramingError):
                     head = http1._parse_head(data[: end + 4], http1.REQUEST)
+            elif len(data) > http1.MAX_HEAD:
+                framed = True  # a head too long: refused there, as an HTTP/1 request
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -620,30 +658,15 @@ class StolenConnection(asyncio.Protocol):
         return self._app_link()
 
     def _pump_requests(self) -> None:
-        # What is framed is held until the framer needs more data: a request that arrived whole
-        # (nearly all, and every smuggling attempt in one segment) is refused before any of it
-        # is passed on.
-        framed: list[bytes] = []
         while self._phase == _ROUTING:
             try:
-                event = self._requests.next_event()
+                framed, event = _framed(self._requests, self._start_request)
             except http1.FramingError as error:
                 self._refuse(error)
                 return
-            if isinstance(event, http1.Head):
-                target = self._route(event)
-                self._target = target
-                self._request_done = self._response_done = self._answered = False
-                target.responses.expect(event.method)
-                framed.append(event.raw)
-                continue
-            if isinstance(event, http1.Body):
-                framed.append(event.data)
-                continue
             if framed:
                 assert self._target is not None
                 self._target.write(b"".join(framed))
-                framed = []
             if event is http1.NEED_DATA:
                 if self._requests.closed and not self._requests.in_message:
                     self._client_finished()
@@ -656,6 +679,12 @@ class StolenConnection(asyncio.Protocol):
             self._next_cycle()
         self._check_backed_up()
 
+    def _start_request(self, head: http1.Head) -> None:
+        target = self._route(head)
+        self._target = target
+        self._request_done = self._response_done = self._answered = False
+        target.responses.expect(head.method)
+
     def _refuse(self, error: http1.FramingError) -> None:
         """A request that cannot be framed without doubt (RFC 9112): 400, then close. The
         upstream that has its beginning is cut off, so it never completes it."""
@@ -664,7 +693,7 @@ class StolenConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         if not self._answered:
-            self.transport.write(_BAD_REQUEST)
+            self.transport.write(_TOO_LARGE if isinstance(error, http1.TooLarge) else _BAD_REQUEST)
         self.close()
 
     def _client_finished(self) -> None:
@@ -728,38 +757,51 @@ class StolenConnection(asyncio.Protocol):
 
     def _pump_response(self, link: _Link) -> None:
         assert self.transport is not None
-        while True:
-            try:
-                event = link.responses.next_event()
-            except http1.FramingError as error:
-                log.info("stolen connection: a bad answer (%s); closing", error)
-                self.transport.close()
-                self._close_links()
-                return
-            if event is http1.NEED_DATA:
-                return
-            if event is http1.PAUSED:
-                return
-            if isinstance(event, http1.Head):
-                self._answered = self._answered or not 100 <= event.status < 200
-                self.transport.write(event.raw)
-            elif isinstance(event, http1.Body):
-                self.transport.write(event.data)
-            elif link.responses.switched:
-                self._tunnel(link, link.responses.detach(), upgraded=True)
-                return
-            elif link.responses.closed:
-                # A close-delimited answer: the connection ends with it.
-                self.close()
-                return
-            else:
-                self._response_done = True
-                link.responses.start_next()
-                if link.responses.buffered:
-                    self.abort()  # answered more than was asked
-                    return
-                self._next_cycle()
-                return
+        final = self._answered
+
+        def started(head: http1.Head) -> None:
+            nonlocal final
+            final = final or not 100 <= head.status < 200
+
+        try:
+            framed, event = _framed(link.responses, started)
+        except http1.FramingError as error:
+            self._refuse_answer(link, error)
+            return
+        if framed:
+            self.transport.writelines(framed)
+            self._answered = final
+        if event is http1.NEED_DATA or event is http1.PAUSED:
+            return
+        if link.responses.switched:
+            self._tunnel(link, link.responses.detach(), upgraded=True)
+            return
+        if link.responses.closed:
+            # A close-delimited answer: the connection ends with it.
+            self.close()
+            return
+        self._response_done = True
+        link.responses.start_next()
+        if link.responses.buffered:
+            self.abort()  # answered more than was asked
+            return
+        self._next_cycle()
+
+    def _refuse_answer(self, link: _Link, error: http1.FramingError) -> None:
+        """An answer that cannot be framed without doubt (RFC 9112): the pod's client gets
+        `502 Bad Gateway` if none of it went out, else the connection ends where it is."""
+        begun = self._answered
+        log.info(
+            "stolen connection from %s: a bad answer from %s (%s); %s",
+            self.source,
+            link.who,
+            error,
+            "closed it mid-answer" if begun else "answered 502",
+        )
+        self._close_links()
+        if not begun and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_BAD_GATEWAY)
+        self.close()
 
     def link_eof(self, link: _Link) -> None:
         if self._phase == _TUNNEL:

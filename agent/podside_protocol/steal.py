@@ -24,16 +24,19 @@ PREPARE = "steal.prepare"
 SUBSCRIBE = "steal.subscribe"
 UNSUBSCRIBE = "steal.unsubscribe"
 STREAM = "steal"
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# RFC 9110 token (header names, methods), also the pattern the config file's schema shows.
+TOKEN_PATTERN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 
 class InvalidFilter(ValueError):
     """A filter that would not steal what its user means (an empty one takes everything)."""
 
 
-def _check_regex(pattern: str) -> None:
+def check_regex(pattern: str, matches: str = "request") -> None:
+    """A regex that can be searched and does not match every `matches` by being empty."""
     if not pattern:
-        raise InvalidFilter("an empty regex matches every request")
+        raise InvalidFilter(f"an empty regex matches every {matches}")
     try:
         re.compile(pattern)
     except re.error as error:
@@ -41,17 +44,17 @@ def _check_regex(pattern: str) -> None:
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(character in _TOKEN for character in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 def check_header_filter(name: str, pattern: str) -> None:
     if not _is_token(name):
         raise InvalidFilter(f"{name!r} is not a header name" if name else "no header name")
-    _check_regex(pattern)
+    check_regex(pattern)
 
 
 def check_path_filter(pattern: str) -> None:
-    _check_regex(pattern)
+    check_regex(pattern)
 
 
 def check_method_filter(methods: tuple[str, ...]) -> None:

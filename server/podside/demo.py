@@ -1,6 +1,6 @@
 """`make demo`: a short guided tour of podside on the local sandbox, ending by itself.
 
-It brings the sandbox up, runs the repository's copy of the blog (`examples/blog/app.py`) on
+It brings the sandbox up, runs the repository's copy of the blog (`server/podside/examples/blog/app.py`, package data) on
 this machine under `podside exec --target deployment/blog`, and narrates what happens: the
 environment the local copy got from the pod, the requests of the `traffic` deployment mirrored
 to it, and its own calls to `http://auditor:9000`, a short name only the pod can resolve.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOUR_SECONDS = 14.0
-BLOG = Path(__file__).resolve().parents[2] / "examples" / "blog" / "app.py"
+BLOG = Path(__file__).resolve().parent / "examples" / "blog" / "app.py"
 
 
 @dataclass
@@ -63,11 +63,8 @@ def main() -> int:
         print("the sandbox's blog did not become ready within 60 s", file=sys.stderr)
         return 1
     subprocess.run(["kubectl", "--context", context, "get", "pods", "-o", "wide"])
-    if not BLOG.exists():
-        print(f"the demo needs a source checkout: {BLOG} is missing", file=sys.stderr)
-        return 1
     say(f"running {BLOG.relative_to(BLOG.parents[2])} here, in the context of deployment/blog")
-    print("   podside exec --target deployment/blog -- python3 examples/blog/app.py", flush=True)
+    print(f"   podside exec --target deployment/blog -- python3 {BLOG}", flush=True)
     program = subprocess.Popen(
         [
             *podside,
@@ -125,9 +122,7 @@ def main() -> int:
         f"done: the local copy received {seen.requests} mirrored requests and called the "
         f"auditor {seen.audits} times through the pod; the pod itself kept serving."
     )
-    print(
-        "   try it yourself:  podside exec --target deployment/blog -- python3 examples/blog/app.py"
-    )
+    print(f"   try it yourself:  podside exec --target deployment/blog -- python3 {BLOG}")
     print("   stop the sandbox:  podside sandbox down")
     ok = seen.requests > 0 and seen.audits > 0
     if not ok:

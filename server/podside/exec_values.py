@@ -4,14 +4,13 @@ config file (`podside.config`) and the editor's launch configuration (`podside.l
 Each check takes the value as the user wrote it and returns it parsed, or raises
 `InvalidValue` with what is wrong in a few words; the caller says where the value came from
 (`--path-filter ''`, `FILE: key 'path-filter'`, `pathFilter`). All run before anything is
-asked of the agent or the cluster. The rules of a steal filter are the protocol's
-(`podside_protocol.steal`), so the agent refuses the same filters.
+asked of the agent or the cluster. The rules of a steal filter, and of a regex, are the
+protocol's (`podside_protocol.steal`), so the agent refuses the same filters.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,24 +28,24 @@ def http_filter(text: str) -> tuple[str, str]:
     if not separator:
         raise InvalidValue("expected 'Header-Name: REGEX'")
     name, pattern = name.strip(), pattern.strip()
-    _filter_rule(steal.check_header_filter, name, pattern)
+    _protocol_check(steal.check_header_filter, name, pattern)
     return name, pattern
 
 
 def path_filter(text: str) -> str:
     """`--path-filter REGEX`."""
-    _filter_rule(steal.check_path_filter, text)
+    _protocol_check(steal.check_path_filter, text)
     return text
 
 
 def method_filter(text: str) -> tuple[str, ...]:
     """`--method-filter GET,POST` -> ("GET", "POST"); every item must be a method."""
     methods = tuple(method.strip().upper() for method in text.split(","))
-    _filter_rule(steal.check_method_filter, methods)
+    _protocol_check(steal.check_method_filter, methods)
     return methods
 
 
-def _filter_rule(check: Callable[..., None], *values: Any) -> None:
+def _protocol_check(check: Callable[..., None], *values: Any) -> None:
     try:
         check(*values)
     except steal.InvalidFilter as error:
@@ -55,12 +54,7 @@ def _filter_rule(check: Callable[..., None], *values: Any) -> None:
 
 def path_regex(text: str) -> str:
     """`--fs-remote` / `--fs-local REGEX`, searched in absolute paths."""
-    if not text:
-        raise InvalidValue("an empty regex matches every path")
-    try:
-        re.compile(text)
-    except re.error as error:
-        raise InvalidValue(f"not a regular expression ({error})") from None
+    _protocol_check(steal.check_regex, text, "path")
     return text
 
 
@@ -168,7 +162,7 @@ class Check:
     schema: dict[str, Any]  # what the config file's JSON Schema can say of it
 
 
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TOKEN = steal.TOKEN_PATTERN  # names and methods as the protocol checks them
 
 # By the exec option's argparse dest; for repeatable options, each item is checked.
 CHECKS: dict[str, Check] = {

@@ -19,29 +19,33 @@ from podside.exec_command import parse_options
 from podside.lsp import launch
 from podside_protocol import steal
 
-# (option dest, command-line flag, config key, bad value, what the one line says)
+# (option dest, bad value, what the one line says); the flag and the config key are the dest's
+# name with dashes (`_flag`).
 BAD = [
-    ("path_filter", "--path-filter", "path-filter", "", "an empty regex matches every request"),
-    ("path_filter", "--path-filter", "path-filter", "(", "not a regular expression"),
-    ("method_filter", "--method-filter", "method-filter", ",", "an empty method"),
-    ("method_filter", "--method-filter", "method-filter", "", "an empty method"),
-    ("method_filter", "--method-filter", "method-filter", "GET,", "an empty method"),
-    ("method_filter", "--method-filter", "method-filter", "GET POST", "'GET POST' is not a method"),
-    ("http_filter", "--http-filter", "http-filter", "X-Dev:", "an empty regex"),
-    ("http_filter", "--http-filter", "http-filter", "X-Dev", "expected 'Header-Name: REGEX'"),
-    ("http_filter", "--http-filter", "http-filter", ": alice", "no header name"),
-    ("http_filter", "--http-filter", "http-filter", "X Dev: a", "'X Dev' is not a header name"),
-    ("http_filter", "--http-filter", "http-filter", "X-Dev: (", "not a regular expression"),
-    ("fs_remote", "--fs-remote", "fs-remote", "", "an empty regex matches every path"),
-    ("fs_local", "--fs-local", "fs-local", "[", "not a regular expression"),
+    ("path_filter", "", "an empty regex matches every request"),
+    ("path_filter", "(", "not a regular expression"),
+    ("method_filter", ",", "an empty method"),
+    ("method_filter", "", "an empty method"),
+    ("method_filter", "GET,", "an empty method"),
+    ("method_filter", "GET POST", "'GET POST' is not a method"),
+    ("http_filter", "X-Dev:", "an empty regex"),
+    ("http_filter", "X-Dev", "expected 'Header-Name: REGEX'"),
+    ("http_filter", ": alice", "no header name"),
+    ("http_filter", "X Dev: a", "'X Dev' is not a header name"),
+    ("http_filter", "X-Dev: (", "not a regular expression"),
+    ("fs_remote", "", "an empty regex matches every path"),
+    ("fs_local", "[", "not a regular expression"),
 ]
+each_bad_value = pytest.mark.parametrize(("dest", "value", "reason"), BAD)
 BAD_TIMEOUTS = [0.0, -1.0, math.nan, math.inf, -math.inf]
 
 
-@pytest.mark.parametrize(("dest", "flag", "key", "value", "reason"), BAD)
-def test_a_bad_value_is_refused_with_its_reason(
-    dest: str, flag: str, key: str, value: str, reason: str
-) -> None:
+def _key(dest: str) -> str:
+    return dest.replace("_", "-")
+
+
+@each_bad_value
+def test_a_bad_value_is_refused_with_its_reason(dest: str, value: str, reason: str) -> None:
     with pytest.raises(exec_values.InvalidValue, match=reason.replace("(", r"\(")):
         exec_values.checked(dest, value)
 
@@ -69,10 +73,11 @@ def _exec_argv(*options: str) -> list[str]:
     return ["exec", "--agent", "127.0.0.1:1", "--token", "t", "--mode", "steal", *options, "true"]
 
 
-@pytest.mark.parametrize(("dest", "flag", "key", "value", "reason"), BAD)
+@each_bad_value
 def test_the_command_line_refuses_it_naming_the_flag(
-    dest: str, flag: str, key: str, value: str, reason: str, tmp_path: Path
+    dest: str, value: str, reason: str, tmp_path: Path
 ) -> None:
+    flag = f"--{_key(dest)}"
     with pytest.raises(PodsideError) as raised:
         parse_options(_parse(_exec_argv(f"{flag}={value}"), tmp_path))
     assert raised.value.exit_code == 2
@@ -95,10 +100,11 @@ def _config(folder: Path, settings: dict[str, object]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("dest", "flag", "key", "value", "reason"), BAD)
+@each_bad_value
 def test_the_config_file_refuses_it_naming_the_file_and_key(
-    dest: str, flag: str, key: str, value: str, reason: str, tmp_path: Path
+    dest: str, value: str, reason: str, tmp_path: Path
 ) -> None:
+    key = _key(dest)
     repeatable = dest in ("http_filter", "fs_remote", "fs_local")
     path = _config(tmp_path, {key: [value] if repeatable else value})
     with pytest.raises(PodsideError) as raised:
@@ -136,10 +142,10 @@ LAUNCH_FIELD = {
 
 
 @pytest.mark.parametrize(
-    ("dest", "flag", "key", "value", "reason"), [bad for bad in BAD if bad[0] in LAUNCH_FIELD]
+    ("dest", "value", "reason"), [bad for bad in BAD if bad[0] in LAUNCH_FIELD]
 )
 def test_the_launch_configuration_refuses_it_naming_the_field(
-    dest: str, flag: str, key: str, value: str, reason: str
+    dest: str, value: str, reason: str
 ) -> None:
     field = LAUNCH_FIELD[dest]
     configuration = {"target": "deployment/blog", "mode": "steal", field: value}

@@ -100,3 +100,38 @@ def test_h2c_preface_is_recognised_as_not_http1() -> None:
     assert http1.looks_like_http1_request(http1.H2_PREFACE) is False
     assert http1.looks_like_http1_request(b"GET / HTT") is None
     assert http1.looks_like_http1_request(b"GET / HTTP/1.1\r\n") is True
+
+
+def _trailers(total: int) -> bytes:
+    """A trailer section of `total` bytes, its closing empty line included."""
+    line = b"T: " + b"t" * 995 + b"\r\n"  # 1000 bytes
+    count, rest = divmod(total - 2, len(line))
+    return line * count + (b"U: " + b"u" * (rest - 5) + b"\r\n" if rest else b"") + b"\r\n"
+
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+
+
+@pytest.mark.parametrize("pieces", [1, 70])
+def test_a_trailer_section_is_held_to_the_limit_of_a_head(pieces: int) -> None:
+    fits = CHUNKED_HEAD + _trailers(http1.MAX_HEAD)
+    names, raw = _replay([fits])
+    assert (names[-1], raw) == ("End", fits)
+    too_long = CHUNKED_HEAD + _trailers(http1.MAX_HEAD + 1)
+    step = -(-len(too_long) // pieces)
+    with pytest.raises(http1.TooLarge, match="trailer section"):
+        _replay([too_long[i : i + step] for i in range(0, len(too_long), step)])
+
+
+@pytest.mark.parametrize("pieces", [1, 70])
+def test_a_head_longer_than_the_limit_is_refused_even_when_it_arrives_whole(pieces: int) -> None:
+    def head(size: int) -> bytes:
+        start = b"GET / HTTP/1.1\r\nX: "
+        return start + b"x" * (size - len(start) - 4) + b"\r\n\r\n"
+
+    assert _replay([head(http1.MAX_HEAD)]) == (["Head", "End"], head(http1.MAX_HEAD))
+    assert len(head(http1.MAX_HEAD)) == http1.MAX_HEAD
+    too_long = head(http1.MAX_HEAD + 1)
+    step = -(-len(too_long) // pieces)
+    with pytest.raises(http1.TooLarge, match="head is too long"):
+        _replay([too_long[i : i + step] for i in range(0, len(too_long), step)])

@@ -201,16 +201,27 @@ def test_a_failing_request_gets_a_typed_error_and_one_line_without_traceback(
     assert method.split()[0] in lines[0].getMessage()
 
 
+async def _turns(count: int = 20) -> None:
+    """Let the Peer's queued requests, answers and flushes run."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def _flooded() -> tuple[Pair, int]:
+    """A Peer sent 100 requests with 1 MiB answers that the other side does not read; and how
+    many it answered."""
+    pair = Pair()
+    await pair.events()
+    for _ in range(100):
+        pair.client.send_request("big")
+    pair.send()
+    await _turns()
+    return pair, pair.handler.answered
+
+
 def test_answers_wait_while_the_other_side_does_not_read_them() -> None:
     async def test() -> None:
-        pair = Pair()
-        await pair.events()
-        for _ in range(100):
-            pair.client.send_request("big")
-        pair.send()
-        for _ in range(20):
-            await asyncio.sleep(0)
-        answered = pair.handler.answered
+        pair, answered = await _flooded()
         # Never more than the limit, plus the requests already started when it was reached.
         assert answered <= peer_module.OUTPUT_LIMIT // MIB + peer_module.MAX_ACTIVE_REQUESTS
         assert not pair.transport.reading
@@ -219,8 +230,7 @@ def test_answers_wait_while_the_other_side_does_not_read_them() -> None:
         pair.transport.unread = 0  # the other side read everything
         assert pair.peer.draining() is True
         pair.peer.resume_writing()
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await _turns()
         assert pair.handler.answered > answered
 
     run(test)
@@ -228,18 +238,10 @@ def test_answers_wait_while_the_other_side_does_not_read_them() -> None:
 
 def test_a_lost_peer_keeps_no_output_or_queued_requests() -> None:
     async def test() -> None:
-        pair = Pair()
-        await pair.events()
-        for _ in range(100):
-            pair.client.send_request("big")
-        pair.send()
-        for _ in range(20):
-            await asyncio.sleep(0)
-        answered = pair.handler.answered
+        pair, answered = await _flooded()
         pair.peer.abort("heartbeat timeout")
         assert pair.transport.aborted
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await _turns()
         assert pair.handler.answered == answered
         assert pair.peer.connection.data_to_send() == []
 

@@ -18,6 +18,8 @@ import os
 import signal
 import threading
 
+import psutil
+
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SI_KERNEL = 0x80
 
@@ -115,25 +117,19 @@ class ChildWatcher:
         self._loop.remove_signal_handler(signal.SIGCHLD)
 
 
-def descendants(root: int) -> list[int]:
-    """Every live process below `root`, found through /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    pending = [root]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
+def descendants(root: int) -> list[psutil.Process]:
+    """Every live process below `root`."""
+    try:
+        return psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_all(processes: list[psutil.Process], signo: int) -> None:
+    for process in processes:
+        # psutil checks the pid was not reused by an unrelated process before signalling.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signo)
 
 
 async def terminate_descendants(watcher: ChildWatcher, grace: float = 2.0) -> None:
@@ -142,9 +138,7 @@ async def terminate_descendants(watcher: ChildWatcher, grace: float = 2.0) -> No
     remaining = descendants(own)
     if not remaining:
         return
-    for pid in remaining:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    _signal_all(remaining, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     while loop.time() < deadline:
@@ -152,9 +146,7 @@ async def terminate_descendants(watcher: ChildWatcher, grace: float = 2.0) -> No
         watcher.reap()
         if not descendants(own):
             return
-    for pid in descendants(own):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    _signal_all(descendants(own), signal.SIGKILL)
     for _ in range(40):
         watcher.reap()
         if not descendants(own):

@@ -2,5 +2,5 @@
 
 `server` declares the commands and notifications (the target picker is `podside.kube`),
 `launch` turns a `podside` launch configuration into a concrete debug configuration from
-`launch_templates/`, and `sessions` keeps the sessions the backend owns.
+`lsp/launch_templates/`, and `sessions` keeps the sessions the backend owns.
 """

@@ -1,6 +1,6 @@
 """From a `podside` launch configuration to the concrete debug configuration of its runtime.
 
-The templates in `launch_templates/` say how each runtime's debuggee is wrapped by
+The templates in `launch_templates/` (package data) say how each runtime's debuggee is wrapped by
 `podside exec`; this module only fills in their placeholders (see that folder's README), so
 adding a runtime is adding a file there.
 
@@ -27,9 +27,8 @@ from typing import Any
 from podside import exec_values
 from podside.errors import PodsideError
 
-# The templates live at the top of the source tree, beside server/ (podside is installed
-# editable by `make install`).
-TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "launch_templates"
+# Package data: an installed wheel has them too.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "launch_templates"
 
 _PLACEHOLDER = re.compile(r"\{\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>\?|=[^}]*)?\}\}")
 _MISSING = object()

@@ -17,7 +17,7 @@ from typing import Any
 import podside
 from podside_protocol.frames import PROTOCOL_ENV
 
-EXAMPLES_DIR = Path(podside.__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = Path(podside.__file__).resolve().parent / "examples"
 AGENT_REPOSITORY_SUFFIX = "podside/agent"
 DEMO_PROGRAMS = {
     "podside/demo-blog": "blog/app.py",
