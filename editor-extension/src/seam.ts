@@ -25,7 +25,7 @@ export interface TreeModel<Node> {
   onChanged?: () => void;
 }
 
-/** How to start a debug adapter that VS Code has no extension for (see server/podside/lsp/launch_templates/). */
+/** How to start a debug adapter that VS Code has no extension for (see launch_templates/). */
 export interface AdapterSpec {
   /** The adapter's program; absent when `server` is given. */
   command?: string[];

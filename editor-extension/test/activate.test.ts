@@ -20,7 +20,7 @@ test("every command and view in package.json is registered", () => {
 
 test("the configuration snippets are the launch templates' snippets", () => {
   const snippets = ["python", "node", "go", "command"].map(
-    (runtime) => JSON.parse(readFileSync(join(ROOT, "..", "server", "podside", "lsp", "launch_templates", `${runtime}.json`), "utf8")).snippet,
+    (runtime) => JSON.parse(readFileSync(join(ROOT, "..", "launch_templates", `${runtime}.json`), "utf8")).snippet,
   );
   assert.deepEqual(manifest.contributes.debuggers[0].configurationSnippets, snippets);
 });
@@ -30,7 +30,7 @@ test("every launch configuration field a template reads is described in package.
   const computed = new Set(["adapterEnv", "programEnv", "programFolder", "exec", "execProgram", "execArgs", "execLine", "sessionId", "backendPython", "debugPort", "debugpyPath"]);
   const properties = manifest.contributes.debuggers[0].configurationAttributes.launch.properties;
   for (const runtime of ["python", "node", "go", "command"]) {
-    const template = readFileSync(join(ROOT, "..", "server", "podside", "lsp", "launch_templates", `${runtime}.json`), "utf8");
+    const template = readFileSync(join(ROOT, "..", "launch_templates", `${runtime}.json`), "utf8");
     for (const [, field] of template.matchAll(/\{\{(\w+)[?=}]/g)) {
       if (field === undefined || computed.has(field) || field === "name") continue;
       assert.ok(field in properties, `${runtime}.json reads "${field}", which package.json does not describe`);

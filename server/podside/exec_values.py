@@ -11,6 +11,7 @@ protocol's (`podside_protocol.steal`), so the agent refuses the same filters.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any

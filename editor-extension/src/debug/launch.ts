@@ -1,6 +1,6 @@
 // The `podside` debug type: the backend turns a launch configuration into the real debugger's.
 //
-// Two ways to debug (see server/podside/lsp/launch_templates/README.md). A launch: the debugger starts the
+// Two ways to debug (see launch_templates/README.md). A launch: the debugger starts the
 // wrapped program and the podside session ends with the debug session. `holdUntilAttached`:
 // the backend runs the program with a debug server and answers an attach configuration; the
 // debugger may leave (Disconnect) while the program keeps running, and when a request reaches
