@@ -221,8 +221,10 @@ class EnrollmentListener:
             verifier = parse_verifier(line.decode("ascii"))
         except ValueError as error:  # not ASCII, not a verifier
             return f"refused: {error}"
-        if not self.verifiers.add(verifier):
-            return "refused: the agent holds as many verifiers as it takes"
+        if self.verifiers.add(verifier):
+            log.warning(
+                "the agent holds as many token verifiers as it takes: dropped the one unused longest"
+            )
         log.info("enrolled a new session token (%d accepted)", len(self.verifiers))
         return _OK
 

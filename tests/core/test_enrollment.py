@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from podside_protocol import Connection, Role
-from podside_protocol.tokens import new_token, verifier_of
+from podside_protocol.tokens import MAX_VERIFIERS, new_token, verifier_of
 from tests.topology import PYTHON, Pod, make_pod, wait_for
 
 # What `setpriv` needs to drop around the enrolling program.
@@ -138,3 +138,44 @@ def test_enrolling_needs_the_agents_network_namespace(pod: Pod) -> None:
     )
     assert result.returncode == 1
     assert "no agent listens for enrollments on port" in result.stderr
+
+
+# Enrolls verifiers of the tokens "filler-0", "filler-1", ... given their count, in one
+# process of the pod (a container each would take minutes).
+ENROLL_FILLERS = (
+    "import sys; from podside_agent.enrollment import enroll; "
+    "from podside_protocol.tokens import verifier_of; "
+    "port, count = int(sys.argv[1]), int(sys.argv[2]); "
+    "[enroll(port, verifier_of(f'filler-{n}')) for n in range(count)]"
+)
+
+
+def test_a_full_agent_makes_room_for_a_new_session_by_dropping_the_longest_unused() -> None:
+    """Sessions without a cached token (CI, another machine) enroll one each: a busy shared
+    agent, never idle long enough to exit, must not turn every newcomer away for good."""
+    with make_pod() as pod:
+        pod.spawn(
+            pod.in_pod(
+                *(PYTHON, "-m", "podside_agent", "--listen", "0.0.0.0"),
+                *("--port", str(pod.agent_port), "--token-sha256", verifier_of(pod.token)),
+            ),
+            "agent.log",
+        )
+        wait_for(lambda: "listening on" in pod.log("agent.log"), what="the agent to listen")
+        fill = subprocess.run(
+            pod.in_pod(PYTHON, "-c", ENROLL_FILLERS, str(pod.agent_port), str(MAX_VERIFIERS - 1)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert fill.returncode == 0, fill.stderr
+        assert handshake(pod, "filler-1") == "open"
+        assert handshake(pod, pod.token) == "open"  # the starter's session connects again
+        newcomer = new_token()
+        result = enroll(pod, newcomer)
+        assert result.returncode == 0, result.stderr
+        assert handshake(pod, newcomer) == "open"
+        # The verifier used longest ago made room; those used since were kept.
+        assert handshake(pod, "filler-0") == "closed"
+        assert handshake(pod, "filler-1") == "open"
+        assert handshake(pod, pod.token) == "open"
