@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 _MAX_LINE = 128  # a verifier and its newline, with room to spare
 _READ_TIMEOUT = 5.0
+# Any process of the pod may connect, whatever its uid: connections waiting for their line
+# are bounded, as the agent's handshakes are, so that idle ones cannot use up its descriptors.
+# A new one closes the one that has waited longest (an enroller sends its line at once).
+MAX_WAITING_ENROLLMENTS = 16
 _ANSWER_TIMEOUT = 10.0
 _CONNECT_ATTEMPTS_SECONDS = 10.0
 _OK = "ok"
@@ -156,6 +160,21 @@ def read_peer(pid: int, uid: int, pidfd: int | None) -> PeerReading:
         return PeerReading(pid, None)
 
 
+def read_connected_peer(sock: socket.socket, pid: int, uid: int) -> PeerReading:
+    """`read_peer` of the process that connected `sock`, its pidfd opened and closed here
+    (a blocking call, on a worker thread): a connection that waits for a worker holds no
+    descriptor but its own, and one closed meanwhile reads as unreadable."""
+    try:
+        pidfd = peer_pidfd(sock)
+    except OSError:
+        return PeerReading(pid, None)
+    try:
+        return read_peer(pid, uid, pidfd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 class EnrollmentListener:
     """Adds the verifiers that entitled peers hand over to `verifiers`."""
 
@@ -164,6 +183,8 @@ class EnrollmentListener:
         self.network = network
         self._server: asyncio.AbstractServer | None = None
         self._own = own_credentials()
+        # In the order they came: a dict keeps insertion order.
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
 
     async def start(self, port: int) -> None:
         with self.network.entered():
@@ -182,6 +203,11 @@ class EnrollmentListener:
             self._server.close()
 
     async def _enroll(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._waiting) >= MAX_WAITING_ENROLLMENTS:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+        self._waiting[writer] = None
         try:
             answer = await self._answer(reader, writer)
             writer.write(f"{answer}\n".encode())
@@ -189,6 +215,7 @@ class EnrollmentListener:
         except (OSError, TimeoutError):
             pass
         finally:
+            self._waiting.pop(writer, None)
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
@@ -196,17 +223,8 @@ class EnrollmentListener:
         pid, uid, _ = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
-        try:
-            pidfd = peer_pidfd(sock)
-        except OSError:
-            peer = PeerReading(pid, None)
-        else:
-            try:
-                # Read right after accept: the less time the peer has to leave its pid.
-                peer = await asyncio.to_thread(read_peer, pid, uid, pidfd)
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
+        # Read right after accept: the less time the peer has to leave its pid.
+        peer = await asyncio.to_thread(read_connected_peer, sock, pid, uid)
         # The line is read before any refusal, so that a refused peer is not still writing
         # when the answer comes and the socket closes (it would see EPIPE, not the reason).
         try:
@@ -245,7 +263,8 @@ def enroll(port: int, verifier: str) -> None:
         try:
             sock.connect(socket_name(port))
             break
-        except ConnectionRefusedError:
+        # Refused: not listening yet; EAGAIN: its backlog is full (a flood of the pod's).
+        except (ConnectionRefusedError, BlockingIOError):
             sock.close()
             if time.monotonic() > deadline:
                 raise EnrollmentFailed(

@@ -4,8 +4,10 @@ the agent holds (its uid and capabilities), never by the pod's other processes."
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -179,3 +181,55 @@ def test_a_full_agent_makes_room_for_a_new_session_by_dropping_the_longest_unuse
         assert handshake(pod, "filler-0") == "closed"
         assert handshake(pod, "filler-1") == "open"
         assert handshake(pod, pod.token) == "open"
+
+
+# Keeps `count` idle connections to the enrollment socket of the agent on `port` open, ever
+# replacing the oldest with a new one, until killed: what any process of the pod may do,
+# whatever its uid.
+FLOOD_ENROLLMENT_SOCKET = (
+    "import socket, sys; from podside_agent.enrollment import socket_name; "
+    "port, count = int(sys.argv[1]), int(sys.argv[2]); held = []\n"
+    "while True:\n"
+    "    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); sock.connect(socket_name(port))\n"
+    "    held.append(sock)\n"
+    "    if len(held) == count: print('flooding', flush=True)\n"
+    "    if len(held) > count: held.pop(0).close()"
+)
+FLOOD_DESCRIPTOR_LIMIT = 1024
+
+
+def test_idle_enrollment_connections_cannot_use_up_the_agents_descriptors() -> None:
+    """Connections to the enrollment socket before their line are bounded, as the agent's
+    handshakes are: a pod process that keeps opening them keeps no client from connecting."""
+    with make_pod() as pod:
+        agent = pod.spawn(
+            pod.in_pod(
+                *("prlimit", f"--nofile={FLOOD_DESCRIPTOR_LIMIT}:{FLOOD_DESCRIPTOR_LIMIT}"),
+                *(PYTHON, "-m", "podside_agent", "--listen", "0.0.0.0"),
+                *("--port", str(pod.agent_port), "--token-sha256", verifier_of(pod.token)),
+            ),
+            "agent.log",
+        )
+        wait_for(lambda: "listening on" in pod.log("agent.log"), what="the agent to listen")
+        flood = subprocess.Popen(
+            pod.in_pod(
+                *AS_NOBODY, PYTHON, "-c", FLOOD_ENROLLMENT_SOCKET, str(pod.agent_port), "3000"
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert flood.stdout is not None
+            assert flood.stdout.readline().strip() == "flooding"
+            most = 0
+            for _ in range(20):
+                most = max(most, len(os.listdir(f"/proc/{agent.pid}/fd")))
+                time.sleep(0.05)
+            states = [handshake(pod, pod.token) for _ in range(3)]
+        finally:
+            flood.kill()
+            flood.wait(timeout=30)
+        assert states == ["open"] * 3
+        # The agent's own descriptors, those waiting (MAX_WAITING_ENROLLMENTS) and those
+        # accepted in one loop turn before their tasks run: far from the limit.
+        assert most < FLOOD_DESCRIPTOR_LIMIT // 2, most
