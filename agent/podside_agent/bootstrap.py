@@ -68,7 +68,8 @@ def enroll(port: int, verifier: str) -> None:
         try:
             sock.connect(enrollment_socket(port))
             break
-        except ConnectionRefusedError:
+        # Refused: not listening yet; EAGAIN: its backlog is full (a flood of the pod's).
+        except (ConnectionRefusedError, BlockingIOError):
             sock.close()
             if time.monotonic() > deadline:
                 raise EnrollmentFailed(

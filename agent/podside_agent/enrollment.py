@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 _MAX_LINE = 128  # a verifier and its newline, with room to spare
 _READ_TIMEOUT = 5.0
+# Any process of the pod may connect, whatever its uid: connections waiting for their line
+# are bounded, as the agent's handshakes are, so that idle ones cannot use up its descriptors.
+# A new one closes the one that has waited longest (an enroller sends its line at once).
+MAX_WAITING_ENROLLMENTS = 16
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5; Python names it from 3.12
 
@@ -146,6 +150,21 @@ def read_peer(pid: int, uid: int, pidfd: int | None) -> PeerReading:
         return PeerReading(pid, None)
 
 
+def read_connected_peer(sock: socket.socket, pid: int, uid: int) -> PeerReading:
+    """`read_peer` of the process that connected `sock`, its pidfd opened and closed here
+    (a blocking call, on a worker thread): a connection that waits for a worker holds no
+    descriptor but its own, and one closed meanwhile reads as unreadable."""
+    try:
+        pidfd = peer_pidfd(sock)
+    except OSError:
+        return PeerReading(pid, None)
+    try:
+        return read_peer(pid, uid, pidfd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 class EnrollmentListener:
     """Adds the verifiers that entitled peers hand over to `verifiers`."""
 
@@ -154,6 +173,8 @@ class EnrollmentListener:
         self.network = network
         self._server: asyncio.AbstractServer | None = None
         self._own = own_credentials()
+        # In the order they came: a dict keeps insertion order.
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
 
     async def start(self, port: int) -> None:
         with self.network.entered():
@@ -172,6 +193,11 @@ class EnrollmentListener:
             self._server.close()
 
     async def _enroll(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._waiting) >= MAX_WAITING_ENROLLMENTS:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+        self._waiting[writer] = None
         try:
             answer = await self._answer(reader, writer)
             writer.write(f"{answer}\n".encode())
@@ -179,6 +205,7 @@ class EnrollmentListener:
         except (OSError, TimeoutError):
             pass
         finally:
+            self._waiting.pop(writer, None)
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
@@ -186,17 +213,8 @@ class EnrollmentListener:
         pid, uid, _ = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
-        try:
-            pidfd = peer_pidfd(sock)
-        except OSError:
-            peer = PeerReading(pid, None)
-        else:
-            try:
-                # Read right after accept: the less time the peer has to leave its pid.
-                peer = await asyncio.to_thread(read_peer, pid, uid, pidfd)
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
+        # Read right after accept: the less time the peer has to leave its pid.
+        peer = await asyncio.to_thread(read_connected_peer, sock, pid, uid)
         # The line is read before any refusal, so that a refused peer is not still writing
         # when the answer comes and the socket closes (it would see EPIPE, not the reason).
         try:
@@ -211,7 +229,9 @@ class EnrollmentListener:
             verifier = parse_verifier(line.decode("ascii"))
         except ValueError as error:  # not ASCII, not a verifier
             return f"refused: {error}"
-        if not self.verifiers.add(verifier):
-            return "refused: the agent holds as many verifiers as it takes"
+        if self.verifiers.add(verifier):
+            log.warning(
+                "the agent holds as many token verifiers as it takes: dropped the one unused longest"
+            )
         log.info("enrolled a new session token (%d accepted)", len(self.verifiers))
         return OK

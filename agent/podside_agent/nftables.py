@@ -66,6 +66,8 @@ _NLMSG_ERROR = 0x2
 _NLMSGERR_ATTR_MSG = 1
 _NLMSGERR_ATTR_OFFS = 2
 _NLA_F_NESTED = 1 << 15
+_MAX_ATTRIBUTE_PAYLOAD = 0xFFFF - 4  # an attribute's length is 16 bits, its header included
+_SO_SNDBUFFORCE = 32  # asm-generic/socket.h; Python does not name it
 _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _NFGENMSG = struct.Struct(">BBH")  # family, version, resource id (big-endian)
 _HEADERS = _NLMSG_HEADER.size + _NFGENMSG.size
@@ -352,9 +354,24 @@ def flush_chain(table: str) -> Request:
 
 
 def port_set(table: str, set_id: int, ports: Sequence[int]) -> list[Request]:
-    """An anonymous, constant set of TCP ports, known by `set_id` within its batch."""
+    """An anonymous, constant set of TCP ports, known by `set_id` within its batch; its
+    elements in as many messages as their 16-bit attribute lengths need (4095 ports each),
+    all before the rule that binds the set, after which it takes no more."""
     naming = string(_NFTA_SET_TABLE, table) + string(_NFTA_SET_NAME, _ANONYMOUS_SET)
     elements = [nested(_NFTA_LIST_ELEM, _data(_NFTA_SET_ELEM_KEY, _port(port))) for port in ports]
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for element in elements:
+        if size + len(element) > _MAX_ATTRIBUTE_PAYLOAD:
+            groups.append([])
+            size = 0
+        groups[-1].append(element)
+        size += len(element)
+    set_naming = (
+        string(_NFTA_SET_ELEM_LIST_TABLE, table)
+        + string(_NFTA_SET_ELEM_LIST_SET, _ANONYMOUS_SET)
+        + be32(_NFTA_SET_ELEM_LIST_SET_ID, set_id)
+    )
     return [
         Request(
             _NFT_MSG_NEWSET,
@@ -366,14 +383,14 @@ def port_set(table: str, set_id: int, ports: Sequence[int]) -> list[Request]:
             + be32(_NFTA_SET_ID, set_id),
             "adding the set of stolen ports",
         ),
-        Request(
-            _NFT_MSG_NEWSETELEM,
-            _NLM_F_CREATE,
-            string(_NFTA_SET_ELEM_LIST_TABLE, table)
-            + string(_NFTA_SET_ELEM_LIST_SET, _ANONYMOUS_SET)
-            + be32(_NFTA_SET_ELEM_LIST_SET_ID, set_id)
-            + nested(_NFTA_SET_ELEM_LIST_ELEMENTS, *elements),
-            "adding the stolen ports to their set",
+        *(
+            Request(
+                _NFT_MSG_NEWSETELEM,
+                _NLM_F_CREATE,
+                set_naming + nested(_NFTA_SET_ELEM_LIST_ELEMENTS, *group),
+                "adding the stolen ports to their set",
+            )
+            for group in groups
         ),
     ]
 
@@ -555,8 +572,10 @@ class NetfilterSocket:
         self._next_sequence += len(requests) + 2  # with BEGIN and END
         pending = {first + index: request for index, request in enumerate(requests, 1)}
         refused: list[tuple[int, Request, Ack]] = []
+        batch = encode_batch(requests, first)
         try:
-            self._sock.send(encode_batch(requests, first))
+            self._make_room(len(batch))
+            self._sock.send(batch)
             while pending:
                 for ack in parse_acks(self._sock.recv(65536)):
                     if ack.sequence == first and ack.error:
@@ -573,6 +592,19 @@ class NetfilterSocket:
         if refused:
             _, request, ack = min(refused, key=lambda item: item[0])
             raise NftablesError(describe_failure(request, ack))
+
+    def _make_room(self, length: int) -> None:
+        """A batch is one datagram, refused (EMSGSIZE) when longer than the send buffer: many
+        stolen ports make one longer than the default (208 KiB), so the buffer grows to fit,
+        beyond the sysctl limit too as NET_ADMIN may (the kernel doubles what is asked)."""
+        assert self._sock is not None
+        needed = length + 4096  # the kernel's own accounting on top of the bytes
+        if self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= needed:
+            return
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, needed)
+        except PermissionError:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, needed)
 
     def close(self) -> None:
         if self._sock is not None:

@@ -26,8 +26,9 @@ __all__ = [
 # How a verifier reaches an agent started by Kubernetes: its container's environment.
 VERIFIER_ENV = "PODSIDE_AGENT_TOKEN_SHA256"
 
-# Enrollment adds verifiers for the agent's lifetime; each needs someone allowed to add an
-# ephemeral container, but the set is bounded all the same.
+# Each enrollment adds a verifier, and a busy shared agent may never reach its idle exit: the
+# set is bounded, and a full set drops the verifier unused longest rather than turn every
+# newcomer away for as long as the agent lives.
 MAX_VERIFIERS = 1024
 _TOKEN_BYTES = 32
 _HEX_DIGITS = frozenset(string.hexdigits.lower())
@@ -51,10 +52,12 @@ def parse_verifier(text: str) -> str:
 
 
 class Verifiers:
-    """The verifiers an agent accepts tokens against."""
+    """The verifiers an agent accepts tokens against, at most MAX_VERIFIERS, the one added or
+    matched longest ago first to go."""
 
     def __init__(self, verifiers: Iterable[str] = ()) -> None:
-        self._digests: list[bytes] = []
+        # Ordered from the least to the most recently used: a dict keeps insertion order.
+        self._digests: dict[bytes, None] = {}
         for verifier in verifiers:
             self.add(verifier)
 
@@ -66,20 +69,28 @@ class Verifiers:
         return len(self._digests)
 
     def add(self, verifier: str) -> bool:
-        """Accept the token behind `verifier` from now on; False when the set is full."""
+        """Accept the token behind `verifier` from now on; True when the set was full and the
+        verifier unused longest was dropped to make room."""
         digest = bytes.fromhex(parse_verifier(verifier))
-        if digest in self._digests:
-            return True
-        if len(self._digests) >= MAX_VERIFIERS:
-            return False
-        self._digests.append(digest)
-        return True
+        dropped = digest not in self._digests and len(self._digests) >= MAX_VERIFIERS
+        if dropped:
+            del self._digests[next(iter(self._digests))]
+        self._used(digest)
+        return dropped
 
     def accepts(self, token: str) -> bool:
         digest = hashlib.sha256(token.encode()).digest()
         # Every verifier is compared, in constant time each, so how long a check takes says
         # nothing about which verifier (if any) matched.
-        matched = False
+        matched: bytes | None = None
         for known in self._digests:
-            matched |= hmac.compare_digest(digest, known)
-        return matched
+            if hmac.compare_digest(digest, known):
+                matched = known
+        if matched is None:
+            return False
+        self._used(matched)
+        return True
+
+    def _used(self, digest: bytes) -> None:
+        self._digests.pop(digest, None)
+        self._digests[digest] = None

@@ -4,14 +4,16 @@ the agent holds (its uid and capabilities), never by the pod's other processes."
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from podside_protocol import Connection, Role
-from podside_protocol.tokens import new_token, verifier_of
+from podside_protocol.tokens import MAX_VERIFIERS, new_token, verifier_of
 from tests.topology import PYTHON, Pod, make_pod, wait_for
 
 # What `setpriv` needs to drop around the enrolling program.
@@ -138,3 +140,96 @@ def test_enrolling_needs_the_agents_network_namespace(pod: Pod) -> None:
     )
     assert result.returncode == 1
     assert "no agent listens for enrollments on port" in result.stderr
+
+
+# Enrolls verifiers of the tokens "filler-0", "filler-1", ... given their count, in one
+# process of the pod (a container each would take minutes).
+ENROLL_FILLERS = (
+    "import sys; from podside_agent.bootstrap import enroll; "
+    "from podside_protocol.tokens import verifier_of; "
+    "port, count = int(sys.argv[1]), int(sys.argv[2]); "
+    "[enroll(port, verifier_of(f'filler-{n}')) for n in range(count)]"
+)
+
+
+def test_a_full_agent_makes_room_for_a_new_session_by_dropping_the_longest_unused() -> None:
+    """Sessions without a cached token (CI, another machine) enroll one each: a busy shared
+    agent, never idle long enough to exit, must not turn every newcomer away for good."""
+    with make_pod() as pod:
+        pod.spawn(
+            pod.in_pod(
+                *(PYTHON, "-m", "podside_agent", "--listen", "0.0.0.0"),
+                *("--port", str(pod.agent_port), "--token-sha256", verifier_of(pod.token)),
+            ),
+            "agent.log",
+        )
+        wait_for(lambda: "listening on" in pod.log("agent.log"), what="the agent to listen")
+        fill = subprocess.run(
+            pod.in_pod(PYTHON, "-c", ENROLL_FILLERS, str(pod.agent_port), str(MAX_VERIFIERS - 1)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert fill.returncode == 0, fill.stderr
+        assert handshake(pod, "filler-1") == "open"
+        assert handshake(pod, pod.token) == "open"  # the starter's session connects again
+        newcomer = new_token()
+        result = enroll(pod, newcomer)
+        assert result.returncode == 0, result.stderr
+        assert handshake(pod, newcomer) == "open"
+        # The verifier used longest ago made room; those used since were kept.
+        assert handshake(pod, "filler-0") == "closed"
+        assert handshake(pod, "filler-1") == "open"
+        assert handshake(pod, pod.token) == "open"
+
+
+# Keeps `count` idle connections to the enrollment socket of the agent on `port` open, ever
+# replacing the oldest with a new one, until killed: what any process of the pod may do,
+# whatever its uid.
+FLOOD_ENROLLMENT_SOCKET = (
+    "import socket, sys; from podside_agent.bootstrap import enrollment_socket as socket_name; "
+    "port, count = int(sys.argv[1]), int(sys.argv[2]); held = []\n"
+    "while True:\n"
+    "    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); sock.connect(socket_name(port))\n"
+    "    held.append(sock)\n"
+    "    if len(held) == count: print('flooding', flush=True)\n"
+    "    if len(held) > count: held.pop(0).close()"
+)
+FLOOD_DESCRIPTOR_LIMIT = 1024
+
+
+def test_idle_enrollment_connections_cannot_use_up_the_agents_descriptors() -> None:
+    """Connections to the enrollment socket before their line are bounded, as the agent's
+    handshakes are: a pod process that keeps opening them keeps no client from connecting."""
+    with make_pod() as pod:
+        agent = pod.spawn(
+            pod.in_pod(
+                *("prlimit", f"--nofile={FLOOD_DESCRIPTOR_LIMIT}:{FLOOD_DESCRIPTOR_LIMIT}"),
+                *(PYTHON, "-m", "podside_agent", "--listen", "0.0.0.0"),
+                *("--port", str(pod.agent_port), "--token-sha256", verifier_of(pod.token)),
+            ),
+            "agent.log",
+        )
+        wait_for(lambda: "listening on" in pod.log("agent.log"), what="the agent to listen")
+        flood = subprocess.Popen(
+            pod.in_pod(
+                *AS_NOBODY, PYTHON, "-c", FLOOD_ENROLLMENT_SOCKET, str(pod.agent_port), "3000"
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert flood.stdout is not None
+            assert flood.stdout.readline().strip() == "flooding"
+            most = 0
+            for _ in range(20):
+                most = max(most, len(os.listdir(f"/proc/{agent.pid}/fd")))
+                time.sleep(0.05)
+            states = [handshake(pod, pod.token) for _ in range(3)]
+        finally:
+            flood.kill()
+            flood.wait(timeout=30)
+        assert states == ["open"] * 3
+        # The agent's own descriptors, those waiting (MAX_WAITING_ENROLLMENTS) and those
+        # accepted in one loop turn before their tasks run: far from the limit.
+        assert most < FLOOD_DESCRIPTOR_LIMIT // 2, most

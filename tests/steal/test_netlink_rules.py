@@ -154,3 +154,44 @@ def test_the_doctor_probe_passes_with_net_admin_and_names_it_without() -> None:
     refused = in_new_netns(probe, net_admin=False)
     assert refused.returncode == 0, refused.stderr
     assert "'ok': False" in refused.stdout and "the agent needs NET_ADMIN" in refused.stdout
+
+
+def test_more_ports_than_one_netlink_attribute_holds_are_stolen_in_both_families() -> None:
+    """A netlink attribute holds at most 64 KiB, a set element 16 bytes of it: a set of more
+    than 4095 ports is several element messages, and the batch more than a default send
+    buffer holds."""
+    result = in_new_netns(
+        """
+        import json
+        import subprocess
+        from podside_agent.nftables import StealTable
+        from podside_agent.podnet import PodNetwork
+
+        table = StealTable(PodNetwork(None))
+        table.create()
+        table.apply(range(1, 10001), 1234, 1235)
+        command = ["nft", "-j", "list", "table", "inet", "podside_steal"]
+        listing = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
+        sets = []
+        for item in listing["nftables"]:
+            for expression in item.get("rule", {}).get("expr", []):
+                right = expression.get("match", {}).get("right", {})
+                if isinstance(right, dict) and "set" in right:
+                    sets.append(right["set"])
+        table.apply([80], 1234, 1235)
+        table.close()
+        print(json.dumps(sets))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    sets = json.loads(result.stdout)
+    assert len(sets) == 2
+    for ports in sets:
+        covered = set()
+        for element in ports:
+            if isinstance(element, dict):  # nft shows runs of ports as ranges
+                low, high = element["range"]
+                covered.update(range(low, high + 1))
+            else:
+                covered.add(element)
+        assert covered == set(range(1, 10001))

@@ -135,6 +135,22 @@ def test_the_ports_are_an_anonymous_constant_set_filled_in_the_same_batch() -> N
     ]
 
 
+def test_more_ports_than_one_attribute_holds_go_in_several_element_messages() -> None:
+    """An attribute's length is 16 bits and a port's element takes 16 bytes: 4095 a message."""
+    ports = list(range(1, 10001))
+    new_set, *new_elements = nftables.port_set("t", 1, ports)
+    assert new_set.kind == 9  # NFT_MSG_NEWSET
+    assert [request.kind for request in new_elements] == [12, 12, 12]  # NFT_MSG_NEWSETELEM
+    found = []
+    for request in new_elements:
+        attributes = read(request.attributes)
+        assert attributes[-1][0] == NESTED | 3  # NFTA_SET_ELEM_LIST_ELEMENTS
+        assert nest(request.attributes)[4] == be32(1)  # each names the set by its id
+        for _, element in read(attributes[-1][1]):
+            found.append(struct.unpack(">H", nest(element)[NESTED | 1][1])[0])
+    assert found == ports
+
+
 def test_the_table_is_owned_and_the_chain_hooks_prerouting_at_mangle_priority() -> None:
     owned = nftables.new_table("t", owned=True)
     assert owned.kind == 0  # NFT_MSG_NEWTABLE

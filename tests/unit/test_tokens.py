@@ -38,7 +38,7 @@ def test_verifiers_accept_their_tokens_only() -> None:
     assert verifiers.accepts(first)
     assert not verifiers.accepts(second)
     assert not verifiers.accepts(verifier_of(first))
-    assert verifiers.add(verifier_of(second).upper())
+    assert not verifiers.add(verifier_of(second).upper())  # nothing dropped to make room
     assert verifiers.accepts(second)
     assert len(verifiers) == 2
 
@@ -49,11 +49,17 @@ def test_a_malformed_verifier_is_refused(text: str) -> None:
         Verifiers().add(text)
 
 
-def test_the_set_of_verifiers_is_bounded() -> None:
+def test_a_full_set_of_verifiers_drops_the_one_unused_longest() -> None:
     verifiers = Verifiers(verifier_of(str(n)) for n in range(MAX_VERIFIERS))
-    assert not verifiers.add(verifier_of("one too many"))
-    assert verifiers.add(verifier_of("0"))  # one it has is still fine
-    assert not verifiers.accepts("one too many")
+    assert not verifiers.add(verifier_of("0"))  # one it has takes no room
+    assert verifiers.accepts("1")  # used now: "2" is the one unused longest
+    assert verifiers.add(verifier_of("newcomer"))
+    assert len(verifiers) == MAX_VERIFIERS
+    assert verifiers.accepts("newcomer")
+    assert not verifiers.accepts("2")
+    assert verifiers.accepts("0")
+    assert verifiers.accepts("1")
+    assert verifiers.accepts("3")
 
 
 def test_the_handshake_checks_the_token_against_the_verifiers() -> None:
