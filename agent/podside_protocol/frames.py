@@ -107,46 +107,105 @@ class FrameDecoder:
     """
 
     def __init__(self, max_body: int = MAX_FRAME_BODY) -> None:
-        self._buffer = bytearray()
+        # The frame split across reads, kept as its pieces and joined once whole: each of its
+        # bytes is copied once. Appending every read to one buffer, copying a payload out of
+        # it and moving the rest down was three copies, most of a tunnel's decoding time.
+        self._pieces: list[memoryview] = []
+        self._held = 0
+        self._length = -1  # the held frame's body length, once its 4 length bytes are here
         self.max_body = max_body
 
     def feed(self, data: bytes) -> list[tuple[Kind, tuple[Any, ...]]]:
-        buffer = self._buffer
-        buffer += data
         frames: list[tuple[Kind, tuple[Any, ...]]] = []
-        offset = 0
-        available = len(buffer)
-        view = memoryview(buffer)
-        try:
-            while available - offset >= 4:
-                (length,) = _LENGTH.unpack_from(buffer, offset)
-                if length > self.max_body:
-                    raise RemoteProtocolError(f"frame of {length} bytes exceeds the limit")
-                end = offset + 4 + length
-                if end > available:
-                    break
-                start = offset + 4
-                if (
-                    length >= _DATA_OVERHEAD
-                    and view[start : start + 3] == _DATA_PREFIX
-                    and buffer[start + 7] == 0xC6
-                ):
-                    stream_id, payload_length = struct.unpack_from(">IxI", buffer, start + 3)
-                    if payload_length != length - _DATA_OVERHEAD:
-                        raise RemoteProtocolError("DATA frame length does not match its payload")
-                    frames.append((Kind.DATA, (stream_id, bytes(view[start + 12 : end]))))
-                else:
-                    frames.append(_decode_body(view[start:end]))
-                offset = end
-        finally:
-            view.release()
-        if offset:
-            del buffer[:offset]
+        view = memoryview(data)
+        offset = self._complete_held(view, frames) if self._held else 0
+        if offset < 0:
+            return frames
+        available = len(view)
+        length = -1
+        while available - offset >= 4:
+            (length,) = _LENGTH.unpack_from(view, offset)
+            self._check_length(length)
+            end = offset + 4 + length
+            if end > available:
+                break
+            frames.append(_decode_frame(view, offset + 4, end))
+            offset = end
+            length = -1
+        if offset < available:
+            self._keep(view[offset:])
+            self._length = length
         return frames
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._held
+
+    def _keep(self, piece: memoryview) -> None:
+        # A view of bytes can be held; a caller's bytearray may change after the call.
+        self._pieces.append(piece if isinstance(piece.obj, bytes) else memoryview(bytes(piece)))
+        self._held += len(piece)
+
+    def _complete_held(self, view: memoryview, frames: list[tuple[Kind, tuple[Any, ...]]]) -> int:
+        """Add to the held frame what it lacks from `view`, decoding it once whole; how much
+        of `view` was taken, or -1 if all of it was and the frame is still partial."""
+        taken = 0
+        if self._length < 0:
+            taken = min(4 - self._held, len(view))
+            self._keep(view[:taken])
+            if self._held < 4:
+                return -1
+            head = b"".join(self._pieces)
+            self._pieces = [memoryview(head)]
+            (self._length,) = _LENGTH.unpack(head)
+            self._check_length(self._length)
+        wanted = min(4 + self._length - self._held, len(view) - taken)
+        self._keep(view[taken : taken + wanted])
+        taken += wanted
+        if self._held < 4 + self._length:
+            return -1
+        pieces, length = self._pieces, self._length
+        self._pieces, self._held, self._length = [], 0, -1
+        frames.append(_join_frame(pieces, length))
+        return taken
+
+    def _check_length(self, length: int) -> None:
+        if length > self.max_body:
+            raise RemoteProtocolError(f"frame of {length} bytes exceeds the limit")
+
+
+def _is_data(view: memoryview, start: int, length: int) -> bool:
+    return (
+        length >= _DATA_OVERHEAD
+        and view[start : start + 3] == _DATA_PREFIX
+        and view[start + 7] == 0xC6
+    )
+
+
+def _data_fields(view: memoryview, start: int, length: int) -> int:
+    """The stream id of the DATA frame whose body starts at `start`, its length checked."""
+    stream_id, payload_length = struct.unpack_from(">IxI", view, start + 3)
+    if payload_length != length - _DATA_OVERHEAD:
+        raise RemoteProtocolError("DATA frame length does not match its payload")
+    return int(stream_id)
+
+
+def _decode_frame(view: memoryview, start: int, end: int) -> tuple[Kind, tuple[Any, ...]]:
+    """The frame whose body is `view[start:end]`; a DATA payload is copied out of the view."""
+    if _is_data(view, start, end - start):
+        stream_id = _data_fields(view, start, end - start)
+        return Kind.DATA, (stream_id, bytes(view[start + _DATA_OVERHEAD : end]))
+    return _decode_body(view[start:end])
+
+
+def _join_frame(pieces: list[memoryview], length: int) -> tuple[Kind, tuple[Any, ...]]:
+    """The frame held in `pieces` (its length bytes included), joined in one copy."""
+    first = pieces[0]
+    if len(first) >= 4 + _DATA_OVERHEAD and _is_data(first, 4, length):
+        stream_id = _data_fields(first, 4, length)
+        return Kind.DATA, (stream_id, b"".join([first[4 + _DATA_OVERHEAD :], *pieces[1:]]))
+    frame = memoryview(b"".join(pieces))
+    return _decode_frame(frame, 4, len(frame))
 
 
 def _decode_body(body: memoryview) -> tuple[Kind, tuple[Any, ...]]:

@@ -49,6 +49,34 @@ def test_frames_split_at_every_byte_decode_the_same() -> None:
     assert decoder.buffered == 0
 
 
+@given(st.lists(st.integers(min_value=1, max_value=70), min_size=1))
+def test_frames_split_anywhere_from_a_reused_buffer_decode_the_same(cuts: list[int]) -> None:
+    # The decoder holds views of a split frame's pieces: a caller that refills one bytearray
+    # after each call must not change the frames that come out later.
+    payload = bytes(range(256)) * 2
+    wire = encode_data_header(5, len(payload)) + payload + encode(Kind.EOF, 5)
+    whole = FrameDecoder().feed(wire)
+    decoder, frames, offset, reused = FrameDecoder(), [], 0, bytearray()
+    for cut in [*cuts, len(wire)]:
+        reused[:] = wire[offset : offset + cut]
+        frames.extend(decoder.feed(reused))  # type: ignore[arg-type]
+        reused[:] = bytes(len(reused))
+        offset += cut
+    assert frames == whole
+    assert decoder.buffered == 0
+
+
+def test_a_data_frame_split_across_reads_is_one_payload() -> None:
+    payload = b"x" * 300_000
+    wire = encode_data_header(7, len(payload)) + payload
+    decoder = FrameDecoder()
+    assert decoder.feed(wire[:2]) == []
+    assert decoder.feed(wire[2:100_000]) == []
+    assert decoder.buffered == 100_000
+    assert decoder.feed(wire[100_000:]) == [(Kind.DATA, (7, payload))]
+    assert decoder.buffered == 0
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
