@@ -1,4 +1,4 @@
-// The backend: `podside lsp` started over stdio with vscode-languageclient.
+// The backend: `podside lsp`, found by backendCommand.ts, started over stdio with vscode-languageclient.
 import {
   ExecuteCommandRequest,
   LanguageClient,
@@ -7,6 +7,7 @@ import {
   type ServerOptions,
   type StaticFeature,
 } from "vscode-languageclient/node";
+import { lookUpBackend, mismatch, unavailableBackend } from "./backendCommand";
 import type { Backend, Seam } from "./seam";
 
 /**
@@ -24,7 +25,11 @@ class BackendClient extends LanguageClient {
 export async function startBackend(seam: Seam): Promise<{ backend: Backend; stop: () => Promise<void> }> {
   const kubeconfig = seam.setting("kubeconfig", "");
   const env = { ...process.env, ...(kubeconfig ? { KUBECONFIG: kubeconfig } : {}) };
-  const server: ServerOptions = { command: seam.setting("path", "podside"), args: ["lsp"], options: { env } };
+  const lookup = await lookUpBackend(seam, env);
+  if ("problem" in lookup) return { backend: unavailableBackend(lookup.problem), stop: async () => undefined };
+  const { command, args } = lookup.found;
+  const commandLine = [command, ...args, "lsp"].join(" ");
+  const server: ServerOptions = { command, args: [...args, "lsp"], options: { env } };
   const client = new BackendClient("podside", "podside", server, { documentSelector: [] });
   const backend: Backend = {
     async command<T>(name: string, params?: Record<string, unknown>): Promise<T> {
@@ -42,7 +47,10 @@ export async function startBackend(seam: Seam): Promise<{ backend: Backend; stop
   try {
     await client.start();
   } catch (error) {
-    seam.showError(`podside: cannot start the backend "${seam.setting("path", "podside")} lsp": ${String(error)}`);
+    seam.showError(`podside: cannot start the backend "${commandLine}": ${String(error)}`);
+    return { backend, stop: () => client.stop() };
   }
+  const warning = client.initializeResult && mismatch(seam.extensionVersion(), client.initializeResult, `"${commandLine}"`);
+  if (warning) seam.showWarning(warning);
   return { backend, stop: () => client.stop() };
 }

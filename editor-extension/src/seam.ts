@@ -60,6 +60,9 @@ export interface Seam {
   registerTree<Node>(viewId: string, model: TreeModel<Node>): void;
   registerDebug(type: string, hooks: DebugHooks): void;
   showError(message: string): void;
+  /** An error the user fixes in a setting: the notification has a button that opens it. */
+  showSettingError(message: string, setting: string): void;
+  showWarning(message: string): void;
   showInfo(message: string): void;
   setStatus(text: string | undefined, tooltip?: string): void;
   /** A line of a program's output, for the podside output channel. */
@@ -69,6 +72,12 @@ export interface Seam {
   launchConfigurations(): DebugConfiguration[];
   pickProgram(title: string): Promise<string | undefined>;
   setting<T>(name: string, fallback: T): T;
+  /** The workspace's folders on disk. */
+  workspaceFolders(): string[];
+  /** The interpreter the Python extension (ms-python.python) has selected, if it is installed. */
+  selectedPython(): Promise<string | undefined>;
+  /** This extension's version (package.json). */
+  extensionVersion(): string;
 }
 
 /** The backend (`podside lsp`), seen as JSON in and out. */

@@ -86,6 +86,14 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
     showError(message) {
       void vscode.window.showErrorMessage(message);
     },
+    showSettingError(message, setting) {
+      void vscode.window.showErrorMessage(message, OPEN_SETTING).then((choice) => {
+        if (choice === OPEN_SETTING) void vscode.commands.executeCommand("workbench.action.openSettings", setting);
+      });
+    },
+    showWarning(message) {
+      void vscode.window.showWarningMessage(message);
+    },
     showInfo(message) {
       void vscode.window.showInformationMessage(message);
     },
@@ -115,7 +123,37 @@ export function createVscodeSeam(context: vscode.ExtensionContext): Seam {
     setting<T>(name: string, fallback: T): T {
       return vscode.workspace.getConfiguration("podside").get<T>(name, fallback);
     },
+    workspaceFolders() {
+      return (vscode.workspace.workspaceFolders ?? []).map((folder) => folder.uri.fsPath);
+    },
+    selectedPython,
+    extensionVersion() {
+      return (context.extension.packageJSON as { version: string }).version;
+    },
   };
+}
+
+const OPEN_SETTING = "Open Setting";
+
+/** The part of the Python extension's API (ms-python.python) that names its selected interpreter. */
+interface PythonExtensionApi {
+  environments: {
+    getActiveEnvironmentPath(resource?: vscode.Uri): { path: string };
+    resolveEnvironment(environment: { path: string }): Promise<{ executable: { uri?: vscode.Uri } } | undefined>;
+  };
+}
+
+async function selectedPython(): Promise<string | undefined> {
+  const extension = vscode.extensions.getExtension<PythonExtensionApi>("ms-python.python");
+  if (extension === undefined) return undefined;
+  try {
+    const api = extension.isActive ? extension.exports : await extension.activate();
+    const active = api.environments.getActiveEnvironmentPath(vscode.workspace.workspaceFolders?.[0]?.uri);
+    return (await api.environments.resolveEnvironment(active))?.executable.uri?.fsPath;
+  } catch {
+    // An older Python extension without this API: as if it were not installed.
+    return undefined;
+  }
 }
 
 interface DapMessage {

@@ -48,6 +48,14 @@ export class FakeSeam implements Seam {
   showError(message: string): void {
     this.errors.push(message);
   }
+  settingErrors: [string, string][] = [];
+  showSettingError(message: string, setting: string): void {
+    this.settingErrors.push([message, setting]);
+  }
+  warnings: string[] = [];
+  showWarning(message: string): void {
+    this.warnings.push(message);
+  }
   showInfo(message: string): void {
     this.infos.push(message);
   }
@@ -70,6 +78,17 @@ export class FakeSeam implements Seam {
   }
   setting<T>(name: string, fallback: T): T {
     return (this.settings[name] as T | undefined) ?? fallback;
+  }
+  folders: string[] = [];
+  workspaceFolders(): string[] {
+    return this.folders;
+  }
+  python: string | undefined;
+  async selectedPython(): Promise<string | undefined> {
+    return this.python;
+  }
+  extensionVersion(): string {
+    return "0.1.0";
   }
 }
 
