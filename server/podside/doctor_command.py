@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podside.errors import PodsideError
+from podside.kube.agent_settings import add_pull_arguments
 
 MIN_KERNEL = (5, 19)
 README_RBAC = "README.md, section Kubernetes, lists the Role podside needs"
@@ -72,18 +73,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="IMAGE",
         help="the python image the agent runs in without --agent-image (default: python:3.12-slim)",
     )
-    parser.add_argument(
-        "--agent-image-pull-policy",
-        choices=("Always", "IfNotPresent", "Never"),
-        help="when the node pulls the agent's image (default: the cluster's, from the tag)",
-    )
-    parser.add_argument(
-        "--image-pull-secret",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Secret the node pulls the agent's image with (repeatable)",
-    )
+    add_pull_arguments(parser, "a Secret the node pulls the agent's image with (repeatable)")
     parser.add_argument(
         "-t",
         "--target",

@@ -28,7 +28,7 @@ from podside import exec_values
 from podside.environment import merge, parse_assignments
 from podside.errors import PodsideError
 from podside.events import EventReporter
-from podside.kube.agent_settings import AgentSettings
+from podside.kube.agent_settings import AgentSettings, add_pull_arguments
 from podside.layer import children, launcher, seccomp
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
@@ -113,18 +113,10 @@ def add_parser(subparsers: Any) -> None:
     agent_pod = parser.add_argument_group(
         "the agent's containers and the targetless pod (real clusters)"
     )
-    agent_pod.add_argument(
-        "--agent-image-pull-policy",
-        choices=("Always", "IfNotPresent", "Never"),
-        help="when the node pulls the agent's image (default: the cluster's, from the tag)",
-    )
-    agent_pod.add_argument(
-        "--image-pull-secret",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Secret the node pulls the agent's image with (repeatable); the targetless pod "
-        "gets it, a target pod must already have it (an ephemeral container uses its pod's)",
+    add_pull_arguments(
+        agent_pod,
+        "a Secret the node pulls the agent's image with (repeatable); the targetless pod gets "
+        "it, a target pod must already have it (an ephemeral container uses its pod's)",
     )
     agent_pod.add_argument(
         "--targetless-namespace",

@@ -6,6 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def add_pull_arguments(parser: Any, secret_help: str) -> None:
+    """`--agent-image-pull-policy` and `--image-pull-secret`, as exec and doctor take them."""
+    parser.add_argument(
+        "--agent-image-pull-policy",
+        choices=PULL_POLICIES,
+        help="when the node pulls the agent's image (default: the cluster's, from the tag)",
+    )
+    parser.add_argument(
+        "--image-pull-secret", action="append", default=[], metavar="NAME", help=secret_help
+    )
 
 
 @dataclass(frozen=True)

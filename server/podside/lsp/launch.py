@@ -26,6 +26,7 @@ from typing import Any
 
 from podside import exec_values
 from podside.errors import PodsideError
+from podside.kube.agent_settings import PULL_POLICIES
 
 # Package data: an installed wheel has them too.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "launch_templates"
@@ -142,7 +143,6 @@ AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
     "targetlessRequests": ("--targetless-requests", "items"),
     "targetlessLimits": ("--targetless-limits", "items"),
 }
-_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
 def _field_texts(name: str, value: Any, shape: str) -> list[str]:
@@ -174,8 +174,8 @@ def _agent_pod_flags(launch: dict[str, Any]) -> list[str]:
             continue
         for text in _field_texts(name, launch[name], shape):
             if flag == "--agent-image-pull-policy":
-                if text not in _PULL_POLICIES:
-                    raise PodsideError(f"{name} {text!r} is not one of {', '.join(_PULL_POLICIES)}")
+                if text not in PULL_POLICIES:
+                    raise PodsideError(f"{name} {text!r} is not one of {', '.join(PULL_POLICIES)}")
             else:
                 dest = flag[2:].replace("-", "_")
                 _checked(name, functools.partial(exec_values.checked, dest), text)
