@@ -3,7 +3,9 @@ namespace (the namespace the test's workloads are created in)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,3 +31,19 @@ def ctx(sandbox: Any, namespace: str) -> Any:  # noqa: F811
     from podside.kube.config import load_context
 
     return load_context("podside-sandbox", namespace, os.environ["KUBECONFIG"])
+
+
+def who_answers(sandbox: Any, pod_ip: str, port: int, developer: str | None = None) -> str:
+    """The `server` that answers a request sent to the pod from the node, as a peer pod's would
+    ("" if none does); `developer` sends the `x-dev` header filtered steals match."""
+    header = ["-H", f"x-dev: {developer}"] if developer else []
+    result = subprocess.run(
+        [
+            *("ip", "netns", "exec", sandbox.node_netns, "curl", "-sS", "-m", "10", *header),
+            f"http://{pod_ip}:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return str(json.loads(result.stdout)["server"]) if result.returncode == 0 else ""

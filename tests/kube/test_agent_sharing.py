@@ -24,6 +24,7 @@ from podside.kube.config import load_context
 from podside.kube.portforward import open_port_forward
 from podside.kube.targets import resolve_target
 from podside.session import AgentSession
+from tests.kube.conftest import who_answers
 from tests.sandbox.conftest import pod_phase, run_pod, wait_for
 from tests.topology import PYTHON, SERVERS
 
@@ -146,23 +147,6 @@ def _stealing(
         log.unlink()
 
 
-def _who_answers(sandbox: Any, pod_ip: str, developer: str | None) -> str:
-    """The `server` that answers a request sent to the pod from the node, as a peer pod's would."""
-    import json
-
-    header = ["-H", f"x-dev: {developer}"] if developer else []
-    result = subprocess.run(
-        [
-            *("ip", "netns", "exec", sandbox.node_netns, "curl", "-sS", "-m", "10", *header),
-            f"http://{pod_ip}:{APP_PORT}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return str(json.loads(result.stdout)["server"]) if result.returncode == 0 else ""
-
-
 def test_two_developers_steal_from_one_pod_through_one_agent(
     core: Any, sandbox: Any, namespace: str, tmp_path: Path
 ) -> None:
@@ -172,21 +156,21 @@ def test_two_developers_steal_from_one_pod_through_one_agent(
     bob = _user(sandbox, namespace, "bob", DEVELOPER_RULES)
     with _stealing(*alice, tmp_path / "alice", namespace, "alice", 18081) as alice_log:
         wait_for(
-            lambda: _who_answers(sandbox, pod_ip, "alice") == "alice",
+            lambda: who_answers(sandbox, pod_ip, APP_PORT, "alice") == "alice",
             timeout=90,
             what=f"alice's steal ({alice_log.read_text()})",
         )
         with _stealing(*bob, tmp_path / "bob", namespace, "bob", 18082) as bob_log:
             wait_for(
-                lambda: _who_answers(sandbox, pod_ip, "bob") == "bob",
+                lambda: who_answers(sandbox, pod_ip, APP_PORT, "bob") == "bob",
                 timeout=90,
                 what=f"bob's steal ({bob_log.read_text()})",
             )
             for _ in range(5):
-                assert _who_answers(sandbox, pod_ip, "alice") == "alice"
-                assert _who_answers(sandbox, pod_ip, "bob") == "bob"
-                assert _who_answers(sandbox, pod_ip, None) == "app"
-                assert _who_answers(sandbox, pod_ip, "carol") == "app"
+                assert who_answers(sandbox, pod_ip, APP_PORT, "alice") == "alice"
+                assert who_answers(sandbox, pod_ip, APP_PORT, "bob") == "bob"
+                assert who_answers(sandbox, pod_ip, APP_PORT, None) == "app"
+                assert who_answers(sandbox, pod_ip, APP_PORT, "carol") == "app"
             assert "joined the agent" in bob_log.read_text()
 
         pod = core.read_namespaced_pod("app", namespace)

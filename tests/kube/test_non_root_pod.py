@@ -6,7 +6,6 @@ environment work there; the pod's own non-root processes still cannot enroll wit
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from podside.kube.portforward import open_port_forward
 from podside.kube.targets import resolve_target
 from podside.session import AgentSession
 from podside_protocol.tokens import new_token
+from tests.kube.conftest import who_answers
 from tests.sandbox.conftest import pod_phase, wait_for
 from tests.topology import PYTHON, SERVERS
 
@@ -84,20 +84,6 @@ def _non_root_pod(core: Any, namespace: str, intruder_token: str = "") -> None:
     wait_for(lambda: pod_phase(core, namespace, "app") == "Running", what="app running")
 
 
-def _answer_from_the_node(sandbox: Any, pod_ip: str) -> str:
-    """Who answers a request sent to the pod from the node, as a peer pod's would."""
-    result = subprocess.run(
-        [
-            *("ip", "netns", "exec", sandbox.node_netns, "curl", "-sS", "-m", "10"),
-            f"http://{pod_ip}:{APP_PORT}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return str(json.loads(result.stdout)["server"]) if result.returncode == 0 else ""
-
-
 @contextmanager
 def _session(namespace: str, *options: str) -> Iterator[Path]:
     """`podside exec` on the pod running a local server named `local` on APP_PORT that says
@@ -133,7 +119,7 @@ def test_mirror_steal_and_env_work_in_a_pod_that_runs_as_uid_1000(
     with _session(namespace) as log:
 
         def mirrored() -> bool:
-            answered_by = _answer_from_the_node(sandbox, pod_ip)
+            answered_by = who_answers(sandbox, pod_ip, APP_PORT)
             return answered_by == "app" and "local GET / from" in log.read_text()
 
         try:
@@ -141,10 +127,10 @@ def test_mirror_steal_and_env_work_in_a_pod_that_runs_as_uid_1000(
         except AssertionError as error:
             raise AssertionError(f"{error}; podside said: {log.read_text()}") from None
         assert "secret=only-in-the-pod" in log.read_text()
-        assert _answer_from_the_node(sandbox, pod_ip) == "app"  # mirror leaves the pod's answer
+        assert who_answers(sandbox, pod_ip, APP_PORT) == "app"  # mirror leaves the pod's answer
     with _session(namespace, "--mode", "steal") as log:
         wait_for(
-            lambda: _answer_from_the_node(sandbox, pod_ip) == "local",
+            lambda: who_answers(sandbox, pod_ip, APP_PORT) == "local",
             timeout=90,
             what=f"the stolen request answered here ({log.read_text()})",
         )
