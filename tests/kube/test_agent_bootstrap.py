@@ -1,8 +1,8 @@
 """No agent image needed, on the sandbox: with no --agent-image the agent runs in a plain
 python image that holds no podside code, from the code this podside delivers; a hostile
 delivery from inside the pod is refused and the real one still starts the agent; sessions
-reuse such an agent, and deliver its code if the session that started it could not; an agent
-marked with another protocol version is never reused."""
+reuse or join such an agent, and deliver its code if the session that started it could not;
+an agent marked with another protocol version is never reused."""
 
 from __future__ import annotations
 
@@ -289,6 +289,30 @@ def test_a_session_delivers_the_code_a_starter_that_ended_did_not(
     result = _exec(namespace, "pod/app", "true", env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert result.returncode == 0, result.stderr
     assert f"reusing the agent {started.container}" in result.stderr
+    (agent,) = _agents(core, namespace, "app")
+    log = core.read_namespaced_pod_log("app", namespace, container=agent.name)
+    assert "podside-agent 0.1.0 listening on 127.0.0.1:" in log
+
+
+def test_a_session_without_the_token_delivers_the_code_before_joining(
+    sandbox: Any, core: Any, ctx: Any, namespace: str, tmp_path: Path
+) -> None:
+    run_pod(core, namespace, "app", ["sleep", "600"], terminationGracePeriodSeconds=1)
+    _running(core, namespace, "app")
+    # Another developer's session added the agent and ended before it sent the code: the
+    # bootstrap waits, and its token is in that developer's cache alone.
+    started = ensure_agent(
+        ctx,
+        resolve_target(ctx, "pod/app"),
+        image=AgentImage.of(None),
+        progress=lambda _: None,
+        tokens=TokenCache(tmp_path / "starter" / "podside" / "agents"),
+    )
+    joiner = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "joiner")}
+    result = _exec(namespace, "pod/app", "sh", "-c", "echo joined", env=joiner)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "joined\n"
+    assert f"joining the agent {started.container}" in result.stderr
     (agent,) = _agents(core, namespace, "app")
     log = core.read_namespaced_pod_log("app", namespace, container=agent.name)
     assert "podside-agent 0.1.0 listening on 127.0.0.1:" in log

@@ -77,3 +77,25 @@ def test_container_and_exec_probe_see_only_the_image_spec_and_cluster_environmen
         # Read until the whole dump parses: the file exists a moment before it is written.
         env = wait_for(lambda dump=dump: json.loads(dump.read_text()), what=f"{dump.name}")
         _check(env, host, "envcheck", backend.spec.cluster_ip)
+
+
+def test_a_python_images_status_names_the_interpreter_that_ran_for_its_tag(
+    sandbox: Any, core: Any, namespace: str
+) -> None:
+    # The sandbox pulls no image: whatever Python the tag names, this machine's runs, and the
+    # status says so where a node names the image it pulled.
+    version = "import platform; print(platform.python_version())"
+    run_pod(
+        core,
+        namespace,
+        "tagged",
+        ["python", "-c", version],
+        restartPolicy="Never",
+        container={"image": "python:3.10-slim"},
+    )
+    wait_for(lambda: pod_phase(core, namespace, "tagged") == "Succeeded", what="its end")
+    ran = core.read_namespaced_pod_log("tagged", namespace).strip()
+    (status,) = core.read_namespaced_pod("tagged", namespace).status.container_statuses
+    assert status.image == "python:3.10-slim"
+    assert status.image_id.startswith("podside-sandbox:")
+    assert status.image_id.endswith(f" (Python {ran})")

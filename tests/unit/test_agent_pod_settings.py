@@ -99,6 +99,23 @@ def test_the_launch_configuration_sets_the_same(tmp_path: Path) -> None:
     assert _settings(argv[2:-1], tmp_path) == EXPECTED
 
 
+def test_the_launch_configuration_names_the_agents_python_image(tmp_path: Path) -> None:
+    argv = launch.exec_argv(
+        {"target": "pod/web", "agentPythonImage": "mirror.example/python:3.12-slim"}, ["p"]
+    )
+    parser = build_parser()
+    full = ["exec", *argv[2:], "true"]
+    args = apply_config(
+        parser, _subparser(parser, "exec"), full, parser.parse_args(full), cwd=tmp_path
+    )
+    kube = parse_options(args).kube
+    assert kube is not None
+    assert kube.python_image == "mirror.example/python:3.12-slim"
+    assert AgentImage.of(kube.image, kube.python_image).name == "mirror.example/python:3.12-slim"
+    with pytest.raises(PodsideError, match=r"^agentPythonImage must be a string$"):
+        launch.exec_argv({"target": "pod/web", "agentPythonImage": ["python:3.12"]}, ["p"])
+
+
 def test_package_json_describes_every_launch_field() -> None:
     manifest = json.loads((ROOT / "editor-extension" / "package.json").read_text())
     attributes = manifest["contributes"]["debuggers"][0]["configurationAttributes"]["launch"]

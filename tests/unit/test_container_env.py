@@ -6,7 +6,7 @@ import platform
 from typing import Any
 
 from podside.sandbox.node.container_env import container_env, linked_services
-from podside.sandbox.node.images import DEFAULT_PATH, image_env
+from podside.sandbox.node.images import DEFAULT_PATH, IMAGE_PYTHON, image_env, image_id
 
 
 def _service(namespace: str, name: str, ip: str) -> dict[str, Any]:
@@ -58,3 +58,11 @@ def test_other_images_get_the_runtime_default_path_only() -> None:
     assert "PYTHON_VERSION" in image_env("ghcr.io/podside/agent:0.1.0")
     assert "PYTHON_VERSION" in image_env("docker.io/library/python:3.12@sha256:abc")
     assert "PYTHON_VERSION" not in image_env("example.com/pythonic/app:1")
+
+
+def test_only_a_python_images_id_names_the_interpreter_it_runs() -> None:
+    expected = f"podside-sandbox:{IMAGE_PYTHON[0]} (Python {platform.python_version()})"
+    assert image_id("python:3.10-slim") == expected
+    assert image_id("mirror.example/library/python:3.13@sha256:abc") == expected
+    assert image_id("busybox") == ""
+    assert image_id("ghcr.io/podside/agent:0.1.0") == ""

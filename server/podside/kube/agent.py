@@ -413,10 +413,13 @@ def ensure_agent(
     timeout: float = 60.0,
     tokens: TokenCache | None = None,
     settings: AgentSettings | None = None,
+    deliver: Callable[[str, str, int, AgentCode], None] | None = None,
 ) -> AgentEndpoint:
     """A running agent in the target's pod and a token it accepts: the one already there for
     the same container and image (with the token this user holds for it, else joined with a
     fresh one), or a new ephemeral container (random port, fresh token) once it runs.
+    `deliver(namespace, pod, port, code)` sends this podside's code to the bootstrap of an
+    agent it joins.
 
     Sessions that find no agent at the same moment must not each add one: an agent is added
     only to the pod as it was read (the patch carries its resourceVersion, and the API server
@@ -454,6 +457,12 @@ def ensure_agent(
             if not newest.running:
                 progress(f"waiting for the agent {newest.container} another session added")
                 _wait_until_running(ctx, target, newest.container, timeout)
+            # Its starter may have ended before it sent the code, and a bootstrap still
+            # waiting for it has no agent to enroll with. The code is public (the bootstrap
+            # checks its digest only), so a session without the token sends it too.
+            ours = agent_code()
+            if deliver is not None and newest.code_sha256 == ours.sha256:
+                deliver(target.namespace, target.pod, newest.port, ours)
             endpoint = _join(ctx, target, newest, image, progress, timeout, settings)
             if endpoint is not None:
                 tokens.put(pod_uid, endpoint.container, endpoint.token)

@@ -80,7 +80,8 @@ def bootstrap_source() -> str:
 
 class _NoAnswer(ConnectionError):
     """Closed cleanly without a line: the agent itself answered (it closes a connection that
-    does not begin with a frame it takes), not a bootstrap."""
+    does not begin with a frame it takes), not a bootstrap, or the bootstrap took another
+    session's delivery of the same code meanwhile."""
 
 
 class _Delivery(asyncio.Protocol):
@@ -124,12 +125,12 @@ async def deliver_code(
     port: int,
     code: AgentCode,
     patience: float,
-    *,
-    agent_may_run: bool = False,
 ) -> None:
     """Send the code to the bootstrap listening on `port` in `pod`: retried for `patience`
-    seconds while it is not listening yet (the port-forward fails then). `agent_may_run`: the
-    agent may have its code already (a reused one), and then it is done."""
+    seconds while it is not listening yet (the port-forward fails then). Done, too, when the
+    agent runs already: the code is public and the bootstrap checks only its digest, so any
+    session of this podside may deliver it (the one that started the agent, one reusing it,
+    one joining it), and the first delivery starts the agent."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     where = f"pod {namespace}/{pod}"
@@ -137,11 +138,7 @@ async def deliver_code(
         try:
             answer = await _deliver_once(configuration, namespace, pod, port, code)
         except _NoAnswer:
-            if agent_may_run:
-                return
-            raise PodsideError(
-                f"the agent's container in {where} closed the delivery of its code"
-            ) from None
+            return
         except (ConnectionError, PortForwardClosed, TimeoutError) as error:
             if loop.time() > deadline:
                 raise PodsideError(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from podside.errors import PodsideError
-from podside.kube.agent_code import deliver_code
+from podside.kube.agent_code import AgentCode, deliver_code
 from podside.kube.portforward import open_port_forward
 from podside.session import AgentSession, AgentUnreachable
 
@@ -44,13 +44,28 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
 
     settings = kube.settings
 
+    def deliver_before_joining(namespace: str, pod: str, port: int, code: AgentCode) -> None:
+        # Called from the thread that joins; the delivery runs on this loop. If it fails, the
+        # enrollment that follows says why in its one line.
+        delivery = deliver_code(
+            context.configuration, namespace, pod, port, code, LISTEN_GRACE_SECONDS
+        )
+        with contextlib.suppress(PodsideError):
+            asyncio.run_coroutine_threadsafe(delivery, loop).result()
+
     def start_agent() -> Any:
         if target is None:
             return agent.ensure_targetless_agent(
                 context, image=image, progress=progress, timeout=kube.timeout, settings=settings
             )
         return agent.ensure_agent(
-            context, target, image=image, progress=progress, timeout=kube.timeout, settings=settings
+            context,
+            target,
+            image=image,
+            progress=progress,
+            timeout=kube.timeout,
+            settings=settings,
+            deliver=deliver_before_joining,
         )
 
     # A reused agent may reach its idle exit just as this session connects: then one new
@@ -87,7 +102,9 @@ async def _connect(context: Any, endpoint: Any) -> AgentSession:
             reason = await loop.run_in_executor(None, why_agent_ended, context, endpoint)
             raise PodsideError(reason or error.message) from None
     deadline = loop.time() + LISTEN_GRACE_SECONDS
-    undelivered = endpoint.undelivered_code
+    # A delivery the bootstrap closed may have lost to another's (then the agent answers) or
+    # been dropped among too many connections of the pod's: sent once more if it does not.
+    undelivered = endpoint.undelivered_code or endpoint.code
     while True:
         session = AgentSession(endpoint.token, description=description)
         try:
@@ -111,7 +128,6 @@ async def _connect(context: Any, endpoint: Any) -> AgentSession:
                         endpoint.port,
                         undelivered,
                         0,
-                        agent_may_run=True,
                     )
                 undelivered = None
                 continue

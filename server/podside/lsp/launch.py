@@ -133,6 +133,7 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
 # "strings" (a list, one flag each), "map" (an object, one KEY=VALUE flag each) or "items" (an
 # object as one NAME=VALUE,... flag).
 AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
+    "agentPythonImage": ("--agent-python-image", "string"),
     "agentImagePullPolicy": ("--agent-image-pull-policy", "string"),
     "imagePullSecrets": ("--image-pull-secret", "strings"),
     "targetlessNamespace": ("--targetless-namespace", "string"),

@@ -2,8 +2,9 @@
 
 The sandbox pulls nothing: it knows the podside agent image and the demo images, and runs
 any other image only when the container says what to run (`command`). A python image's
-`python` is this machine's interpreter, but never podside's virtual environment: like the
-official image, it holds no podside code.
+`python` is this machine's interpreter, whatever its tag (the container status's imageID
+says which), but never podside's virtual environment: like the official image, it holds no
+podside code.
 """
 
 from __future__ import annotations
@@ -90,6 +91,16 @@ def image_env(image: str) -> dict[str, str]:
     if key:
         env["GPG_KEY"] = key
     return env
+
+
+def image_id(image: str) -> str:
+    """What a container status's imageID says of `image`. A real node names the digest it
+    pulled; the sandbox pulls nothing, and a python image's tag names a Python version this
+    machine's interpreter may not be (`python:3.10-slim` runs it too), so its ID names the
+    interpreter that runs instead."""
+    if repository(image).rsplit("/", 1)[-1] != "python":
+        return ""
+    return f"podside-sandbox:{IMAGE_PYTHON[0]} (Python {platform.python_version()})"
 
 
 def resolve_argv(container: dict[str, Any], target_pid: int | None = None) -> list[str]:

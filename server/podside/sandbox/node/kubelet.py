@@ -33,7 +33,7 @@ from podside.sandbox.layout import (
 )
 from podside.sandbox.node import network
 from podside.sandbox.node.container_env import container_env, expand
-from podside.sandbox.node.images import ImageUnavailable, resolve_argv
+from podside.sandbox.node.images import ImageUnavailable, image_id, resolve_argv
 from podside.sandbox.node.netns import NamespaceSockets
 from podside.sandbox.node.pod_files import MissingReference, fill_volume, hosts_file, resolv_conf
 from podside.sandbox.node.probes import ProbeRunner, http_get, tcp_socket
@@ -94,7 +94,7 @@ class ContainerWorker:
         status: dict[str, Any] = {
             "name": self.name,
             "image": self.spec.get("image", ""),
-            "imageID": "",
+            "imageID": image_id(self.spec.get("image", "")) if self.has_run else "",
             "ready": self.ready,
             "restartCount": self.restart_count,
             "state": self.state,
