@@ -17,6 +17,7 @@ import ctypes
 import errno
 import mmap
 import os
+import select
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -181,6 +182,7 @@ def test_a_write_back_answered_etimedout_leaves_nothing_while_its_client_stays(
 _SYS_USERFAULTFD = {"x86_64": 323, "aarch64": 282}[os.uname().machine]
 _UFFDIO_API, _UFFDIO_REGISTER = 0xC018AA3F, 0xC020AA00
 _UFFD_API, _UFFDIO_REGISTER_MODE_MISSING = 0xAA, 1
+_UFFD_MSG_SIZE = 32  # struct uffd_msg
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -215,6 +217,11 @@ def _inode_held(path: str) -> Iterator[None]:
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
+        # The fault's message says the writer waits for its page, inside the inode lock:
+        # before it, a commit could take the lock first and hold its file's turn waiting.
+        ready, _, _ = select.select([uffd], [], [], 30)
+        assert ready, "the writer did not reach its page within 30 s"
+        assert len(os.read(uffd, _UFFD_MSG_SIZE)) == _UFFD_MSG_SIZE
         yield
     finally:
         os.close(uffd)
@@ -244,12 +251,14 @@ def test_a_commit_overtaken_by_a_later_one_does_not_bring_back_older_content(
             second = (await request(files.REPLACE, {"path": path, "mode": 0o644}))["handle"]
             await request(files.WRITE, {"handle": second, "offset": 0, "data": b"second\n"})
             with _inode_held(f"/proc/{agent}/fd/{temporary[0]}"):
-                # The first commit arrives first and waits; the second goes past it.
+                # The first commit arrives first and waits; the second goes past it. A thread
+                # an earlier test left waiting is not the first commit's.
+                waiting = _threads_waiting_in_the_kernel(agent)
                 first_commit = asyncio.ensure_future(
                     request(files.COMMIT, {"handle": first, "size": 6})
                 )
                 await _until(
-                    lambda: _threads_waiting_in_the_kernel(agent) > 0,
+                    lambda: _threads_waiting_in_the_kernel(agent) > waiting,
                     "the first commit to wait for its file",
                 )
                 await asyncio.wait_for(request(files.COMMIT, {"handle": second, "size": 7}), 30)
