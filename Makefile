@@ -6,7 +6,7 @@ APT_PACKAGES := iproute2 nftables busybox-static dnsmasq-base \
 	musl-tools gdb curl nginx-light wrk socat procps delve golang-go acl e2fsprogs util-linux
 INSTALL_STAMP := .venv/.installed
 
-.PHONY: install demo test lint typecheck unit bench e2e clean extension vsix agent-image
+.PHONY: install demo test lint typecheck unit quick bench e2e clean extension vsix agent-image
 
 install: $(INSTALL_STAMP)
 
@@ -35,6 +35,11 @@ typecheck: install
 
 unit: install
 	.venv/bin/pytest -m "not bench"
+
+# The pure decisions only: no namespaces, no sandbox, so no root and seconds (not part of `test`,
+# which runs them anyway inside `unit`).
+quick: install
+	.venv/bin/pytest -q tests/unit tests/protocol
 
 test: lint typecheck extension unit e2e
 

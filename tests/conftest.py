@@ -1,4 +1,5 @@
-"""Shared fixtures. The tests use real namespaces, so they need root (as CI runs them).
+"""Shared fixtures. Most tests use real namespaces and a sandbox, so they need root (as CI runs
+them); the pure decisions in ROOTLESS_FOLDERS run as any user, in seconds.
 
 One sandbox serves the whole test session, in a temporary state dir and kubeconfig so a
 developer's own cluster config is never touched; `down` runs at the end even on failure. With
@@ -12,22 +13,36 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 REUSE_SANDBOX = os.environ.get("PODSIDE_TEST_REUSE_SANDBOX") == "1"
+# Test folders that touch no namespace, sandbox or privileged socket.
+ROOTLESS_FOLDERS = ("unit", "protocol")
+TESTS = Path(__file__).parent
+
+
+def needs_root(item: pytest.Item) -> bool:
+    relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else item.path
+    return relative.parts[0] not in ROOTLESS_FOLDERS
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.geteuid() != 0:
-        raise pytest.UsageError(
-            "podside's tests create network namespaces: run them as root (make test does)"
-        )
     config.addinivalue_line("markers", "ends_sandbox: takes the session's sandbox down (runs last)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Refused, not skipped: a test that needs root must never pass by not running.
+    if os.geteuid() != 0:
+        rooted = [item for item in items if needs_root(item)]
+        if rooted:
+            raise pytest.UsageError(
+                f"{len(rooted)} of the selected tests create network namespaces or a sandbox "
+                f"(first: {rooted[0].nodeid}): run them as root (make test does), or select "
+                f"only {' and '.join('tests/' + f for f in ROOTLESS_FOLDERS)}"
+            )
     ending = [item for item in items if item.get_closest_marker("ends_sandbox")]
     if REUSE_SANDBOX:
         for item in ending:
