@@ -5,8 +5,8 @@ removed by the kernel if the agent dies) to one transparent listener; the origin
 is the accepted socket's own address. Each connection waits for the first request head (at
 most `DECIDE_SECONDS` for protocols where the server speaks first), then:
 
-- a kubelet probe (`User-Agent: kube-probe/...`, or a probe path of the pod spec on that port)
-  goes to the pod's app, whole, whatever is stolen;
+- a kubelet probe (`podside_protocol.probes`: a GET with `User-Agent: kube-probe/...` or of a
+  probe path of the pod spec on that port) goes to the pod's app, whole, whatever is stolen;
 - on a port stolen whole, everything else goes to that client, as a raw `steal` stream;
 - on a port with filtered steals, each HTTP/1 request is routed on its own: to the first
   client whose filter matches (one `steal` stream per client and connection, reused for the
@@ -43,13 +43,13 @@ from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
 from podside_protocol import INITIAL_WINDOW, steal
 from podside_protocol.addresses import Address, family_of
+from podside_protocol.probes import is_kubelet_probe
 
 log = logging.getLogger(__name__)
 
 DECIDE_SECONDS = 0.5
 _IP_TRANSPARENT = 19
 _IPV6_TRANSPARENT = 75
-_KUBE_PROBE = "kube-probe/"
 
 
 def _refusal(status: int, reason: str) -> bytes:
@@ -278,15 +278,14 @@ class Steal:
         return self._rules.get(port, [])
 
     def is_probe(self, port: int, head: http1.Head) -> bool:
-        if any(agent.startswith(_KUBE_PROBE) for agent in head.header("user-agent")):
-            return True
-        path = head.target.split("?", 1)[0]
-        return any(
-            probe.port == port and probe.path.split("?", 1)[0] == path
+        paths = [
+            probe.path
             for rules in self._rules.values()
             for rule in rules
             for probe in rule.subscription.probes
-        )
+            if probe.port == port
+        ]
+        return is_kubelet_probe(head.method, head.target, paths, head.header("user-agent"))
 
     def app_socket(self, destination: Address) -> tuple[socket.socket, Callable[[], None]]:
         """A socket in the pod to reach the app at `destination` (the client's original one),

@@ -37,6 +37,7 @@ from podside.layer.http_watch import Exchange, HttpWatch
 from podside_agent.peer import Peer, RequestFailed, SocketRelay, StreamEndpoint
 from podside_protocol import StreamOpenRequested, mirror
 from podside_protocol import steal as steal_messages
+from podside_protocol.probes import is_kubelet_probe
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,8 @@ class Incoming:
 
     def is_probe(self, remote: int, method: str, path: str) -> bool:
         """A request to the pod's port `remote` is one of the kubelet's HTTP probes."""
-        return method == "GET" and (remote, path) in self._probes
+        paths = [probe_path for port, probe_path in self._probes if port == remote]
+        return is_kubelet_probe(method, path, paths)
 
     def _delivery_ended(self) -> None:
         self._open_deliveries -= 1
