@@ -145,7 +145,8 @@ def _field(line: bytes) -> tuple[str, str]:
     return match[1].decode("latin-1").lower(), match[2].decode("latin-1")
 
 
-def _parse_head(raw: bytes, kind: str) -> Head:
+def parse_head(raw: bytes, kind: str) -> Head:
+    """A whole head (`raw` ends with its empty line) of `kind`; `FramingError` if it is not one."""
     lines = raw[:-4].split(b"\r\n")
     match = (_REQUEST_LINE if kind == REQUEST else _STATUS_LINE).fullmatch(lines[0])
     if match is None:
@@ -315,7 +316,7 @@ class MessageReader:
             return NEED_DATA
         raw = bytes(self._buffer[: end + 4])
         del self._buffer[: end + 4]
-        head = _parse_head(raw, self.kind)
+        head = parse_head(raw, self.kind)
         self._state = self._body_state(head)
         return head
 

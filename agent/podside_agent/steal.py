@@ -3,7 +3,8 @@
 New TCP connections to a stolen port are redirected by a TPROXY rule (`nftables.StealTable`,
 removed by the kernel if the agent dies) to one transparent listener; the original destination
 is the accepted socket's own address. Each connection waits for the first request head (at
-most `DECIDE_SECONDS` for protocols where the server speaks first), then:
+most `DECIDE_SECONDS` for protocols where the server speaks first), then (the decisions are
+`steal_routing`'s, sans-io; this module carries them out on sockets):
 
 - a kubelet probe (`podside_protocol.probes`: a GET with `User-Agent: kube-probe/...` or of a
   probe path of the pod spec on that port) goes to the pod's app, whole, whatever is stolen;
@@ -31,19 +32,24 @@ import asyncio
 import contextlib
 import errno
 import logging
-import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from podside_agent import http1
 from podside_agent.mirror import Mirror, MirrorCopy
 from podside_agent.nftables import NftablesError, StealTable
 from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
+from podside_agent.steal_routing import (
+    EACH_REQUEST,
+    WAIT,
+    Route,
+    Rule,
+    route_connection,
+    route_request,
+)
 from podside_protocol import INITIAL_WINDOW, steal
 from podside_protocol.addresses import Address, family_of
-from podside_protocol.probes import is_kubelet_probe
 
 log = logging.getLogger(__name__)
 
@@ -67,35 +73,6 @@ _TOO_LARGE = _refusal(431, "Request Header Fields Too Large")
 _BAD_GATEWAY = _refusal(502, "Bad Gateway")
 
 
-@dataclass
-class _Rule:
-    peer: Peer
-    subscription: steal.Subscription
-    headers: list[tuple[str, re.Pattern[str]]]
-    path: re.Pattern[str] | None
-
-    @classmethod
-    def make(cls, peer: Peer, subscription: steal.Subscription) -> _Rule:
-        headers = [(name.lower(), re.compile(p)) for name, p in subscription.filter.headers]
-        path = subscription.filter.path
-        return cls(peer, subscription, headers, re.compile(path) if path else None)
-
-    @property
-    def whole(self) -> bool:
-        return self.subscription.filter.empty
-
-    def matches(self, head: http1.Head) -> bool:
-        methods = self.subscription.filter.methods
-        if methods and head.method.upper() not in methods:
-            return False
-        if self.path is not None and not self.path.search(head.target):
-            return False
-        return all(
-            any(pattern.search(value) for value in head.header(name))
-            for name, pattern in self.headers
-        )
-
-
 class Steal:
     def __init__(self, network: PodNetwork, mirror: Mirror) -> None:
         self._network = network
@@ -105,7 +82,7 @@ class Steal:
         self._server6: asyncio.Server | None = None
         self._listener_port = 0
         self._listener_port6: int | None = None  # None: the pod has no IPv6
-        self._rules: dict[int, list[_Rule]] = {}
+        self._rules: dict[int, list[Rule]] = {}
         self._redirected: set[int] = set()  # the ports the table redirects now
         self._connections: set[StolenConnection] = set()
         self._preparing = asyncio.Lock()
@@ -199,7 +176,7 @@ class Steal:
                 errno.EADDRINUSE,
             )
         previous = self._rules.get(port)
-        self._rules[port] = [*others, _Rule.make(peer, subscription)]
+        self._rules[port] = [*others, Rule.make(peer, subscription)]
         try:
             self._apply()
         except NftablesError as error:
@@ -223,7 +200,7 @@ class Steal:
         for port in list(self._rules):
             self.unsubscribe(peer, port)
 
-    def _set_rules(self, port: int, rules: list[_Rule]) -> None:
+    def _set_rules(self, port: int, rules: list[Rule]) -> None:
         if rules == self._rules.get(port, []):
             return
         if rules:
@@ -274,18 +251,18 @@ class Steal:
 
     # --- routing -------------------------------------------------------------------------------
 
-    def rules(self, port: int) -> list[_Rule]:
+    def rules(self, port: int) -> list[Rule]:
         return self._rules.get(port, [])
 
-    def is_probe(self, port: int, head: http1.Head) -> bool:
-        paths = [
+    def probe_paths(self, port: int) -> list[str]:
+        """The paths of the pod spec's kubelet probes of `port` (any client may have sent them)."""
+        return [
             probe.path
             for rules in self._rules.values()
             for rule in rules
             for probe in rule.subscription.probes
             if probe.port == port
         ]
-        return is_kubelet_probe(head.method, head.target, paths, head.header("user-agent"))
 
     def app_socket(self, destination: Address) -> tuple[socket.socket, Callable[[], None]]:
         """A socket in the pod to reach the app at `destination` (the client's original one),
@@ -608,53 +585,38 @@ class StolenConnection(asyncio.Protocol):
             self._decide(eof=False, silent=True)
 
     def _decide(self, *, eof: bool = False, silent: bool = False) -> None:
-        rules = self.steal.rules(self.port)
-        whole = next((rule for rule in rules if rule.whole), None)
         data = bytes(self._received)
-        verdict = http1.looks_like_http1_request(data)
-        if verdict is None and not eof and not silent:
+        route = route_connection(
+            data,
+            final=eof or silent,
+            rules=self.steal.rules(self.port),
+            probe_paths=self.steal.probe_paths(self.port),
+        )
+        if route == WAIT:
             return
-        head = None
-        framed = False  # a whole request head arrived: the framer decides from here
-        if verdict:
-            end = data.find(b"\r\n\r\n")
-            if end < 0 and not eof and not silent and len(data) <= http1.MAX_HEAD:
-                return
-            if end >= 0:
-                framed = True
-                with contextlib.suppress(http1.FramingError):
-                    head = http1._parse_head(data[: end + 4], http1.REQUEST)
-            elif len(data) > http1.MAX_HEAD:
-                framed = True  # a head too long: refused there, as an HTTP/1 request
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._received = bytearray()
-        if head is not None and self.steal.is_probe(self.port, head):
-            self._tunnel(self._app_link(), data)
-        elif whole is not None:
-            self._tunnel(self._session_link(whole.peer, filtered=False), data)
-        elif framed:  # an invalid head is refused there, never passed on
+        if route == EACH_REQUEST:
             self._phase = _ROUTING
             self._requests.receive_data(data)
             if eof:
                 self._requests.receive_data(b"")
             self._pump_requests()
             return
-        else:
-            self._tunnel(self._app_link(), data)  # not HTTP/1: the pod's app, unharmed
+        assert isinstance(route, Route)
+        self._tunnel(self._link(route), data)
         if eof and self._target is not None:
             self._target.write_eof()
             self._finish_tunnel()
 
     # --- per-request routing -------------------------------------------------------------------
 
-    def _route(self, head: http1.Head) -> _Link:
-        if not self.steal.is_probe(self.port, head):
-            for rule in self.steal.rules(self.port):
-                if rule.whole or rule.matches(head):
-                    return self._session_link(rule.peer, filtered=not rule.whole)
-        return self._app_link()
+    def _link(self, route: Route) -> _Link:
+        if route.rule is None:
+            return self._app_link()
+        return self._session_link(route.rule.peer, filtered=route.filtered)
 
     def _pump_requests(self) -> None:
         while self._phase == _ROUTING:
@@ -679,7 +641,9 @@ class StolenConnection(asyncio.Protocol):
         self._check_backed_up()
 
     def _start_request(self, head: http1.Head) -> None:
-        target = self._route(head)
+        target = self._link(
+            route_request(head, self.steal.rules(self.port), self.steal.probe_paths(self.port))
+        )
         self._target = target
         self._request_done = self._response_done = self._answered = False
         target.responses.expect(head.method)
