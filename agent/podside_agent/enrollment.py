@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from podside_agent.bootstrap import OK, enrollment_socket
 from podside_agent.podnet import PodNetwork
+from podside_agent.procfs import status_fields
 from podside_agent.target import start_time
 from podside_protocol.tokens import Verifiers, parse_verifier
 
@@ -95,12 +96,10 @@ def refusal(peer: PeerReading, own: Credentials | None) -> str | None:
 def process_credentials(pid: int | str, uid: int) -> Credentials:
     """The capabilities and user namespace of `pid` (whose uid SO_PEERCRED told);
     OSError or ValueError when it is gone or not visible from here."""
-    with open(f"/proc/{pid}/status") as status:
-        capabilities = next(
-            (int(line.split()[1], 16) for line in status if line.startswith("CapEff:")), None
-        )
-    if capabilities is None:
+    effective = status_fields(pid, ("CapEff",)).get("CapEff")
+    if not effective:
         raise ValueError(f"/proc/{pid}/status shows no CapEff")
+    capabilities = int(effective[0], 16)
     namespace = os.stat(f"/proc/{pid}/ns/user")
     return Credentials(uid, capabilities, (namespace.st_dev, namespace.st_ino))
 

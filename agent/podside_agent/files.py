@@ -44,6 +44,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from podside_agent.procfs import status_fields
 from podside_agent.target import TargetProcess
 from podside_agent.workers import Workers
 from podside_protocol import files as messages
@@ -74,16 +75,11 @@ _WRITE_FLAGS = (
 
 def _credentials(owner: int) -> tuple[int, int, list[int]] | None:
     """The target's (fsuid, fsgid, groups), or None when they are the agent's own."""
-    uid = gid = -1
-    groups: list[int] = []
-    with open(f"/proc/{owner}/status") as status:
-        for line in status:
-            if line.startswith("Uid:"):
-                uid = int(line.split()[4])
-            elif line.startswith("Gid:"):
-                gid = int(line.split()[4])
-            elif line.startswith("Groups:"):
-                groups = [int(group) for group in line.split()[1:]]
+    fields = status_fields(owner, ("Uid", "Gid", "Groups"))
+    # The fourth of real, effective, saved and file-system ids: the one opens are checked with.
+    uid = int(fields["Uid"][3]) if "Uid" in fields else -1
+    gid = int(fields["Gid"][3]) if "Gid" in fields else -1
+    groups = [int(group) for group in fields.get("Groups", [])]
     if os.geteuid() != 0 or (uid, gid, sorted(groups)) == (0, 0, sorted(os.getgroups())):
         return None
     return uid, gid, groups

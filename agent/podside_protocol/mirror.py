@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from podside_protocol.addresses import Address, from_wire, to_wire
+from podside_protocol.addresses import Address, from_wire, is_port, to_wire
 from podside_protocol.errors import RemoteProtocolError
 
 SUBSCRIBE = "mirror.subscribe"
@@ -24,7 +24,7 @@ def subscribe_params(port: int) -> dict[str, Any]:
 
 def port_of(params: dict[str, Any]) -> int:
     port = params.get("port")
-    if type(port) is not int or not 0 < port <= 65535:
+    if not is_port(port):
         raise RemoteProtocolError(f"invalid port {port!r}")
     return port
 

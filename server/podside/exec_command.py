@@ -49,6 +49,7 @@ from podside.session import AgentSession
 from podside_agent.peer import RequestFailed
 from podside_protocol import environment, files, status
 from podside_protocol import steal as steal_messages
+from podside_protocol.addresses import MAX_PORT, port_from_text
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
     kube = None
     if args.agent:
         host, separator, port_text = args.agent.rpartition(":")
-        if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not separator or not host or port_from_text(port_text) is None:
             raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
         if not args.token:
             raise PodsideError(
@@ -475,20 +476,20 @@ def _checked(flag: str, value: Any) -> Any:
 
 
 def _port(text: str, flag: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise PodsideError(f"{flag} {text!r}: expected a port (1-65535)", exit_code=2)
-    return int(text)
+    port = port_from_text(text)
+    if port is None:
+        raise PodsideError(f"{flag} {text!r}: expected a port (1-{MAX_PORT})", exit_code=2)
+    return port
 
 
 def _parse_port_map(values: list[str]) -> dict[int, int]:
     mapping: dict[int, int] = {}
     for value in values:
-        local, separator, remote = value.partition(":")
-        if not (separator and local.isdigit() and remote.isdigit()) or not (
-            0 < int(local) < 65536 and 0 < int(remote) < 65536
-        ):
+        local_text, separator, remote_text = value.partition(":")
+        local, remote = port_from_text(local_text), port_from_text(remote_text)
+        if not separator or local is None or remote is None:
             raise PodsideError(f"--port-map {value!r}: expected LOCAL:REMOTE ports", exit_code=2)
-        mapping[int(local)] = int(remote)
+        mapping[local] = remote
     return mapping
 
 

@@ -57,3 +57,22 @@ def test_ipv6_local_rule_with_a_port() -> None:
 def test_bad_rules_are_user_errors(text: str) -> None:
     with pytest.raises(PodsideError):
         parse_local_rule(text)
+
+
+def test_one_port_rule_for_numbers_and_text() -> None:
+    from podside_protocol.addresses import is_port, port_from_text
+
+    assert [is_port(v) for v in (1, 65535, 0, 65536, -1, True, 80.0, "80")] == [
+        True, True, False, False, False, False, False, False,
+    ]  # fmt: skip
+    assert [port_from_text(t) for t in ("1", "65535", "080", "0", "65536", "", "-1", " 80")] == [
+        1, 65535, 80, None, None, None, None, None,
+    ]  # fmt: skip
+    # Superscripts pass str.isdigit() but int() refuses them: a usage error, not a crash.
+    assert port_from_text("\u00b2") is None
+    assert port_from_text("\uff18\uff10") is None  # int() takes full-width digits; ports are ASCII
+
+
+def test_a_unicode_digit_port_is_a_usage_error_not_a_crash() -> None:
+    with pytest.raises(PodsideError, match="is not a port"):
+        parse_local_rule("10.0.0.0/8:\u00b2")

@@ -44,6 +44,7 @@ from podside.layer import seccomp
 from podside.layer.local_copies import LocalCopies
 from podside.layer.written_files import WrittenFiles, merged_stat
 from podside_agent.peer import Peer, RequestFailed
+from podside_agent.procfs import status_fields
 from podside_protocol import files as messages
 
 log = logging.getLogger(__name__)
@@ -519,13 +520,10 @@ def _new_file_stat(answer: dict[str, Any], mode: int) -> dict[str, Any]:
 def _umask(tid: int) -> int:
     """The umask of the program's thread `tid` (creating in the pod applies it as here)."""
     try:
-        with open(f"/proc/{tid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
+        umask = status_fields(tid, ("Umask",)).get("Umask")
     except OSError:
-        pass
-    return 0o022
+        umask = None
+    return int(umask[0], 8) if umask else 0o022
 
 
 def _access_error(fields: dict[str, int], mode: int) -> int:

@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from podside.errors import PodsideError
+from podside_protocol.addresses import MAX_PORT, port_from_text
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,9 +57,10 @@ def parse_local_rule(text: str) -> LocalRule:
 
 
 def _parse_port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
-        raise PodsideError(f"--outgoing-local {whole!r}: {text!r} is not a port (1-65535)")
-    return int(text)
+    port = port_from_text(text)
+    if port is None:
+        raise PodsideError(f"--outgoing-local {whole!r}: {text!r} is not a port (1-{MAX_PORT})")
+    return port
 
 
 def normalize(address: IPAddress) -> IPAddress:

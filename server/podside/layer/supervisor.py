@@ -42,6 +42,7 @@ from podside.layer.remote_files import Change, OpenCall, RemoteFiles, StatCall, 
 from podside.layer.routing import Router
 from podside.layer.served_files import ServedFiles
 from podside.layer.tunnels import TunnelRegistry, TunnelWork, ensure_bound, is_v6only, socket_type
+from podside_agent.procfs import status_fields
 
 log = logging.getLogger(__name__)
 
@@ -720,11 +721,10 @@ def _unmapped(address: object) -> object:
 
 
 def _thread_group(tid: int) -> int:
-    with open(f"/proc/{tid}/status", "rb") as status:
-        for line in status:
-            if line.startswith(b"Tgid:"):
-                return int(line.split()[1])
-    raise ProcessLookupError(tid)
+    tgid = status_fields(tid, ("Tgid",)).get("Tgid")
+    if not tgid:
+        raise ProcessLookupError(tid)
+    return int(tgid[0])
 
 
 def _file_flags(fd: int) -> int:

@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 
 from podside.sandbox.api import spdy
 from podside.sandbox.api.store import Object
+from podside_protocol.addresses import port_from_text
 
 if TYPE_CHECKING:
     from podside.sandbox.api.server import NodeConnector
@@ -227,7 +228,7 @@ class SpdySession:
         headers = {name: values[0] for name, values in event.headers.items() if values}
         port = headers.get("port", "")
         stream_type = headers.get("streamtype", "")
-        valid_port = port.isdigit() and 0 < int(port) < 65536
+        valid_port = port_from_text(port) is not None
         if not valid_port or stream_type not in ("error", "data"):
             self.connection.reset(event.stream_id, spdy.CANCEL)
             return
