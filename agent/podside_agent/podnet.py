@@ -39,10 +39,6 @@ class PodNetwork:
         if target_pid is not None and netns_inode(target_pid) != netns_inode("self"):
             self._target_namespace = os.open(f"/proc/{target_pid}/ns/net", os.O_RDONLY)
 
-    @property
-    def shares_namespace(self) -> bool:
-        return self._target_namespace is None
-
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
         """Run the (synchronous) body inside the pod's network namespace."""

@@ -249,6 +249,16 @@ class Steal:
         for connection in list(self._connections):
             connection.abort()
 
+    # --- connections ---------------------------------------------------------------------------
+
+    def connection_opened(self, connection: StolenConnection) -> None:
+        """A connection to a stolen port began: counted, and aborted if steal closes."""
+        self.connections += 1
+        self._connections.add(connection)
+
+    def connection_closed(self, connection: StolenConnection) -> None:
+        self._connections.discard(connection)
+
     # --- routing -------------------------------------------------------------------------------
 
     def rules(self, port: int) -> list[Rule]:
@@ -527,8 +537,7 @@ class StolenConnection(asyncio.Protocol):
             # back while this connection was being set up).
             transport.abort()
             return
-        self.steal.connections += 1
-        self.steal._connections.add(self)
+        self.steal.connection_opened(self)
         self._timer = asyncio.get_running_loop().call_later(DECIDE_SECONDS, self._decide_silent)
 
     def data_received(self, data: bytes) -> None:
@@ -562,7 +571,7 @@ class StolenConnection(asyncio.Protocol):
         if self._copy is not None:
             self._copy.end(reset=exc is not None)
             self._copy = None
-        self.steal._connections.discard(self)
+        self.steal.connection_closed(self)
         if self._timer is not None:
             self._timer.cancel()
 

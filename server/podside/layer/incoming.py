@@ -136,7 +136,6 @@ class Incoming:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._open_deliveries = 0
-        self.refused_deliveries = 0
         self._steal = steal
         self._ignored_ports = ignored_ports
         self._on_listening = on_listening
@@ -154,10 +153,6 @@ class Incoming:
             self._attached.set()
         else:
             self._attached.clear()
-
-    @property
-    def subscribed_ports(self) -> dict[int, tuple[str, int]]:
-        return dict(self._targets)
 
     def program_listens(self, dup: int, attempt: int = 0) -> None:
         """Called on the loop (owning `dup`) after the program's listen() was let through."""
@@ -225,7 +220,6 @@ class Incoming:
             self._peer.refuse_stream(request.stream_id, errno.ECONNREFUSED, "not listening")
             return True
         if self._open_deliveries >= MAX_DELIVERIES:
-            self.refused_deliveries += 1
             self._peer.refuse_stream(request.stream_id, errno.EAGAIN, "the program is behind")
             return True
         self._open_deliveries += 1

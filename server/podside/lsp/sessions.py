@@ -91,7 +91,8 @@ class Session:
             "debuggerAttached": self.attached,
         }
 
-    def _changed(self) -> None:
+    def notify_changed(self) -> None:
+        """Wake whoever waits in `wait_until` to look again."""
         self.changed.set()
         self.changed.clear()
 
@@ -226,7 +227,7 @@ class Sessions:
             self._record(session, event)
         elif kind == "listening" and isinstance(event.get("port"), int):
             session.listening.add(event["port"])
-            session._changed()
+            session.notify_changed()
         elif kind == "held" and not session.attached:
             source, port = event.get("source"), event.get("port")
             self._ask_to_attach(session, f"a request from {source} to port {port} waits")
@@ -244,7 +245,7 @@ class Sessions:
         session.attach_asked = False
         for writer in session.writers:
             _write_command(writer, {"command": "debugger", "attached": attached})
-        session._changed()
+        session.notify_changed()
         self._notify("podside/sessionState", session.describe())
         return session.describe()
 
@@ -264,7 +265,7 @@ class Sessions:
     def _set_state(self, session: Session, state: str, message: str = "") -> None:
         session.state = state
         session.message = message
-        session._changed()
+        session.notify_changed()
         self._notify("podside/sessionState", session.describe())
 
     async def stop(self, session_id: str) -> dict[str, Any]:
