@@ -16,13 +16,86 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
 from podside.layer.http_watch import Exchange
 
 log = logging.getLogger(__name__)
 
 EVENTS_ENV = "PODSIDE_EVENTS"
+
+
+# The events, one JSON object a line, as `EventReporter` writes them and the editor's backend
+# (`lsp/sessions.py`) reads them back with `read_event`: one definition for both ends.
+class ProgressEvent(TypedDict):
+    event: Literal["progress"]
+    message: str
+
+
+class StateEvent(TypedDict):
+    event: Literal["state"]
+    state: str
+    message: NotRequired[str]
+
+
+class ListeningEvent(TypedDict):
+    event: Literal["listening"]
+    port: int
+
+
+class HeldEvent(TypedDict):
+    event: Literal["held"]
+    localPort: int
+    port: int
+    source: str
+
+
+class TrafficEvent(TypedDict):
+    event: Literal["traffic"]
+    id: str
+    time: float
+    method: str
+    path: str
+    status: int | None
+    duration: float | None
+    mode: str
+    localPort: int  # camelCase: the JSON keys are the editor's
+    probe: NotRequired[bool]
+    request: NotRequired[str]  # base64 of the raw request, for replay
+
+
+Event = ProgressEvent | StateEvent | ListeningEvent | HeldEvent | TrafficEvent
+
+
+class DebuggerCommand(TypedDict):
+    """What the backend writes back: whether a debugger is attached to the program."""
+
+    command: Literal["debugger"]
+    attached: bool
+
+
+# Each event's fields a reader relies on, with their JSON types.
+_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "progress": {"message": str},
+    "state": {"state": str},
+    "listening": {"port": int},
+    "held": {"port": int, "source": str},
+    "traffic": {"id": str, "method": str, "path": str},
+}
+
+
+def read_event(value: object) -> Event | None:
+    """`value` (a decoded JSON line) as an event, or None when it is not one a reader knows."""
+    if not isinstance(value, dict):
+        return None
+    required = _REQUIRED.get(value.get("event"))  # type: ignore[arg-type]
+    if required is None:
+        return None
+    for key, kind in required.items():
+        field = value.get(key)
+        if not isinstance(field, kind) or (isinstance(field, bool) and kind is int):
+            return None
+    return value  # type: ignore[return-value]
 
 
 class EventReporter:
@@ -66,7 +139,7 @@ class EventReporter:
         if command.get("command") == "debugger" and self.on_debugger is not None:
             self.on_debugger(bool(command.get("attached")))
 
-    def _send(self, event: dict[str, Any]) -> None:
+    def _send(self, event: Event) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(json.dumps(event).encode() + b"\n")
 
@@ -93,7 +166,7 @@ class EventReporter:
 
     def traffic(self, exchange: Exchange, local_port: int, mode: str, probe: bool = False) -> None:
         """One HTTP exchange; `probe`: it is the kubelet's health check of the pod."""
-        event: dict[str, Any] = {
+        event: TrafficEvent = {
             "event": "traffic",
             "id": str(exchange.id),
             "time": exchange.started,

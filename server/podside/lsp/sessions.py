@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from podside.errors import PodsideError
+from podside.events import DebuggerCommand, Event, TrafficEvent, read_event
 
 log = logging.getLogger(__name__)
 
@@ -202,20 +203,22 @@ class Sessions:
                 except ValueError:
                     log.warning("session %s: not a JSON event: %r", session.id, raw[:80])
                     continue
-                if isinstance(event, dict):
-                    self._on_event(session, event)
+                known = read_event(event)
+                if known is not None:
+                    self._on_event(session, known)
         finally:
             if writer in session.writers:
                 session.writers.remove(writer)
             writer.close()
 
-    def _on_event(self, session: Session, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            message = _one_line(str(event.get("message", "")))
+    def _on_event(self, session: Session, event: Event) -> None:
+        if event["event"] == "progress":
+            message = _one_line(event["message"])
             self._notify("podside/progress", {"sessionId": session.id, "message": message})
-        elif kind == "state" and session.state not in ("stopping", "stopped", "failed"):
-            state = str(event.get("state"))
+        elif event["event"] == "state":
+            if session.state in ("stopping", "stopped", "failed"):
+                return
+            state = event["state"]
             if session.process is not None and state in ("stopped", "failed"):
                 # A program the backend runs: _watch tells its end once it has exited, with
                 # the wrapper's reason when it gave one, else the program's last lines.
@@ -223,13 +226,13 @@ class Sessions:
                     session.wrapper_failure = _one_line(str(event.get("message", "")))
                 return
             self._set_state(session, state, str(event.get("message", "")))
-        elif kind == "traffic":
+        elif event["event"] == "traffic":
             self._record(session, event)
-        elif kind == "listening" and isinstance(event.get("port"), int):
+        elif event["event"] == "listening":
             session.listening.add(event["port"])
             session.notify_changed()
-        elif kind == "held" and not session.attached:
-            source, port = event.get("source"), event.get("port")
+        elif event["event"] == "held" and not session.attached:
+            source, port = event["source"], event["port"]
             self._ask_to_attach(session, f"a request from {source} to port {port} waits")
 
     def _ask_to_attach(self, session: Session, reason: str) -> None:
@@ -249,8 +252,8 @@ class Sessions:
         self._notify("podside/sessionState", session.describe())
         return session.describe()
 
-    def _record(self, session: Session, event: dict[str, Any]) -> None:
-        record = {key: value for key, value in event.items() if key != "event"}
+    def _record(self, session: Session, event: TrafficEvent) -> None:
+        record: dict[str, Any] = {key: value for key, value in event.items() if key != "event"}
         request_id = str(record.get("id", len(session.traffic) + 1))
         record["id"] = request_id
         session.traffic[request_id] = record
@@ -340,7 +343,7 @@ class Sessions:
             await self.stop(session_id)
 
 
-def _write_command(writer: asyncio.StreamWriter, command: dict[str, Any]) -> None:
+def _write_command(writer: asyncio.StreamWriter, command: DebuggerCommand) -> None:
     if not writer.is_closing():
         writer.write(json.dumps(command).encode() + b"\n")
 
