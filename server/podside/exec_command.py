@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podside import exec_values
-from podside.environment import merge, parse_assignments
+from podside.environment import Mapping, merge, parse_assignments, read_env_file
 from podside.errors import PodsideError
 from podside.events import EventReporter
 from podside.kube.agent_settings import AgentSettings, add_pull_arguments
@@ -193,6 +193,13 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME=VALUE",
         help="set a variable; wins over the pod's and this machine's (repeatable)",
     )
+    add_pod_env_arguments(env)
+    env.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="set the variables of this dotenv file (NAME=VALUE lines); they win over the "
+        "pod's and this machine's, --env wins over them",
+    )
     incoming = parser.add_argument_group("incoming traffic")
     incoming.add_argument(
         "--mode",
@@ -281,6 +288,26 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def add_pod_env_arguments(group: Any) -> None:
+    """The options that shape what is taken from the pod's environment (`podside env` too)."""
+    group.add_argument(
+        "--env-map",
+        action="append",
+        default=[],
+        metavar="POD_NAME=NAME",
+        help="the pod's variable POD_NAME reaches the program as NAME; POD_NAME is a regex of "
+        r"the whole name and NAME may use its groups, e.g. 'STAGING_(.*)=\1' (repeatable)",
+    )
+    group.add_argument(
+        "--unset-env",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="remove the variables matching GLOB (any case) from the program's environment, "
+        "whether this machine's, the pod's or the env file's (repeatable)",
+    )
+
+
 @dataclass
 class KubeTarget:
     target: str | None  # None: targetless
@@ -317,6 +344,9 @@ class ExecOptions:
     fs_local: list[str] = field(default_factory=list)
     ignored_ports: frozenset[int] = frozenset()
     hold_until_attached: bool = False
+    env_mappings: list[Mapping] = field(default_factory=list)
+    env_file: dict[str, str] = field(default_factory=dict)
+    unset_env: list[str] = field(default_factory=list)
 
 
 def parse_options(args: argparse.Namespace) -> ExecOptions:
@@ -384,6 +414,9 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         exclude_env=args.exclude_env,
         include_env=args.include_env,
         overrides=parse_assignments(args.env),
+        env_mappings=[Mapping(*_checked("--env-map", text)) for text in args.env_map],
+        env_file={} if args.env_file is None else read_env_file(args.env_file),
+        unset_env=[_checked("--unset-env", text) for text in args.unset_env],
         local_rules=[parse_local_rule(text) for text in args.outgoing_local],
         mirror=args.mode != "off",
         steal=steal,
@@ -580,9 +613,20 @@ async def _run_with_events(
             exclude=options.exclude_env,
             include=options.include_env,
             overrides=options.overrides,
+            mappings=options.env_mappings,
+            from_file=options.env_file,
+            unset_names=options.unset_env,
         )
     else:
-        env.update(options.overrides)
+        env = merge(
+            env,
+            {},
+            exclude=[],
+            include=[],
+            overrides=options.overrides,
+            from_file=options.env_file,
+            unset_names=options.unset_env,
+        )
         if not targetless:
             target_pid = (await _ask(session, status.STATUS, {}, "its status")).get("target_pid")
 
