@@ -100,6 +100,8 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
     argv += _steal_filter_flags(launch, mode)
     argv += _field_flags(launch, AGENT_POD_FIELDS)
     argv += _field_flags(launch, ENVIRONMENT_FIELDS)
+    if launch.get("hostname") is False:
+        argv.append("--no-hostname")
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
