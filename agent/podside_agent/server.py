@@ -221,8 +221,9 @@ class AgentServer:
         raise RequestFailed(f"unknown request {method!r}", errno.ENOSYS)
 
     async def _environment(self) -> dict[str, Any]:
-        env = await self.workers.run(self.target.environment)
-        hostname = await self.workers.run(self.target.hostname)
+        env, hostname = await asyncio.gather(
+            self.workers.run(self.target.environment), self.workers.run(self.target.hostname)
+        )
         return {"env": env, "pid": self.target.pid, "hostname": hostname}
 
     async def _status(self) -> dict[str, Any]:

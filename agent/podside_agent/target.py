@@ -174,8 +174,12 @@ class TargetProcess:
         /proc). The agent shares that namespace in a pod (its containers share one), so its own
         uname answers; otherwise one short-lived thread enters the target's namespace to ask,
         which needs CAP_SYS_ADMIN; without it the answer is None (unknown), never a wrong name."""
-        pid = os.getpid() if self.pid is None else self.current()
-        if os.stat(f"/proc/{pid}/ns/uts").st_ino == os.stat("/proc/self/ns/uts").st_ino:
+        try:
+            pid = os.getpid() if self.pid is None else self.current()
+            theirs = os.stat(f"/proc/{pid}/ns/uts").st_ino
+        except OSError:
+            return None  # the target is gone: the next request finds it again
+        if theirs == os.stat("/proc/self/ns/uts").st_ino:
             return os.uname().nodename
         from podside_agent.podnet import setns  # podnet imports this module
 

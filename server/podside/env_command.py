@@ -87,7 +87,14 @@ def add_parser(subparsers: Any) -> None:
 def format_variables(variables: dict[str, str], output: str) -> str:
     if output == "json":
         return json.dumps(variables, indent=2, ensure_ascii=False) + "\n"
-    return "".join(dotenv_line(name, value) + "\n" for name, value in variables.items())
+    lines = []
+    for name, value in variables.items():
+        line = dotenv_line(name, value)
+        if line is None:
+            print(f"podside: left out {name!r}: a dotenv file cannot name it", file=sys.stderr)
+        else:
+            lines.append(line + "\n")
+    return "".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -115,8 +115,19 @@ def read_env_file(path: str) -> dict[str, str]:
     return variables
 
 
-def dotenv_line(name: str, value: str) -> str:
-    """`NAME="VALUE"` that `read_env_file` reads back as `value` (newlines included)."""
+_PLAIN_NAME = re.compile(r"[^=#\s'][^=#\s]*")
+
+
+def dotenv_line(name: str, value: str) -> str | None:
+    """`NAME="VALUE"` that `read_env_file` reads back as `value` (newlines included); a name
+    with spaces or `#`, or starting with `'`, is quoted (`'NAME'`). None for a name a dotenv
+    file cannot hold (a line break in it, or a `'` where it needs quotes)."""
+    if _PLAIN_NAME.fullmatch(name):
+        key = name
+    elif not {"'", "=", "\n", "\r"} & set(name):
+        key = f"'{name}'"
+    else:
+        return None
     escaped = (
         value.replace("\\", "\\\\")
         .replace('"', '\\"')
@@ -124,7 +135,7 @@ def dotenv_line(name: str, value: str) -> str:
         .replace("\r", "\\r")
         .replace("\t", "\\t")
     )
-    return f'{name}="{escaped}"'
+    return f'{key}="{escaped}"'
 
 
 def pod_variables(
