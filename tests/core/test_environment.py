@@ -121,3 +121,24 @@ def test_env_map_gives_a_pod_variable_another_name(pod: Pod) -> None:
     assert env["POD_SHARED_NAME"] == "pod-value"
     assert env["SHARED_NAME"] == "local-value"  # this machine's keeps its name
     assert env["ONLY_FROM_POD"] == "from-the-pod" and "POD_ONLY_VAR" not in env
+
+
+def test_podside_env_prints_what_a_session_takes(pod: Pod) -> None:
+    def printed(*options: str) -> dict[str, str]:
+        result = subprocess.run(
+            [
+                *(PYTHON, "-m", "podside", "env", "-o", "json"),
+                *("--agent", pod.agent_address, "--token", pod.token, *options),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    shown = printed()
+    assert shown["POD_ONLY_VAR"] == "from-the-pod" and shown["SHARED_NAME"] == "pod-value"
+    assert "PATH" not in shown and "HOME" not in shown
+    assert printed("--include-env", "*")["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+    assert printed("--env-map", "SHARED_NAME=OTHER", "-x", "POD_*") == {"OTHER": "pod-value"}
