@@ -347,7 +347,9 @@ def _spawn_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
     }
     # /srv/podside-config (a folder only the pod has) stands for a ConfigMap volume, read-only
     # as the kubelet mounts those; /srv/podside-data for a writable emptyDir.
+    # Its own UTS namespace, as a pod has, named as a pod is (the agent is outside it).
     script = (
+        f"echo {POD_HOSTNAME} > /proc/sys/kernel/hostname && "
         'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && '
         'mount --bind "$3" /srv && '
         f"mount --bind {POD_CONFIG} {POD_CONFIG} && mount -o remount,bind,ro {POD_CONFIG} && "
@@ -357,6 +359,7 @@ def _spawn_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
         pod.in_pod(
             "unshare",
             "--mount",
+            "--uts",
             "--propagation",
             "private",
             "sh",
@@ -379,6 +382,7 @@ def _spawn_pod_app(pod: Pod, pod_env: dict[str, str]) -> None:
 
 
 POD_CONFIG = "/srv/podside-config"
+POD_HOSTNAME = "test-pod"
 POD_LARGE_FILE = "/srv/podside-config/large.bin"
 POD_LARGE_SIZE = 5 * 1024 * 1024 + 12345  # several of the agent's chunks, and a partial one
 POD_DATA = "/srv/podside-data"  # writable, with notes.txt and a root-only locked.txt

@@ -24,7 +24,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _CLONE_NEWNET = 0x40000000
 
 
-def _setns(fd: int, nstype: int) -> None:
+def setns(fd: int, nstype: int) -> None:
     if _libc.setns(fd, nstype) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"setns: {os.strerror(code)}")
@@ -48,11 +48,11 @@ class PodNetwork:
         with self._lock:
             own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             try:
-                _setns(self._target_namespace, _CLONE_NEWNET)
+                setns(self._target_namespace, _CLONE_NEWNET)
                 try:
                     yield
                 finally:
-                    _setns(own, _CLONE_NEWNET)
+                    setns(own, _CLONE_NEWNET)
             finally:
                 os.close(own)
 

@@ -221,13 +221,17 @@ class AgentServer:
         raise RequestFailed(f"unknown request {method!r}", errno.ENOSYS)
 
     async def _environment(self) -> dict[str, Any]:
-        env = await self.workers.run(self.target.environment)
-        return {"env": env, "pid": self.target.pid}
+        env, hostname = await asyncio.gather(
+            self.workers.run(self.target.environment), self.workers.run(self.target.hostname)
+        )
+        return {"env": env, "pid": self.target.pid, "hostname": hostname}
 
     async def _status(self) -> dict[str, Any]:
         # The target as it is now: the app container may have restarted since the last look.
         target_pid = await self.workers.run(self.target.current_or_none)
+        hostname = await self.workers.run(self.target.hostname) if target_pid else None
         return {
+            "hostname": hostname,
             "clients": len(self.peers),
             "mirrored_ports": sorted(self.mirror.ports()),
             "stolen_ports": self.steal.ports(),

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+_CLONE_NEWUTS = 0x04000000
+
 
 @dataclass(frozen=True, slots=True)
 class Process:
@@ -166,6 +168,36 @@ class TargetProcess:
         """Whose root and credentials the pod's files are used with: the target, or the agent
         itself when it has none (a targetless agent pod's root is the pod's)."""
         return os.getpid() if self.pid is None else self.current()
+
+    def hostname(self) -> str | None:
+        """The pod's hostname: the nodename of the target's UTS namespace (a blocking call:
+        /proc). The agent shares that namespace in a pod (its containers share one), so its own
+        uname answers; otherwise one short-lived thread enters the target's namespace to ask,
+        which needs CAP_SYS_ADMIN; without it the answer is None (unknown), never a wrong name."""
+        try:
+            pid = os.getpid() if self.pid is None else self.current()
+            theirs = os.stat(f"/proc/{pid}/ns/uts").st_ino
+        except OSError:
+            return None  # the target is gone: the next request finds it again
+        if theirs == os.stat("/proc/self/ns/uts").st_ino:
+            return os.uname().nodename
+        from podside_agent.podnet import setns  # podnet imports this module
+
+        answer: list[str] = []
+
+        def ask() -> None:
+            # setns changes only this thread's UTS namespace, and the thread ends right after.
+            try:
+                with open(f"/proc/{pid}/ns/uts", "rb") as namespace:
+                    setns(namespace.fileno(), _CLONE_NEWUTS)
+            except OSError:
+                return
+            answer.append(os.uname().nodename)
+
+        thread = threading.Thread(target=ask, name="podside-uts")
+        thread.start()
+        thread.join()
+        return answer[0] if answer else None
 
     def environment(self) -> dict[str, str]:
         """The target's environment variables, as its container started it."""

@@ -18,6 +18,7 @@ from podside.errors import PodsideError
 # subcommand name -> module that provides add_parser(subparsers) and run(args) -> int
 SUBCOMMANDS: dict[str, str] = {
     "exec": "podside.exec_command",
+    "env": "podside.env_command",
     "agent": "podside.agent_command",
     "sandbox": "podside.sandbox.cli",
     "targets": "podside.targets_command",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podside import exec_values
-from podside.environment import merge, parse_assignments
+from podside.environment import Mapping, merge, parse_assignments, read_env_file
 from podside.errors import PodsideError
 from podside.events import EventReporter
 from podside.kube.agent_settings import AgentSettings, add_pull_arguments
@@ -36,6 +36,7 @@ from podside.layer.proxy import TcpProxy, UdpRelays
 from podside.layer.remote_files import PathPolicy, RemoteFiles
 from podside.layer.routing import LocalRule, Router, parse_local_rule
 from podside.layer.served_files import (
+    HOSTNAME_FILES,
     HOSTS,
     NSSWITCH_CONF,
     RESOLV_CONF,
@@ -194,6 +195,19 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME=VALUE",
         help="set a variable; wins over the pod's and this machine's (repeatable)",
     )
+    add_pod_env_arguments(env)
+    env.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="set the variables of this dotenv file (NAME=VALUE lines); they win over the "
+        "pod's and this machine's, --env wins over them",
+    )
+    env.add_argument(
+        "--no-hostname",
+        action="store_true",
+        help="the program sees this machine's hostname, not the pod's (uname, gethostname, "
+        "/etc/hostname)",
+    )
     incoming = parser.add_argument_group("incoming traffic")
     incoming.add_argument(
         "--mode",
@@ -282,6 +296,26 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def add_pod_env_arguments(group: Any) -> None:
+    """The options that shape what is taken from the pod's environment (`podside env` too)."""
+    group.add_argument(
+        "--env-map",
+        action="append",
+        default=[],
+        metavar="POD_NAME=NAME",
+        help="the pod's variable POD_NAME reaches the program as NAME; POD_NAME is a regex of "
+        r"the whole name and NAME may use its groups, e.g. 'STAGING_(.*)=\1' (repeatable)",
+    )
+    group.add_argument(
+        "--unset-env",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="remove the variables matching GLOB (any case) from the program's environment, "
+        "whether this machine's, the pod's or the env file's (repeatable)",
+    )
+
+
 @dataclass
 class KubeTarget:
     target: str | None  # None: targetless
@@ -318,6 +352,10 @@ class ExecOptions:
     fs_local: list[str] = field(default_factory=list)
     ignored_ports: frozenset[int] = frozenset()
     hold_until_attached: bool = False
+    env_mappings: list[Mapping] = field(default_factory=list)
+    env_file: dict[str, str] = field(default_factory=dict)
+    unset_env: list[str] = field(default_factory=list)
+    hostname: bool = True  # the program sees the pod's hostname (not with --targetless)
 
 
 def parse_options(args: argparse.Namespace) -> ExecOptions:
@@ -385,6 +423,10 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         exclude_env=args.exclude_env,
         include_env=args.include_env,
         overrides=parse_assignments(args.env),
+        env_mappings=[Mapping(*_checked("--env-map", text)) for text in args.env_map],
+        env_file={} if args.env_file is None else read_env_file(args.env_file),
+        unset_env=[_checked("--unset-env", text) for text in args.unset_env],
+        hostname=not args.no_hostname and not args.targetless,
         local_rules=[parse_local_rule(text) for text in args.outgoing_local],
         mirror=args.mode != "off",
         steal=steal,
@@ -505,8 +547,9 @@ def run(args: argparse.Namespace) -> int:
     rules = filter_rules(
         network=True,
         udp=options.outgoing or options.dns,
-        files=options.dns,
+        files=options.dns or options.hostname,
         stats=options.fs != "local",
+        hostname=options.hostname,
     )
     process = launcher.LayeredProcess(rules)  # forks while podside is still one thread
     signals = children.SignalForwarder()
@@ -572,20 +615,43 @@ async def _run_with_events(
     # container's restart, not the one WELCOME remembered): the environment's answer says
     # whose it is, else the status does.
     target_pid: object = None
+    pod_hostname: object = None
     if options.env and not targetless:
         remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
         target_pid = remote_env.get("pid")
+        pod_hostname = remote_env.get("hostname")
         env = merge(
             env,
             remote_env.get("env", {}),
             exclude=options.exclude_env,
             include=options.include_env,
             overrides=options.overrides,
+            mappings=options.env_mappings,
+            from_file=options.env_file,
+            unset_names=options.unset_env,
         )
     else:
-        env.update(options.overrides)
+        env = merge(
+            env,
+            {},
+            exclude=[],
+            include=[],
+            overrides=options.overrides,
+            from_file=options.env_file,
+            unset_names=options.unset_env,
+        )
         if not targetless:
-            target_pid = (await _ask(session, status.STATUS, {}, "its status")).get("target_pid")
+            agent_status = await _ask(session, status.STATUS, {}, "its status")
+            target_pid, pod_hostname = agent_status.get("target_pid"), agent_status.get("hostname")
+    hostname = None
+    if options.hostname:
+        if isinstance(pod_hostname, str) and pod_hostname:
+            hostname = pod_hostname
+        else:
+            progress(
+                f"{session.description} did not say the pod's hostname (an older agent, or "
+                "one that cannot see it); the program sees this machine's"
+            )
 
     remote_files = None
     if options.fs != "local":
@@ -594,18 +660,20 @@ async def _run_with_events(
             session.peer, loop, process.listener, policy, writable=options.fs == "write"
         )
     router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
-    served = None
+    served_contents: dict[str, bytes] = {}
     if options.dns:
         resolv_conf = await _read_pod_file(session, RESOLV_CONF)
         hosts = await _read_pod_file(session, HOSTS)
         router.pod_nameservers = nameservers(resolv_conf)
-        served = ServedFiles(
-            {
-                RESOLV_CONF: resolv_conf,
-                HOSTS: hosts,
-                NSSWITCH_CONF: nsswitch_for_pod(_read_local(NSSWITCH_CONF)),
-            }
-        )
+        served_contents |= {
+            RESOLV_CONF: resolv_conf,
+            HOSTS: hosts,
+            NSSWITCH_CONF: nsswitch_for_pod(_read_local(NSSWITCH_CONF)),
+        }
+    if hostname is not None:
+        # Go's os.Hostname reads /proc/sys/kernel/hostname before it calls uname.
+        served_contents |= dict.fromkeys(HOSTNAME_FILES, f"{hostname}\n".encode())
+    served = ServedFiles(served_contents) if served_contents else None
 
     proxy = TcpProxy()
     await proxy.start()
@@ -673,6 +741,7 @@ async def _run_with_events(
         udp_relays=udp_relays,
         on_listen=incoming.program_listens,
         remote=remote_files,
+        hostname=hostname,
     )
     supervisor.start()
     watcher = children.ChildWatcher(process.pid)

@@ -59,6 +59,13 @@ def path_regex(text: str) -> str:
     return text
 
 
+def _glob(text: str) -> str:
+    """`--unset-env GLOB`: an empty one would match no name, which is never what is meant."""
+    if not text:
+        raise InvalidValue("expected a name or a glob")
+    return text
+
+
 def agent_timeout(value: float) -> float:
     """`--agent-timeout SECONDS`: a real wait, neither none nor forever."""
     if not math.isfinite(value) or value <= 0:
@@ -157,6 +164,17 @@ def resource_list(text: str) -> dict[str, str]:
     return resources
 
 
+def env_map(text: str) -> tuple[re.Pattern[str], str]:
+    """`--env-map POD_NAME=NAME`: a regex of the pod variable's whole name, and its new name."""
+    pattern, separator, name = text.rpartition("=")
+    if not separator or not pattern or not name:
+        raise InvalidValue("expected POD_NAME=NAME")
+    try:
+        return re.compile(pattern), name
+    except re.error as error:
+        raise InvalidValue(f"POD_NAME is not a regex ({error})") from None
+
+
 @dataclass(frozen=True)
 class Check:
     function: Callable[[Any], Any]
@@ -170,6 +188,8 @@ CHECKS: dict[str, Check] = {
     "http_filter": Check(http_filter, {"pattern": rf"^\s*{_TOKEN}\s*:\s*\S"}),
     "path_filter": Check(path_filter, {"minLength": 1}),
     "method_filter": Check(method_filter, {"pattern": rf"^\s*{_TOKEN}\s*(,\s*{_TOKEN}\s*)*$"}),
+    "env_map": Check(env_map, {"pattern": "^.+=[^=]+$"}),
+    "unset_env": Check(_glob, {"minLength": 1}),
     "fs_remote": Check(path_regex, {"minLength": 1}),
     "fs_local": Check(path_regex, {"minLength": 1}),
     "agent_timeout": Check(agent_timeout, {"exclusiveMinimum": 0}),

@@ -1,13 +1,26 @@
 /* A statically linked musl test program: musl's resolver (unconnected UDP, checks who
- * answered) and a plain connect. Usage: probe-musl NAME PORT PATH */
+ * answered) and a plain connect. Usage: probe-musl NAME PORT PATH, or probe-musl --hostname
+ * (the uname syscall, with no libc of this machine in the way) */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--hostname") == 0) {
+        struct utsname names;
+        char name[256];
+        if (uname(&names) != 0 || gethostname(name, sizeof name) != 0) {
+            perror("uname");
+            return 1;
+        }
+        printf("nodename: %s\ngethostname: %s\nsysname: %s\nrelease: %s\nmachine: %s\n",
+               names.nodename, name, names.sysname, names.release, names.machine);
+        return 0;
+    }
     struct addrinfo hints = {0}, *result;
     hints.ai_family = AF_INET;
     hints.ai_socktype = SOCK_STREAM;

@@ -119,7 +119,8 @@ def test_the_launch_configuration_names_the_agents_python_image(tmp_path: Path) 
 def test_package_json_describes_every_launch_field() -> None:
     manifest = json.loads((ROOT / "editor-extension" / "package.json").read_text())
     attributes = manifest["contributes"]["debuggers"][0]["configurationAttributes"]["launch"]
-    assert {"targetless", *launch.AGENT_POD_FIELDS} <= set(attributes["properties"])
+    fields = {"targetless", *launch.AGENT_POD_FIELDS, *launch.ENVIRONMENT_FIELDS}
+    assert fields <= set(attributes["properties"])
 
 
 @pytest.mark.parametrize(

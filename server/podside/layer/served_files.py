@@ -1,4 +1,5 @@
-"""Files the program reads from the pod instead of this machine (the resolver's, for DNS).
+"""Files the program reads from the pod instead of this machine (the resolver's, for DNS; the
+hostname's).
 
 Resolvers read their configuration with open(): glibc, musl, Go and Node (through glibc) all
 open /etc/resolv.conf and /etc/hosts, and glibc consults /etc/nsswitch.conf first. Serving the
@@ -20,6 +21,9 @@ import re
 RESOLV_CONF = "/etc/resolv.conf"
 HOSTS = "/etc/hosts"
 NSSWITCH_CONF = "/etc/nsswitch.conf"
+# The pod's hostname as files: the kubelet writes the pod's /etc/hostname, and the kernel's
+# file is what Go's os.Hostname reads first.
+HOSTNAME_FILES = ("/etc/hostname", "/proc/sys/kernel/hostname")
 
 _F_ADD_SEALS = 1033
 _SEALS = 0x0001 | 0x0002 | 0x0004 | 0x0008  # seal, shrink, grow, write

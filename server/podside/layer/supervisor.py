@@ -89,10 +89,11 @@ class Notification:
 
 
 def filter_rules(
-    *, network: bool, udp: bool, files: bool, stats: bool = False
+    *, network: bool, udp: bool, files: bool, stats: bool = False, hostname: bool = False
 ) -> seccomp.FilterRules:
-    """The syscalls to stop for the features that are on (`stats`: --fs read|write)."""
-    always: set[str] = set()
+    """The syscalls to stop for the features that are on (`stats`: --fs read|write;
+    `hostname`: uname answers the pod's nodename)."""
+    always: set[str] = {"uname"} if hostname else set()
     when_arg_set: list[tuple[str, int]] = []
     unless_flag: list[tuple[str, int, int]] = []
     if network:
@@ -119,6 +120,29 @@ def filter_rules(
     )
 
 
+_UTS_FIELD = 65  # each field of struct utsname: 64 characters and a NUL
+
+
+def utsname_with(nodename: str) -> bytes:
+    """struct utsname as uname(2) fills it here, with `nodename` (cut to 64 bytes) instead of
+    this machine's: sysname, nodename, release, version, machine, domainname."""
+    local = os.uname()
+    try:
+        with open("/proc/sys/kernel/domainname", "rb") as file:
+            domainname = file.read().rstrip(b"\n")
+    except OSError:
+        domainname = b"(none)"
+    fields = [
+        local.sysname.encode(),
+        nodename.encode()[: _UTS_FIELD - 1],
+        local.release.encode(),
+        local.version.encode(),
+        local.machine.encode(),
+        domainname,
+    ]
+    return b"".join(field[: _UTS_FIELD - 1].ljust(_UTS_FIELD, b"\0") for field in fields)
+
+
 class Supervisor:
     def __init__(
         self,
@@ -132,8 +156,11 @@ class Supervisor:
         udp_relays: UdpRelays,
         on_listen: object,
         remote: RemoteFiles | None = None,
+        hostname: str | None = None,
     ) -> None:
         self.listener = listener
+        # uname's answer with the pod's nodename, made once: nothing else in it changes.
+        self._utsname = None if hostname is None else utsname_with(hostname)
         self._loop = loop
         self._router = router
         self._served = served
@@ -154,6 +181,7 @@ class Supervisor:
             "recvmsg": self._on_recvmsg,
             "getpeername": self._on_getpeername,
             "listen": self._on_listen_call,
+            "uname": self._on_uname,
             "open": self._on_open,
             "openat": self._on_open,
             "openat2": self._on_open,
@@ -553,6 +581,25 @@ class Supervisor:
             self._loop.call_soon_threadsafe(self._on_listen, dup)  # type: ignore[arg-type]
         except RuntimeError:
             os.close(dup)  # the event loop has closed: the session is ending
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def _on_uname(self, note: Notification) -> None:
+        """uname(2) (what gethostname, `uname -n` and `hostname` ask): this machine's answer
+        with the pod's nodename, written into the program's struct utsname."""
+        if self._utsname is None:
+            self.listener.allow(note.id)
+            return
+        if not self.listener.is_valid(note.id):
+            return
+        try:
+            seccomp.write_memory(note.tid, note.args[0], self._utsname)
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                raise ProcessLookupError(note.tid) from None
+            self.listener.respond(note.id, error=errno.EFAULT)  # as the kernel answers
+            return
+        self.listener.respond(note.id, value=0)
 
     # --- files ---------------------------------------------------------------------------------
 

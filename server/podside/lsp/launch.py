@@ -98,7 +98,10 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
     argv += _steal_filter_flags(launch, mode)
-    argv += _agent_pod_flags(launch)
+    argv += _field_flags(launch, AGENT_POD_FIELDS)
+    argv += _field_flags(launch, ENVIRONMENT_FIELDS)
+    if launch.get("hostname") is False:
+        argv.append("--no-hostname")
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
@@ -145,6 +148,13 @@ AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
     "targetlessLimits": ("--targetless-limits", "items"),
 }
 
+# Launch configuration fields of the program's environment, as AGENT_POD_FIELDS.
+ENVIRONMENT_FIELDS: dict[str, tuple[str, str]] = {
+    "envFile": ("--env-file", "string"),
+    "envMap": ("--env-map", "map"),
+    "unsetEnv": ("--unset-env", "strings"),
+}
+
 
 def _field_texts(name: str, value: Any, shape: str) -> list[str]:
     """A field's value as the flag values it stands for, or one line saying its shape."""
@@ -166,11 +176,11 @@ def _field_texts(name: str, value: Any, shape: str) -> list[str]:
     raise PodsideError(f"{name} must be {expected}")
 
 
-def _agent_pod_flags(launch: dict[str, Any]) -> list[str]:
-    """The agent pod settings of a launch configuration as `podside exec` flags, each value
-    checked as exec checks its flag (`exec_values`)."""
+def _field_flags(launch: dict[str, Any], fields: dict[str, tuple[str, str]]) -> list[str]:
+    """`fields` of a launch configuration as `podside exec` flags, each value checked as exec
+    checks its flag (`exec_values`)."""
     flags: list[str] = []
-    for name, (flag, shape) in AGENT_POD_FIELDS.items():
+    for name, (flag, shape) in fields.items():
         if launch.get(name) is None:
             continue
         for text in _field_texts(name, launch[name], shape):
