@@ -20,15 +20,15 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from podside import exec_values
+from podside import pod_session
 from podside.environment import merge, parse_assignments
 from podside.errors import PodsideError
 from podside.events import EventReporter
-from podside.kube.agent_settings import AgentSettings, add_pull_arguments
+from podside.exec_values import checked_flag
+from podside.kube.agent_settings import KubeTarget
 from podside.layer import children, launcher, seccomp
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
@@ -45,9 +45,9 @@ from podside.layer.served_files import (
 )
 from podside.layer.supervisor import Supervisor, filter_rules
 from podside.layer.tunnels import TunnelRegistry, TunnelWork
-from podside.session import AgentSession
+from podside.pod_session import ask, read_pod_file
 from podside_agent.peer import RequestFailed
-from podside_protocol import environment, files, status
+from podside_protocol import environment, status
 from podside_protocol import steal as steal_messages
 
 log = logging.getLogger(__name__)
@@ -63,96 +63,7 @@ def add_parser(subparsers: Any) -> None:
         usage="podside exec (--target KIND/NAME | --targetless | --agent HOST:PORT) [options] "
         "-- CMD [ARGS...]",
     )
-    target = parser.add_argument_group("which pod")
-    target.add_argument(
-        "-t",
-        "--target",
-        metavar="KIND/NAME",
-        help="the pod to run in the context of: pod/, deployment/, statefulset/, daemonset/, "
-        "replicaset/, job/ or service/NAME",
-    )
-    target.add_argument("--container", help="the target container (multi-container pods)")
-    target.add_argument(
-        "--targetless",
-        action="store_true",
-        help="no target pod: an agent pod in the namespace, for outgoing traffic and DNS only",
-    )
-    target.add_argument("--context", help="kubeconfig context (default: the current one)")
-    target.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-    target.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
-    )
-    target.add_argument(
-        "--agent-image",
-        help="a prebuilt agent image (agent/Dockerfile, `make agent-image`) instead of the "
-        "agent's code delivered by this podside to a plain python image",
-    )
-    target.add_argument(
-        "--agent-python-image",
-        metavar="IMAGE",
-        help="the python image (3.10 or newer) the agent runs in without --agent-image, e.g. "
-        "from your registry's mirror (default: python:3.12-slim)",
-    )
-    target.add_argument(
-        "--agent-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to wait for the agent to run (default: 60)",
-    )
-    target.add_argument(
-        "--agent",
-        metavar="HOST:PORT",
-        help="instead of Kubernetes: an agent already running and reachable from here",
-    )
-    target.add_argument(
-        "--token",
-        default=os.environ.get("PODSIDE_TOKEN"),
-        help="with --agent: the agent's session token (default: $PODSIDE_TOKEN)",
-    )
-    agent_pod = parser.add_argument_group(
-        "the agent's containers and the targetless pod (real clusters)"
-    )
-    add_pull_arguments(
-        agent_pod,
-        "a Secret the node pulls the agent's image with (repeatable); the targetless pod gets "
-        "it, a target pod must already have it (an ephemeral container uses its pod's)",
-    )
-    agent_pod.add_argument(
-        "--targetless-namespace",
-        metavar="NAME",
-        help="the namespace of the targetless pod (default: --namespace, else the context's)",
-    )
-    for kind, what in (
-        ("label", "a label of the targetless pod"),
-        (
-            "annotation",
-            "an annotation of the targetless pod (it always has "
-            "sidecar.istio.io/inject=false and linkerd.io/inject=disabled unless set here)",
-        ),
-        ("node-selector", "the targetless pod runs only on nodes with this label"),
-    ):
-        agent_pod.add_argument(
-            f"--targetless-{kind}",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"{what} (repeatable)",
-        )
-    agent_pod.add_argument(
-        "--targetless-toleration",
-        action="append",
-        default=[],
-        metavar="KEY[=VALUE][:EFFECT]",
-        help="the targetless pod tolerates this taint, written as kubectl taint writes it "
-        "(repeatable)",
-    )
-    for kind in ("requests", "limits"):
-        agent_pod.add_argument(
-            f"--targetless-{kind}",
-            metavar="cpu=Q,memory=Q",
-            help=f"the targetless agent container's resource {kind}, e.g. cpu=50m,memory=64Mi",
-        )
+    pod_session.add_arguments(parser)
     network = parser.add_argument_group("outgoing traffic and DNS")
     network.add_argument(
         "--no-outgoing",
@@ -282,19 +193,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 @dataclass
-class KubeTarget:
-    target: str | None  # None: targetless
-    container: str | None
-    context: str | None
-    namespace: str | None
-    kubeconfig: str | None
-    image: str | None
-    timeout: float
-    settings: AgentSettings = field(default_factory=AgentSettings)
-    python_image: str | None = None
-
-
-@dataclass
 class ExecOptions:
     agent: tuple[str, int] | None  # --agent HOST:PORT
     token: str
@@ -331,52 +229,14 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
             exit_code=2,
         )
-    chosen = [
-        flag
-        for flag, value in (
-            ("--target", args.target),
-            ("--targetless", args.targetless),
-            ("--agent", args.agent),
-        )
-        if value
-    ]
-    if len(chosen) != 1:
-        raise PodsideError(
-            "say which pod: one of --target KIND/NAME, --targetless or --agent HOST:PORT"
-            + (f" (not {' and '.join(chosen)})" if chosen else ""),
-            exit_code=2,
-        )
-    agent_timeout = _checked("--agent-timeout", args.agent_timeout)
-    fs_remote = [_checked("--fs-remote", text) for text in args.fs_remote]
-    fs_local = [_checked("--fs-local", text) for text in args.fs_local]
+    fs_remote = [checked_flag("--fs-remote", text) for text in args.fs_remote]
+    fs_local = [checked_flag("--fs-local", text) for text in args.fs_local]
     steal = _parse_steal(args)
-    agent = None
-    kube = None
-    if args.agent:
-        host, separator, port_text = args.agent.rpartition(":")
-        if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
-        if not args.token:
-            raise PodsideError(
-                "the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2
-            )
-        agent = (host.strip("[]"), int(port_text))
-    else:
-        kube = KubeTarget(
-            target=args.target,
-            container=args.container,
-            context=args.context,
-            namespace=args.namespace,
-            kubeconfig=args.kubeconfig,
-            image=args.agent_image,
-            timeout=agent_timeout,
-            settings=_agent_settings(args),
-            python_image=args.agent_python_image,
-        )
+    pod = pod_session.parse(args)
     return ExecOptions(
-        agent=agent,
-        token=args.token or "",
-        kube=kube,
+        agent=pod.agent,
+        token=pod.token,
+        kube=pod.kube,
         command=command,
         outgoing=not args.no_outgoing,
         dns=not args.no_dns,
@@ -395,40 +255,6 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         fs_local=fs_local,
         ignored_ports=frozenset(_port(text, "--ignore-port") for text in args.ignore_port),
         hold_until_attached=args.hold_until_attached,
-    )
-
-
-def _agent_settings(args: argparse.Namespace) -> AgentSettings:
-    """The agent pod settings, each value checked as its config key and launch field are."""
-
-    def each(flag: str, values: list[str]) -> list[Any]:
-        return [_checked(flag, value) for value in values]
-
-    def optional(flag: str, value: str | None) -> Any:
-        return None if value is None else _checked(flag, value)
-
-    if not args.targetless:
-        for flag, value in (
-            ("--targetless-namespace", args.targetless_namespace),
-            ("--targetless-label", args.targetless_label),
-            ("--targetless-annotation", args.targetless_annotation),
-            ("--targetless-node-selector", args.targetless_node_selector),
-            ("--targetless-toleration", args.targetless_toleration),
-            ("--targetless-requests", args.targetless_requests),
-            ("--targetless-limits", args.targetless_limits),
-        ):
-            if value not in (None, []):
-                raise PodsideError(f"{flag} is for the pod --targetless starts", exit_code=2)
-    return AgentSettings(
-        image_pull_policy=args.agent_image_pull_policy,
-        image_pull_secrets=tuple(each("--image-pull-secret", args.image_pull_secret)),
-        namespace=optional("--targetless-namespace", args.targetless_namespace),
-        labels=dict(each("--targetless-label", args.targetless_label)),
-        annotations=dict(each("--targetless-annotation", args.targetless_annotation)),
-        node_selector=dict(each("--targetless-node-selector", args.targetless_node_selector)),
-        tolerations=tuple(each("--targetless-toleration", args.targetless_toleration)),
-        requests=optional("--targetless-requests", args.targetless_requests) or {},
-        limits=optional("--targetless-limits", args.targetless_limits) or {},
     )
 
 
@@ -454,24 +280,17 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
         if filters:
             raise PodsideError(f"{filters[0]} needs --mode steal", exit_code=2)
         return None
-    headers = tuple(_checked("--http-filter", text) for text in args.http_filter)
-    path = None if args.path_filter is None else _checked("--path-filter", args.path_filter)
-    methods = () if args.method_filter is None else _checked("--method-filter", args.method_filter)
+    headers = tuple(checked_flag("--http-filter", text) for text in args.http_filter)
+    path = None if args.path_filter is None else checked_flag("--path-filter", args.path_filter)
+    methods = (
+        () if args.method_filter is None else checked_flag("--method-filter", args.method_filter)
+    )
     owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
     return steal_messages.Subscription(
         port=1,  # each port the program listens on
         filter=steal_messages.HttpFilter(headers, path, methods),
         owner=owner,
     )
-
-
-def _checked(flag: str, value: Any) -> Any:
-    """`value` of `flag` through its check (`exec_values`), or one line saying what is wrong."""
-    try:
-        return exec_values.checked(flag[2:].replace("-", "_"), value)
-    except exec_values.InvalidValue as error:
-        shown = repr(value) if isinstance(value, str) else f"{value:g}"
-        raise PodsideError(f"{flag} {shown}: {error}", exit_code=2) from None
 
 
 def _port(text: str, flag: str) -> int:
@@ -562,7 +381,9 @@ async def _run_with_events(
             "release connections; run it from the editor",
             exit_code=2,
         )
-    session = await _connect(options, progress)
+    session = await pod_session.connect(
+        pod_session.PodChoice(options.agent, options.token, options.kube), progress
+    )
     assert session.peer is not None and session.welcome is not None
 
     env = dict(local_env)
@@ -572,7 +393,7 @@ async def _run_with_events(
     # whose it is, else the status does.
     target_pid: object = None
     if options.env and not targetless:
-        remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
+        remote_env = await ask(session, environment.GET, {}, "the pod's environment")
         target_pid = remote_env.get("pid")
         env = merge(
             env,
@@ -584,7 +405,7 @@ async def _run_with_events(
     else:
         env.update(options.overrides)
         if not targetless:
-            target_pid = (await _ask(session, status.STATUS, {}, "its status")).get("target_pid")
+            target_pid = (await ask(session, status.STATUS, {}, "its status")).get("target_pid")
 
     remote_files = None
     if options.fs != "local":
@@ -595,8 +416,8 @@ async def _run_with_events(
     router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
     served = None
     if options.dns:
-        resolv_conf = await _read_pod_file(session, RESOLV_CONF)
-        hosts = await _read_pod_file(session, HOSTS)
+        resolv_conf = await read_pod_file(session, RESOLV_CONF)
+        hosts = await read_pod_file(session, HOSTS)
         router.pod_nameservers = nameservers(resolv_conf)
         served = ServedFiles(
             {
@@ -741,35 +562,6 @@ def _with_pod_probes(
         return subscription
     known = tuple(steal_messages.Probe(port, path) for port, path in probes)
     return dataclasses.replace(subscription, probes=subscription.probes + known)
-
-
-async def _connect(options: ExecOptions, progress: Callable[[str], None]) -> AgentSession:
-    if options.agent is not None:
-        host, port = options.agent
-        session = AgentSession(options.token, description=f"the agent at {host}:{port}")
-        await session.connect_tcp(host, port)
-        return session
-    assert options.kube is not None
-    from podside.kube import connect
-
-    return await connect.agent_session(options.kube, progress=progress)
-
-
-async def _ask(session: AgentSession, method: str, params: dict[str, Any], what: str) -> Any:
-    try:
-        return await session.request(method, params)
-    except RequestFailed as error:
-        raise PodsideError(f"{session.description} could not give {what}: {error}") from None
-    except ConnectionError as error:
-        raise PodsideError(f"lost {session.description}: {error}") from None
-
-
-async def _read_pod_file(session: AgentSession, path: str) -> bytes:
-    result = await _ask(session, files.READ, files.read_params(path), f"the pod's {path}")
-    data = result.get("data") if isinstance(result, dict) else None
-    if not isinstance(data, bytes):
-        raise PodsideError(f"{session.description} sent no contents for {path}")
-    return data
 
 
 def _read_local(path: str) -> bytes | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from podside.errors import PodsideError
 from podside_protocol import steal
 
 
@@ -191,3 +192,12 @@ def checked(dest: str, value: Any) -> Any:
     """`value` of the option `dest`, parsed by its check (unchanged when it has none)."""
     check = CHECKS.get(dest)
     return value if check is None else check.function(value)
+
+
+def checked_flag(flag: str, value: Any) -> Any:
+    """`value` of the command-line `flag` through its check, or one line saying what is wrong."""
+    try:
+        return checked(flag[2:].replace("-", "_"), value)
+    except InvalidValue as error:
+        shown = repr(value) if isinstance(value, str) else f"{value:g}"
+        raise PodsideError(f"{flag} {shown}: {error}", exit_code=2) from None
