@@ -30,11 +30,12 @@ from podside.events import EventReporter
 from podside.exec_values import checked_flag
 from podside.kube.agent_settings import KubeTarget
 from podside.layer import children, launcher, seccomp
+from podside.layer.dns_names import NameBook
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
 from podside.layer.proxy import TcpProxy, UdpRelays
 from podside.layer.remote_files import PathPolicy, RemoteFiles
-from podside.layer.routing import LocalRule, Router, parse_local_rule
+from podside.layer.routing import OutgoingRule, Router
 from podside.layer.served_files import (
     HOSTS,
     NSSWITCH_CONF,
@@ -45,6 +46,7 @@ from podside.layer.served_files import (
 )
 from podside.layer.supervisor import Supervisor, filter_rules
 from podside.layer.tunnels import TunnelRegistry, TunnelWork
+from podside.pod_resolver import parse_resolv_conf
 from podside.pod_session import ask, read_pod_file
 from podside_agent.peer import RequestFailed
 from podside_protocol import environment, status
@@ -71,11 +73,32 @@ def add_parser(subparsers: Any) -> None:
         help="keep the program's connections on this machine",
     )
     network.add_argument(
+        "--no-outgoing-tcp",
+        action="store_true",
+        help="keep the program's TCP connections on this machine (UDP still leaves from the pod)",
+    )
+    network.add_argument(
+        "--no-outgoing-udp",
+        action="store_true",
+        help="keep the program's UDP datagrams on this machine, but DNS (TCP still leaves "
+        "from the pod)",
+    )
+    network.add_argument(
         "--outgoing-local",
         action="append",
         default=[],
-        metavar="CIDR[:PORT]",
-        help="keep connections to these destinations on this machine (repeatable)",
+        metavar="RULE",
+        help="keep connections matching RULE on this machine (repeatable): "
+        "[tcp://|udp://][NAME|IP|CIDR][:PORT], e.g. 10.0.0.0/8, localhost-db:5432, "
+        "udp://:5353; a NAME matches the addresses the program's lookups of it gave",
+    )
+    network.add_argument(
+        "--outgoing-remote",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="only connections matching one of these RULEs leave from the pod, the others "
+        "stay here (repeatable; same form as --outgoing-local, which wins)",
     )
     network.add_argument(
         "--no-dns", action="store_true", help="resolve names on this machine, not in the pod"
@@ -204,8 +227,11 @@ class ExecOptions:
     exclude_env: list[str]
     include_env: list[str]
     overrides: dict[str, str]
-    local_rules: list[LocalRule]
+    local_rules: list[OutgoingRule]
     mirror: bool
+    remote_rules: list[OutgoingRule] = field(default_factory=list)
+    outgoing_tcp: bool = True
+    outgoing_udp: bool = True
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
     quiet: bool = False
@@ -244,7 +270,10 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         exclude_env=args.exclude_env,
         include_env=args.include_env,
         overrides=parse_assignments(args.env),
-        local_rules=[parse_local_rule(text) for text in args.outgoing_local],
+        local_rules=[checked_flag("--outgoing-local", text) for text in args.outgoing_local],
+        remote_rules=[checked_flag("--outgoing-remote", text) for text in args.outgoing_remote],
+        outgoing_tcp=not args.no_outgoing_tcp,
+        outgoing_udp=not args.no_outgoing_udp,
         mirror=args.mode != "off",
         steal=steal,
         port_map=_parse_port_map(args.port_map),
@@ -413,12 +442,25 @@ async def _run_with_events(
         remote_files = RemoteFiles(
             session.peer, loop, process.listener, policy, writable=options.fs == "write"
         )
-    router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
+    router = Router(
+        outgoing=options.outgoing,
+        tcp=options.outgoing_tcp,
+        udp=options.outgoing_udp,
+        dns=options.dns,
+        local_rules=options.local_rules,
+        remote_rules=options.remote_rules,
+    )
+    names = NameBook() if router.needs_names else None
+    if names is not None:
+        router.names = names.names_of
     served = None
     if options.dns:
         resolv_conf = await read_pod_file(session, RESOLV_CONF)
         hosts = await read_pod_file(session, HOSTS)
         router.pod_nameservers = nameservers(resolv_conf)
+        if names is not None:
+            names.learn_hosts(hosts)
+            router.search = parse_resolv_conf(resolv_conf).search
         served = ServedFiles(
             {
                 RESOLV_CONF: resolv_conf,
@@ -430,7 +472,9 @@ async def _run_with_events(
     proxy = TcpProxy()
     await proxy.start()
     registry = TunnelRegistry()
-    udp_relays = UdpRelays(loop, session.peer)
+    if names is not None and not options.dns:
+        await _learn_rule_names_here(options, names)
+    udp_relays = UdpRelays(loop, session.peer, names.learn_answer if names else None)
     work = TunnelWork(loop, session.peer, process.listener, proxy, registry)
 
     def mirrored(connection: MirroredConnection) -> None:
@@ -562,6 +606,21 @@ def _with_pod_probes(
         return subscription
     known = tuple(steal_messages.Probe(port, path) for port, path in probes)
     return dataclasses.replace(subscription, probes=subscription.probes + known)
+
+
+async def _learn_rule_names_here(options: ExecOptions, names: NameBook) -> None:
+    """With --no-dns the program resolves names on this machine, out of podside's sight: the
+    rules' names are resolved here once, at start, instead."""
+    loop = asyncio.get_running_loop()
+    for rule in (*options.local_rules, *options.remote_rules):
+        if rule.name is None:
+            continue
+        try:
+            found = await loop.getaddrinfo(rule.name, None, type=socket.SOCK_STREAM)
+        except OSError:
+            _say(options, f"outgoing rule {rule.name!r}: no address here; it matches nothing")
+            continue
+        names.learn(rule.name, [str(address[4][0]) for address in found])
 
 
 def _read_local(path: str) -> bytes | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podside.errors import PodsideError
+from podside.layer import routing
 from podside_protocol import steal
 
 
@@ -51,6 +52,14 @@ def _protocol_check(check: Callable[..., None], *values: Any) -> None:
     try:
         check(*values)
     except steal.InvalidFilter as error:
+        raise InvalidValue(str(error)) from None
+
+
+def outgoing_rule(text: str) -> routing.OutgoingRule:
+    """`--outgoing-local` / `--outgoing-remote [tcp://|udp://][NAME|IP|CIDR][:PORT]`."""
+    try:
+        return routing.parse_outgoing_rule(text)
+    except routing.InvalidRule as error:
         raise InvalidValue(str(error)) from None
 
 
@@ -171,6 +180,8 @@ CHECKS: dict[str, Check] = {
     "http_filter": Check(http_filter, {"pattern": rf"^\s*{_TOKEN}\s*:\s*\S"}),
     "path_filter": Check(path_filter, {"minLength": 1}),
     "method_filter": Check(method_filter, {"pattern": rf"^\s*{_TOKEN}\s*(,\s*{_TOKEN}\s*)*$"}),
+    "outgoing_local": Check(outgoing_rule, {"minLength": 1}),
+    "outgoing_remote": Check(outgoing_rule, {"minLength": 1}),
     "fs_remote": Check(path_regex, {"minLength": 1}),
     "fs_local": Check(path_regex, {"minLength": 1}),
     "agent_timeout": Check(agent_timeout, {"exclusiveMinimum": 0}),

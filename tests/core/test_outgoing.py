@@ -155,6 +155,64 @@ def test_outgoing_local_keeps_matching_destinations_here(
     assert _caller_seen_by(pod, host_server, "--outgoing-local", f"{host}:{port + 1}") == pod.pod_ip
 
 
+def test_outgoing_remote_lets_only_matching_destinations_leave_from_the_pod(
+    pod: Pod, host_server: tuple[str, int]
+) -> None:
+    host, port = host_server
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", f"{host}/32") == pod.pod_ip
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", f"tcp://:{port}") == pod.pod_ip
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", "udp://0.0.0.0/0") == pod.host_ip
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", "192.0.2.0/24") == pod.host_ip
+    both = ("--outgoing-remote", f"{host}/32", "--outgoing-local", f"{host}:{port}")
+    assert _caller_seen_by(pod, host_server, *both) == pod.host_ip  # local wins
+
+
+def _caller_by_name_seen_by(pod: Pod, port: int, *options: str) -> str:
+    """The program looks `laptop` up itself (the pod's DNS) and connects to the address."""
+    script = (
+        "import socket\n"
+        "address = socket.gethostbyname('laptop')\n"
+        f"print(socket.create_connection((address, {port})).recv(100).decode().strip())\n"
+    )
+    result = podside_exec(pod, PYTHON, "-c", script, options=options)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_rules_by_name_hold_for_addresses_the_program_resolved(
+    pod: Pod, host_server: tuple[str, int]
+) -> None:
+    _, port = host_server
+    assert _caller_by_name_seen_by(pod, port) == pod.pod_ip
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-local", "laptop") == pod.host_ip
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-local", f"laptop:{port + 1}") == (
+        pod.pod_ip
+    )
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-remote", "laptop") == pod.pod_ip
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-remote", "backend") == pod.host_ip
+
+
+def test_tcp_and_udp_are_switched_separately(pod: Pod, host_server: tuple[str, int]) -> None:
+    assert _caller_seen_by(pod, host_server, "--no-outgoing-tcp") == pod.host_ip
+    assert _caller_seen_by(pod, host_server, "--no-outgoing-udp") == pod.pod_ip
+    script = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+        "address = socket.gethostbyname('udp-echo')\n"  # DNS still asks the pod
+        "try:\n"
+        "    s.sendto(b'one', (address, 5353))\n"
+        "    print(s.recvfrom(100)[0].decode())\n"
+        "except OSError as error:\n"
+        "    print('no answer:', type(error).__name__)\n"
+    )
+    through_pod = podside_exec(pod, PYTHON, "-c", script, options=("--no-outgoing-tcp",))
+    assert through_pod.stdout.split() == ["echo:one"], through_pod.stderr
+    here = podside_exec(pod, PYTHON, "-c", script, options=("--no-outgoing-udp",))
+    assert here.returncode == 0, here.stderr
+    # From here the echo's address is unreachable (the host's route for the pod's networks).
+    assert here.stdout.startswith("no answer:"), here.stdout
+
+
 def test_no_outgoing_keeps_every_connection_here(pod: Pod, host_server: tuple[str, int]) -> None:
     assert _caller_seen_by(pod, host_server, "--no-outgoing") == pod.host_ip
     result = podside_exec(

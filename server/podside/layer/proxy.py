@@ -14,8 +14,10 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from podside.layer.routing import DNS_PORT
 from podside_agent.peer import Peer, SocketRelay
 from podside_protocol.outgoing import STREAM_UDP, open_params
 
@@ -124,10 +126,18 @@ class _UdpReturn:
 class UdpRelay(asyncio.DatagramProtocol):
     """Relays datagrams between the program and one destination in the pod's network."""
 
-    def __init__(self, peer: Peer, remote: tuple[str, int], sock: socket.socket) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        remote: tuple[str, int],
+        sock: socket.socket,
+        on_reply: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """`on_reply` sees each datagram from the pod before the program gets it."""
         self.peer = peer
         self.remote = remote
         self.socket = sock
+        self._on_reply = on_reply
         self._transport: asyncio.DatagramTransport | None = None
         self._flows: dict[Any, _UdpReturn] = {}
         self._last_active: dict[Any, float] = {}
@@ -154,6 +164,11 @@ class UdpRelay(asyncio.DatagramProtocol):
             self.peer.send_data(flow.stream_id, data)
 
     def send_to_program(self, data: bytes, address: Any) -> None:
+        if self._on_reply is not None:
+            try:
+                self._on_reply(data)
+            except Exception as error:  # an observer never costs the program its answer
+                log.warning("reading a reply for the program failed: %r", error)
         if self._transport is not None:
             self._last_active[address] = asyncio.get_running_loop().time()
             self._transport.sendto(data, address)
@@ -190,9 +205,16 @@ class UdpRelays:
     wait in the socket.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, peer: Peer) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        peer: Peer,
+        dns_answers: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """`dns_answers` sees what the pod's nameservers answer the program (port 53)."""
         self._loop = loop
         self._peer = peer
+        self._dns_answers = dns_answers
         self._lock = threading.Lock()
         self._by_destination: dict[tuple[tuple[str, int], int], tuple[str, int]] = {}
         self.original_by_relay: dict[tuple[str, int], tuple[str, int]] = {}
@@ -217,7 +239,8 @@ class UdpRelays:
         return address
 
     def _adopt(self, sock: socket.socket, remote: tuple[str, int]) -> None:
-        relay = UdpRelay(self._peer, remote, sock)
+        observer = self._dns_answers if remote[1] == DNS_PORT else None
+        relay = UdpRelay(self._peer, remote, sock, observer)
         self._relays.append(relay)
         self._loop.create_task(self._loop.create_datagram_endpoint(lambda: relay, sock=sock))
 

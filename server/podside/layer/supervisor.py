@@ -271,7 +271,7 @@ class Supervisor:
     # --- network -------------------------------------------------------------------------------
 
     def _tunnelled_destination(
-        self, note: Notification, address_pointer: int, length: int
+        self, note: Notification, address_pointer: int, length: int, protocol: str | None
     ) -> tuple[int, tuple[str, int], tuple[str, int]] | None:
         """(family, original, remote) when the address leaves from the pod; otherwise the
         call is let through here and None is returned."""
@@ -280,7 +280,7 @@ class Supervisor:
             decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
         if decoded is not None:
             family, address, port = decoded
-            route = self._router.route(address, port)
+            route = self._router.route(address, port, protocol)
             if route.remote is not None:
                 return family, (str(address), port), route.remote
         self.listener.allow(note.id)  # Unix and other local families, local routes
@@ -289,7 +289,8 @@ class Supervisor:
     def _on_connect(self, note: Notification) -> None:
         listener = self.listener
         fd, address_pointer, length = note.args[0], note.args[1], note.args[2]
-        destination = self._tunnelled_destination(note, address_pointer, length)
+        protocol = self._protocol_of(note.tid, fd) if self._router.needs_protocol else None
+        destination = self._tunnelled_destination(note, address_pointer, length, protocol)
         if destination is None:
             return
         family, original, remote = destination
@@ -317,6 +318,23 @@ class Supervisor:
         finally:
             if not handed_over:
                 os.close(dup)
+
+    def _protocol_of(self, tid: int, fd: int) -> str | None:
+        """ "tcp" or "udp" for the program's socket `fd`, None for others or when it is gone
+        (the connect itself then fails as it would have)."""
+        try:
+            dup = self._take_fd(tid, fd)
+        except OSError:
+            return None
+        try:
+            kind = socket_type(dup)
+        except OSError:
+            return None
+        finally:
+            os.close(dup)
+        if kind == socket.SOCK_STREAM:
+            return "tcp"
+        return "udp" if kind == socket.SOCK_DGRAM else None
 
     def _udp_relay(
         self, family: int, v6only: bool, original: tuple[str, int], remote: tuple[str, int]
@@ -359,7 +377,7 @@ class Supervisor:
     ) -> None:
         """sendto/sendmsg with an address: to a relay when the address is tunnelled."""
         listener = self.listener
-        destination = self._tunnelled_destination(note, address_pointer, length)
+        destination = self._tunnelled_destination(note, address_pointer, length, "udp")
         if destination is None:
             return
         family, original, remote = destination

@@ -99,6 +99,7 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
         argv += ["--mode", mode]
     argv += _steal_filter_flags(launch, mode)
     argv += _agent_pod_flags(launch)
+    argv += _outgoing_flags(launch)
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
@@ -180,6 +181,35 @@ def _agent_pod_flags(launch: dict[str, Any]) -> list[str]:
             else:
                 dest = flag[2:].replace("-", "_")
                 _checked(name, functools.partial(exec_values.checked, dest), text)
+            flags += [flag, text]
+    return flags
+
+
+# Launch configuration fields of outgoing traffic -> (exec flag, JSON shape): "strings" (rules,
+# one flag each) or "switch" (a boolean that is true by default; false gives the flag).
+OUTGOING_FIELDS: dict[str, tuple[str, str]] = {
+    "outgoingLocal": ("--outgoing-local", "strings"),
+    "outgoingRemote": ("--outgoing-remote", "strings"),
+    "outgoingTcp": ("--no-outgoing-tcp", "switch"),
+    "outgoingUdp": ("--no-outgoing-udp", "switch"),
+}
+
+
+def _outgoing_flags(launch: dict[str, Any]) -> list[str]:
+    """The outgoing fields as `podside exec` flags, rules checked as exec checks them."""
+    flags: list[str] = []
+    for name, (flag, shape) in OUTGOING_FIELDS.items():
+        value = launch.get(name)
+        if value is None:
+            continue
+        if shape == "switch":
+            if not isinstance(value, bool):
+                raise PodsideError(f"{name} must be true or false")
+            flags += [] if value else [flag]
+            continue
+        for text in _field_texts(name, value, shape):
+            dest = flag[2:].replace("-", "_")
+            _checked(name, functools.partial(exec_values.checked, dest), text)
             flags += [flag, text]
     return flags
 
