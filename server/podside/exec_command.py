@@ -33,9 +33,9 @@ from podside.layer import children, launcher, seccomp
 from podside.layer.dns_names import NameBook
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
-from podside.layer.proxy import TcpProxy, UdpRelays
+from podside.layer.proxy import DnsRelaying, TcpProxy, UdpRelays
 from podside.layer.remote_files import PathPolicy, RemoteFiles
-from podside.layer.routing import OutgoingRule, Router
+from podside.layer.routing import DNS_PORT, DnsFilter, OutgoingRule, Router
 from podside.layer.served_files import (
     HOSTS,
     NSSWITCH_CONF,
@@ -102,6 +102,22 @@ def add_parser(subparsers: Any) -> None:
     )
     network.add_argument(
         "--no-dns", action="store_true", help="resolve names on this machine, not in the pod"
+    )
+    network.add_argument(
+        "--dns-local",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="names matching NAME (a host name, or *.DOMAIN for every name under it) are "
+        "resolved by this machine's nameserver, the rest by the pod's (repeatable)",
+    )
+    network.add_argument(
+        "--dns-remote",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only names matching one of these are resolved by the pod's nameserver, the rest "
+        "by this machine's (repeatable; --dns-local wins)",
     )
     env = parser.add_argument_group("environment")
     env.add_argument("--no-env", action="store_true", help="do not take the pod's environment")
@@ -232,6 +248,7 @@ class ExecOptions:
     remote_rules: list[OutgoingRule] = field(default_factory=list)
     outgoing_tcp: bool = True
     outgoing_udp: bool = True
+    dns_filter: DnsFilter = field(default_factory=DnsFilter)
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
     quiet: bool = False
@@ -255,6 +272,9 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
             exit_code=2,
         )
+    if args.no_dns and (args.dns_local or args.dns_remote):
+        flag = "--dns-local" if args.dns_local else "--dns-remote"
+        raise PodsideError(f"{flag} chooses where names resolve: not with --no-dns", exit_code=2)
     fs_remote = [checked_flag("--fs-remote", text) for text in args.fs_remote]
     fs_local = [checked_flag("--fs-local", text) for text in args.fs_local]
     steal = _parse_steal(args)
@@ -272,6 +292,10 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         overrides=parse_assignments(args.env),
         local_rules=[checked_flag("--outgoing-local", text) for text in args.outgoing_local],
         remote_rules=[checked_flag("--outgoing-remote", text) for text in args.outgoing_remote],
+        dns_filter=DnsFilter(
+            tuple(checked_flag("--dns-local", text) for text in args.dns_local),
+            tuple(checked_flag("--dns-remote", text) for text in args.dns_remote),
+        ),
         outgoing_tcp=not args.no_outgoing_tcp,
         outgoing_udp=not args.no_outgoing_udp,
         mirror=args.mode != "off",
@@ -474,7 +498,12 @@ async def _run_with_events(
     registry = TunnelRegistry()
     if names is not None and not options.dns:
         await _learn_rule_names_here(options, names)
-    udp_relays = UdpRelays(loop, session.peer, names.learn_answer if names else None)
+    dns_relaying = DnsRelaying(
+        answers=names.learn_answer if names is not None else None,
+        in_pod=options.dns_filter.in_pod if options.dns_filter else None,
+        here=(_this_machines_nameserver(), DNS_PORT),
+    )
+    udp_relays = UdpRelays(loop, session.peer, dns_relaying)
     work = TunnelWork(loop, session.peer, process.listener, proxy, registry)
 
     def mirrored(connection: MirroredConnection) -> None:
@@ -606,6 +635,12 @@ def _with_pod_probes(
         return subscription
     known = tuple(steal_messages.Probe(port, path) for port, path in probes)
     return dataclasses.replace(subscription, probes=subscription.probes + known)
+
+
+def _this_machines_nameserver() -> str:
+    """The first nameserver of this machine's resolv.conf; glibc's default without one."""
+    servers = parse_resolv_conf(_read_local(RESOLV_CONF) or b"").nameservers
+    return servers[0] if servers else "127.0.0.1"
 
 
 async def _learn_rule_names_here(options: ExecOptions, names: NameBook) -> None:

@@ -63,6 +63,14 @@ def outgoing_rule(text: str) -> routing.OutgoingRule:
         raise InvalidValue(str(error)) from None
 
 
+def dns_pattern(text: str) -> str:
+    """`--dns-local` / `--dns-remote NAME|*.DOMAIN`."""
+    try:
+        return routing.parse_dns_pattern(text)
+    except routing.InvalidRule as error:
+        raise InvalidValue(str(error)) from None
+
+
 def path_regex(text: str) -> str:
     """`--fs-remote` / `--fs-local REGEX`, searched in absolute paths."""
     _protocol_check(steal.check_regex, text, "path")
@@ -182,6 +190,8 @@ CHECKS: dict[str, Check] = {
     "method_filter": Check(method_filter, {"pattern": rf"^\s*{_TOKEN}\s*(,\s*{_TOKEN}\s*)*$"}),
     "outgoing_local": Check(outgoing_rule, {"minLength": 1}),
     "outgoing_remote": Check(outgoing_rule, {"minLength": 1}),
+    "dns_local": Check(dns_pattern, {"minLength": 1}),
+    "dns_remote": Check(dns_pattern, {"minLength": 1}),
     "fs_remote": Check(path_regex, {"minLength": 1}),
     "fs_local": Check(path_regex, {"minLength": 1}),
     "agent_timeout": Check(agent_timeout, {"exclusiveMinimum": 0}),

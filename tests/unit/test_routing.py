@@ -181,3 +181,23 @@ def test_launch_configuration_outgoing_fields_become_exec_flags() -> None:
     assert set(launch.OUTGOING_FIELDS) <= set(
         attributes["configurationAttributes"]["launch"]["properties"]
     )
+
+
+def test_dns_filter_patterns_and_precedence() -> None:
+    from podside.layer.routing import DnsFilter, parse_dns_pattern
+
+    assert parse_dns_pattern(" Corp.Example. ") == "corp.example"
+    assert parse_dns_pattern("*.corp.example") == "*.corp.example"
+    for bad in ("", "*", "*.", "*corp", "a b", "db:5432", "10.0.0.1"):
+        with pytest.raises(InvalidRule):
+            parse_dns_pattern(bad)
+    local = DnsFilter(local=("*.corp.example", "vpn.example"))
+    assert not local.in_pod("build.corp.example.")
+    assert local.in_pod("corp.example")  # *.DOMAIN is the names under it, not DOMAIN
+    assert not local.in_pod("VPN.example")
+    assert local.in_pod("db.staging.svc.cluster.local")
+    remote = DnsFilter(local=("legacy.svc.cluster.local",), remote=("*.svc.cluster.local",))
+    assert remote.in_pod("db.svc.cluster.local")
+    assert not remote.in_pod("legacy.svc.cluster.local")
+    assert not remote.in_pod("example.com")
+    assert not DnsFilter() and DnsFilter().in_pod("anything")

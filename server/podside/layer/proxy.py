@@ -15,7 +15,11 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import dns.exception
+import dns.message
 
 from podside.layer.routing import DNS_PORT
 from podside_agent.peer import Peer, SocketRelay
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 
 UDP_IDLE_SECONDS = 120.0
 _UDP_BACKLOG_LIMIT = 256 * 1024
+DNS_HERE_TIMEOUT_SECONDS = 10.0
 
 
 class _ProxiedConnection(asyncio.Protocol):
@@ -131,13 +136,14 @@ class UdpRelay(asyncio.DatagramProtocol):
         peer: Peer,
         remote: tuple[str, int],
         sock: socket.socket,
-        on_reply: Callable[[bytes], None] | None = None,
+        dns: DnsRelaying | None = None,
     ) -> None:
-        """`on_reply` sees each datagram from the pod before the program gets it."""
+        """`dns`: what a relay to a nameserver does beside relaying."""
         self.peer = peer
         self.remote = remote
         self.socket = sock
-        self._on_reply = on_reply
+        self._dns = dns
+        self._asked_here: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._flows: dict[Any, _UdpReturn] = {}
         self._last_active: dict[Any, float] = {}
@@ -148,6 +154,13 @@ class UdpRelay(asyncio.DatagramProtocol):
         self._sweeper = asyncio.get_running_loop().call_later(UDP_IDLE_SECONDS, self._sweep)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._dns is not None and self._dns.in_pod is not None:
+            name = _query_name(data)
+            if name is not None and not self._dns.in_pod(name):
+                task = asyncio.get_running_loop().create_task(self._ask_here(data, addr))
+                self._asked_here.add(task)
+                task.add_done_callback(self._asked_here.discard)
+                return
         flow = self._flows.get(addr)
         if flow is None:
             flow = _UdpReturn(self, addr)
@@ -163,10 +176,32 @@ class UdpRelay(asyncio.DatagramProtocol):
         ):
             self.peer.send_data(flow.stream_id, data)
 
+    async def _ask_here(self, query: bytes, address: Any) -> None:
+        """A query this machine's nameserver answers; its answer goes back as the pod's would."""
+        assert self._dns is not None
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[bytes] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _HereAnswer(answered), remote_addr=self._dns.here
+            )
+        except OSError as error:
+            log.warning("cannot ask this machine's nameserver %s: %s", self._dns.here[0], error)
+            return
+        try:
+            transport.sendto(query)
+            answer = await asyncio.wait_for(answered, DNS_HERE_TIMEOUT_SECONDS)
+        except (TimeoutError, OSError):
+            return  # as a lost datagram: the program's resolver asks again
+        finally:
+            transport.close()
+        self.send_to_program(answer, address)
+
     def send_to_program(self, data: bytes, address: Any) -> None:
-        if self._on_reply is not None:
+        answers = self._dns.answers if self._dns is not None else None
+        if answers is not None:
             try:
-                self._on_reply(data)
+                answers(data)
             except Exception as error:  # an observer never costs the program its answer
                 log.warning("reading a reply for the program failed: %r", error)
         if self._transport is not None:
@@ -190,11 +225,46 @@ class UdpRelay(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in self._asked_here:
+            task.cancel()
         for flow in self._flows.values():
             self.peer.reset_stream(flow.stream_id, "session ending")
         self._flows.clear()
         if self._transport is not None:
             self._transport.close()
+
+
+class _HereAnswer(asyncio.DatagramProtocol):
+    def __init__(self, answered: asyncio.Future[bytes]) -> None:
+        self._answered = answered
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self._answered.done():
+            self._answered.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self._answered.done():
+            self._answered.set_exception(exc)
+
+
+def _query_name(datagram: bytes) -> str | None:
+    """The name a DNS query asks for; None when it is not one (it then goes to the pod)."""
+    try:
+        message = dns.message.from_wire(datagram)
+    except dns.exception.DNSException:
+        return None
+    return str(message.question[0].name) if message.question else None
+
+
+@dataclass(frozen=True)
+class DnsRelaying:
+    """What the relays to the pod's nameservers (port 53) do beside relaying: `answers` sees
+    each answer on its way to the program; a query whose name `in_pod` refuses is asked of
+    this machine's nameserver (`here`) instead, and its answer given back the same way."""
+
+    answers: Callable[[bytes], None] | None = None
+    in_pod: Callable[[str], bool] | None = None
+    here: tuple[str, int] = ("127.0.0.1", DNS_PORT)
 
 
 class UdpRelays:
@@ -209,12 +279,11 @@ class UdpRelays:
         self,
         loop: asyncio.AbstractEventLoop,
         peer: Peer,
-        dns_answers: Callable[[bytes], None] | None = None,
+        dns: DnsRelaying | None = None,
     ) -> None:
-        """`dns_answers` sees what the pod's nameservers answer the program (port 53)."""
         self._loop = loop
         self._peer = peer
-        self._dns_answers = dns_answers
+        self._dns = dns
         self._lock = threading.Lock()
         self._by_destination: dict[tuple[tuple[str, int], int], tuple[str, int]] = {}
         self.original_by_relay: dict[tuple[str, int], tuple[str, int]] = {}
@@ -239,8 +308,7 @@ class UdpRelays:
         return address
 
     def _adopt(self, sock: socket.socket, remote: tuple[str, int]) -> None:
-        observer = self._dns_answers if remote[1] == DNS_PORT else None
-        relay = UdpRelay(self._peer, remote, sock, observer)
+        relay = UdpRelay(self._peer, remote, sock, self._dns if remote[1] == DNS_PORT else None)
         self._relays.append(relay)
         self._loop.create_task(self._loop.create_datagram_endpoint(lambda: relay, sock=sock))
 

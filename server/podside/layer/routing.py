@@ -180,3 +180,40 @@ class Router:
         self, rule: OutgoingRule, address: IPAddress, port: int, protocol: str | None
     ) -> bool:
         return rule.matches(address, port, protocol, self.names, self.search)
+
+
+_NAME_PATTERN = re.compile(r"(\*\.)?" + _HOST_NAME.pattern)
+
+
+def parse_dns_pattern(text: str) -> str:
+    """`--dns-local` / `--dns-remote`: a host name, or `*.DOMAIN` for every name under it."""
+    pattern = text.strip().rstrip(".").lower()
+    if not pattern or not _NAME_PATTERN.fullmatch(pattern):
+        raise InvalidRule(
+            "expected a host name or *.DOMAIN, e.g. db.corp.example or *.corp.example"
+        )
+    return pattern
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:])
+    return name == pattern
+
+
+@dataclass(frozen=True)
+class DnsFilter:
+    """Which names the pod's nameservers resolve (the others: this machine's), by pattern:
+    `local` wins; with `remote` patterns only the names matching one go to the pod."""
+
+    local: tuple[str, ...] = ()
+    remote: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.local or self.remote)
+
+    def in_pod(self, name: str) -> bool:
+        name = name.rstrip(".").lower()
+        if any(_name_matches(pattern, name) for pattern in self.local):
+            return False
+        return not self.remote or any(_name_matches(pattern, name) for pattern in self.remote)

@@ -185,18 +185,20 @@ def _agent_pod_flags(launch: dict[str, Any]) -> list[str]:
     return flags
 
 
-# Launch configuration fields of outgoing traffic -> (exec flag, JSON shape): "strings" (rules,
+# Launch configuration fields of outgoing traffic and DNS -> (exec flag, JSON shape): "strings" (rules,
 # one flag each) or "switch" (a boolean that is true by default; false gives the flag).
 OUTGOING_FIELDS: dict[str, tuple[str, str]] = {
     "outgoingLocal": ("--outgoing-local", "strings"),
     "outgoingRemote": ("--outgoing-remote", "strings"),
     "outgoingTcp": ("--no-outgoing-tcp", "switch"),
     "outgoingUdp": ("--no-outgoing-udp", "switch"),
+    "dnsLocal": ("--dns-local", "strings"),
+    "dnsRemote": ("--dns-remote", "strings"),
 }
 
 
 def _outgoing_flags(launch: dict[str, Any]) -> list[str]:
-    """The outgoing fields as `podside exec` flags, rules checked as exec checks them."""
+    """The outgoing and DNS fields as `podside exec` flags, checked as exec checks them."""
     flags: list[str] = []
     for name, (flag, shape) in OUTGOING_FIELDS.items():
         value = launch.get(name)
