@@ -16,6 +16,7 @@ import errno
 import getpass
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -99,6 +100,14 @@ def add_parser(subparsers: Any) -> None:
         metavar="RULE",
         help="only connections matching one of these RULEs leave from the pod, the others "
         "stay here (repeatable; same form as --outgoing-local, which wins)",
+    )
+    network.add_argument(
+        "--outgoing-unix",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="connections to Unix stream sockets whose absolute path matches REGEX go to the "
+        "pod's socket at that path, e.g. '^/var/run/docker.sock$' (repeatable)",
     )
     network.add_argument(
         "--no-dns", action="store_true", help="resolve names on this machine, not in the pod"
@@ -248,6 +257,7 @@ class ExecOptions:
     remote_rules: list[OutgoingRule] = field(default_factory=list)
     outgoing_tcp: bool = True
     outgoing_udp: bool = True
+    outgoing_unix: list[str] = field(default_factory=list)
     dns_filter: DnsFilter = field(default_factory=DnsFilter)
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
@@ -271,6 +281,10 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         raise PodsideError(
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
             exit_code=2,
+        )
+    if args.targetless and args.outgoing_unix:
+        raise PodsideError(
+            "--outgoing-unix connects to the target's sockets: --targetless has none", exit_code=2
         )
     if args.no_dns and (args.dns_local or args.dns_remote):
         flag = "--dns-local" if args.dns_local else "--dns-remote"
@@ -296,6 +310,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             tuple(checked_flag("--dns-local", text) for text in args.dns_local),
             tuple(checked_flag("--dns-remote", text) for text in args.dns_remote),
         ),
+        outgoing_unix=[checked_flag("--outgoing-unix", text) for text in args.outgoing_unix],
         outgoing_tcp=not args.no_outgoing_tcp,
         outgoing_udp=not args.no_outgoing_udp,
         mirror=args.mode != "off",
@@ -566,6 +581,7 @@ async def _run_with_events(
         udp_relays=udp_relays,
         on_listen=incoming.program_listens,
         remote=remote_files,
+        unix_remote=tuple(re.compile(pattern) for pattern in options.outgoing_unix),
     )
     supervisor.start()
     watcher = children.ChildWatcher(process.pid)

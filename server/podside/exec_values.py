@@ -192,6 +192,7 @@ CHECKS: dict[str, Check] = {
     "outgoing_remote": Check(outgoing_rule, {"minLength": 1}),
     "dns_local": Check(dns_pattern, {"minLength": 1}),
     "dns_remote": Check(dns_pattern, {"minLength": 1}),
+    "outgoing_unix": Check(path_regex, {"minLength": 1}),
     "fs_remote": Check(path_regex, {"minLength": 1}),
     "fs_local": Check(path_regex, {"minLength": 1}),
     "agent_timeout": Check(agent_timeout, {"exclusiveMinimum": 0}),

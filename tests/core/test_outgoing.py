@@ -294,3 +294,56 @@ def test_python_sendmsg_and_recvmsg_with_addresses(pod: Pod) -> None:
         f"echo:vectored ('{pod.cluster_ip}', 5353) 0",
         "10 True",
     ], result.stderr
+
+
+class _SaysWhere(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(self.server.where)  # type: ignore[attr-defined]
+
+
+def _unix_server(path: str, where: bytes) -> socketserver.ThreadingUnixStreamServer:
+    server = socketserver.ThreadingUnixStreamServer(path, _SaysWhere)
+    server.where = where  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_outgoing_unix_connects_to_the_pods_socket_at_that_path(pod: Pod, tmp_path: object) -> None:
+    # The pod's /srv is pod.pod_files here: /srv/app.sock exists in the pod only.
+    assert not os.path.exists("/srv/app.sock")
+    in_pod = _unix_server(str(pod.pod_files / "app.sock"), b"the pod's socket")
+    local_path = os.path.join(str(tmp_path), "local.sock")
+    here = _unix_server(local_path, b"this machine's socket")
+    script = (
+        "import socket, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try:\n"
+        "        s.connect(path)\n"
+        "        print(s.recv(100).decode())\n"
+        "    except OSError as error:\n"
+        "        print(type(error).__name__)\n"
+    )
+    paths = ("/srv/app.sock", local_path, "/srv/missing.sock", "/srv/podside-config")
+    try:
+        plain = podside_exec(pod, PYTHON, "-c", script, *paths)
+        assert plain.stdout.splitlines() == [
+            "FileNotFoundError",
+            "this machine's socket",
+            "FileNotFoundError",
+            "FileNotFoundError",
+        ], plain.stderr
+        tunnelled = podside_exec(
+            pod, PYTHON, "-c", script, *paths, options=("--outgoing-unix", "^/srv/")
+        )
+        assert tunnelled.stdout.splitlines() == [
+            "the pod's socket",
+            "this machine's socket",  # not matching: stays here
+            "FileNotFoundError",  # the pod's answer: no such socket there
+            "ConnectionRefusedError",  # a folder in the pod, not a socket
+        ], tunnelled.stderr
+    finally:
+        for server in (in_pod, here):
+            server.shutdown()
+            server.server_close()
+        os.unlink(pod.pod_files / "app.sock")

@@ -201,3 +201,18 @@ def test_dns_filter_patterns_and_precedence() -> None:
     assert not remote.in_pod("legacy.svc.cluster.local")
     assert not remote.in_pod("example.com")
     assert not DnsFilter() and DnsFilter().in_pod("anything")
+
+
+def test_unix_socket_addresses() -> None:
+    import socket
+    import struct
+
+    from podside.layer import sockaddr
+
+    family = struct.pack("=H", socket.AF_UNIX)
+    assert sockaddr.unix_path(family + b"/var/run/app.sock\0\0\0") == "/var/run/app.sock"
+    assert sockaddr.unix_path(family + b"\0abstract") is None  # no path in any filesystem
+    assert sockaddr.unix_path(family) is None  # unnamed
+    assert sockaddr.unix_path(struct.pack("=H", socket.AF_INET) + b"/x") is None
+    assert sockaddr.unix("\0name") == family + b"\0name"  # exact length: no trailing NUL
+    assert sockaddr.unix("/run/x.sock") == family + b"/run/x.sock\0"

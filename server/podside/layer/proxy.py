@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable
@@ -40,10 +42,12 @@ class _ProxiedConnection(asyncio.Protocol):
         self._relay: SocketRelay | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer_port = transport.get_extra_info("peername")[1]
-        relay = self._proxy.claim(peer_port)
+        peer = transport.get_extra_info("peername")
+        # A TCP connection is known by its source port, a Unix one by its autobound name.
+        key = peer[1] if isinstance(peer, tuple) else os.fsencode(peer)
+        relay = self._proxy.claim(key)
         if relay is None:
-            log.warning("proxy: unexpected connection from port %s", peer_port)
+            log.warning("proxy: unexpected connection from %r", key)
             transport.close()
             return
         self._relay = relay
@@ -70,11 +74,16 @@ class _ProxiedConnection(asyncio.Protocol):
 
 
 class TcpProxy:
+    """Where tunnelled stream sockets of the program are connected to: loopback TCP listeners
+    for TCP ones, an abstract Unix listener for the Unix ones tunnelled to the pod."""
+
     def __init__(self) -> None:
-        self._expected: dict[int, SocketRelay] = {}
+        self._expected: dict[int | bytes, SocketRelay] = {}
         self._servers: list[asyncio.Server] = []
         self.ipv4_port = 0
         self.ipv6_port = 0
+        # Abstract (leading NUL): nothing on the filesystem, gone with the process.
+        self.unix_name = f"\0podside-proxy-{os.getpid()}-{secrets.token_hex(8)}"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -82,6 +91,10 @@ class TcpProxy:
             lambda: _ProxiedConnection(self), "127.0.0.1", 0, backlog=4096
         )
         self._servers.append(server)
+        unix = await loop.create_unix_server(
+            lambda: _ProxiedConnection(self), self.unix_name, backlog=4096
+        )
+        self._servers.append(unix)
         self.ipv4_port = server.sockets[0].getsockname()[1]
         try:
             server6 = await loop.create_server(
@@ -92,14 +105,15 @@ class TcpProxy:
         self._servers.append(server6)
         self.ipv6_port = server6.sockets[0].getsockname()[1]
 
-    def expect(self, source_port: int, relay: SocketRelay) -> None:
-        self._expected[source_port] = relay
+    def expect(self, source: int | bytes, relay: SocketRelay) -> None:
+        """`source`: the TCP source port, or the Unix socket's autobound abstract name."""
+        self._expected[source] = relay
 
-    def forget(self, source_port: int) -> None:
-        self._expected.pop(source_port, None)
+    def forget(self, source: int | bytes) -> None:
+        self._expected.pop(source, None)
 
-    def claim(self, source_port: int) -> SocketRelay | None:
-        return self._expected.pop(source_port, None)
+    def claim(self, source: int | bytes) -> SocketRelay | None:
+        return self._expected.pop(source, None)
 
     def close(self) -> None:
         for server in self._servers:

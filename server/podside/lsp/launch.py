@@ -192,6 +192,7 @@ OUTGOING_FIELDS: dict[str, tuple[str, str]] = {
     "outgoingRemote": ("--outgoing-remote", "strings"),
     "outgoingTcp": ("--no-outgoing-tcp", "switch"),
     "outgoingUdp": ("--no-outgoing-udp", "switch"),
+    "outgoingUnix": ("--outgoing-unix", "strings"),
     "dnsLocal": ("--dns-local", "strings"),
     "dnsRemote": ("--dns-remote", "strings"),
 }
