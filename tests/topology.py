@@ -300,6 +300,8 @@ def _start_cluster_services(pod: Pod) -> None:
             "--local=/cluster.local/",
             f"--address=/backend.test.svc.cluster.local/{pod.cluster_ip}",
             f"--address=/udp-echo.test.svc.cluster.local/{pod.cluster_ip}",
+            # This machine's end of the pod link, by a name only the pod's DNS knows.
+            f"--address=/laptop.test.svc.cluster.local/{pod.host_ip}",
             "--log-queries",
             f"--log-facility={dns_log}",
             "--user=root",

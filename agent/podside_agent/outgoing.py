@@ -1,4 +1,5 @@
-"""Outgoing feature (agent side): dial TCP and UDP from the pod for a client's program."""
+"""Outgoing feature (agent side): dial TCP and UDP from the pod for a client's program, and
+connect to Unix stream sockets in the target's filesystem."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ import errno
 import logging
 import os
 import socket
+import stat
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from podside_agent.files import open_in_root
 from podside_agent.peer import Peer, SocketRelay
 from podside_agent.podnet import PodNetwork
+from podside_agent.workers import Workers
 from podside_protocol import StreamOpenRequested
 from podside_protocol.addresses import Address, family_of
-from podside_protocol.outgoing import STREAM_TCP, STREAM_UDP, destination_of, opened_info
+from podside_protocol.outgoing import (
+    STREAM_TCP,
+    STREAM_UDP,
+    STREAM_UNIX,
+    destination_of,
+    opened_info,
+    unix_path_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,23 +34,70 @@ UDP_IDLE_TIMEOUT = 120.0
 
 
 class Outgoing:
-    def __init__(self, network: PodNetwork) -> None:
+    def __init__(
+        self,
+        network: PodNetwork,
+        workers: Workers | None = None,
+        target_pid: Callable[[], int] | None = None,
+    ) -> None:
+        """`workers` and `target_pid` (which may block: it runs on them) serve `unix`."""
         self._network = network
+        self._workers = workers
+        self._target_pid = target_pid
         self._tasks: set[asyncio.Task[None]] = set()
 
     def handles(self, kind: str) -> bool:
-        return kind in (STREAM_TCP, STREAM_UDP)
+        return kind in (STREAM_TCP, STREAM_UDP, STREAM_UNIX)
 
     def open(self, peer: Peer, request: StreamOpenRequested) -> None:
+        if request.kind == STREAM_UNIX:
+            self._start(self._open_unix(peer, request.stream_id, unix_path_of(request.params)))
+            return
         destination = destination_of(request.params)
         if request.kind == STREAM_TCP:
             self._open_tcp(peer, request.stream_id, destination)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._open_udp(peer, request.stream_id, destination)
-        )
+        self._start(self._open_udp(peer, request.stream_id, destination))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _open_unix(self, peer: Peer, stream_id: int, path: str) -> None:
+        """Connect to the Unix stream socket at `path` as the target sees its filesystem: the
+        path is resolved inside the target's root (its symlinks too) and must be a socket."""
+        if self._workers is None or self._target_pid is None:
+            peer.refuse_stream(stream_id, errno.EAFNOSUPPORT, "no target: no Unix sockets")
+            return
+        target_pid = self._target_pid
+        try:
+            handle = await self._workers.run(
+                lambda: _socket_in_root(target_pid(), path), late=os.close
+            )
+        except OSError as error:
+            code = error.errno or errno.EIO
+            peer.refuse_stream(stream_id, code, error.strerror or os.strerror(code))
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            # The O_PATH handle stands for the socket file: no path length limit, no second
+            # lookup that a rename could redirect.
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, f"/proc/self/fd/{handle}"),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as error:
+            sock.close()
+            code = getattr(error, "errno", None) or errno.ETIMEDOUT
+            peer.refuse_stream(stream_id, code, os.strerror(code))
+            return
+        finally:
+            os.close(handle)
+        relay = SocketRelay(peer, stream_id)
+        peer.accept_stream(stream_id, relay.endpoint, {})
+        await self._attach(peer, stream_id, sock, relay)
 
     def _open_tcp(self, peer: Peer, stream_id: int, destination: Address) -> None:
         """Connect in the pod with callbacks, not a task: the program's connect() waits."""
@@ -120,6 +180,18 @@ class Outgoing:
             peer.refuse_stream(stream_id, code, os.strerror(code))
             return
         peer.accept_stream(stream_id, flow, opened_info(local, destination))
+
+
+def _socket_in_root(target_pid: int, path: str) -> int:
+    """An O_PATH handle of the socket at `path` in the target's root; ENOTSOCK otherwise."""
+    handle = open_in_root(target_pid, path, os.O_PATH)
+    try:
+        if not stat.S_ISSOCK(os.fstat(handle).st_mode):
+            raise OSError(errno.ECONNREFUSED, f"{path} is not a socket in the pod")
+    except BaseException:
+        os.close(handle)
+        raise
+    return handle
 
 
 class UdpFlow(asyncio.DatagramProtocol):

@@ -76,7 +76,7 @@ class AgentServer:
         self._handshaking: dict[Peer, None] = {}  # oldest first
         self._crowded_out = 0  # since the last log line about it
         self._crowded_logged = -HANDSHAKE_SECONDS
-        self.outgoing = Outgoing(network)
+        self.outgoing = Outgoing(network, self.workers, target.current)
         self.mirror = Mirror(network)
         self.steal = Steal(network, self.mirror)
         self.stopped = asyncio.get_running_loop().create_future()

@@ -25,9 +25,11 @@ SUBCOMMANDS: dict[str, str] = {
     "lsp": "podside.lsp_command",
     "schema": "podside.schema_command",
     "doctor": "podside.doctor_command",
+    "port-forward": "podside.port_forward_command",
 }
-# subcommands whose options also come from the config file (podside.config)
-CONFIGURED = frozenset({"exec"})
+# subcommands whose options also come from the config file (podside.config): exec's options
+# are its keys; another command takes the keys it shares with exec and passes over the rest
+CONFIGURED = frozenset({"exec", "port-forward", "env"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # args.command may be the subcommand's own positional (exec's CMD): ask its module.
         for name in CONFIGURED:
             if args.run.__module__ == SUBCOMMANDS[name]:
-                args = apply_config(parser, _subparser(parser, name), argv, args)
+                args = apply_config(
+                    parser, _subparser(parser, name), argv, args, every=_subparser(parser, "exec")
+                )
         return int(args.run(args))
     except PodsideError as error:
         print(f"podside: {error.message}", file=sys.stderr)

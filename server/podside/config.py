@@ -134,18 +134,30 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def defaults_from(path: Path, data: dict[str, Any], keys: dict[str, Key]) -> dict[str, Any]:
-    """The parser defaults (dest -> value) the file's `data` sets; a bad value raises."""
+def defaults_from(
+    path: Path,
+    data: dict[str, Any],
+    keys: dict[str, Key],
+    every: dict[str, Key] | None = None,
+) -> dict[str, Any]:
+    """The parser defaults (dest -> value) the file's `data` sets; a bad value raises.
+
+    `every` is every key a file may hold, when the command takes only some of them (`keys`):
+    the others are checked as well, then passed over.
+    """
+    every = keys if every is None else every
     defaults: dict[str, Any] = {}
     for name, value in data.items():
         if name == "$schema":
             continue
-        key = keys.get(name)
+        key = every.get(name)
         if key is None:
-            close = difflib.get_close_matches(name, list(keys), n=1)
+            close = difflib.get_close_matches(name, list(every), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PodsideError(f"{path}: unknown key {name!r}{hint}", 2)
         checked = _checked(path, key, value)
+        if name not in keys:
+            continue
         if key.const is None:
             defaults[key.dest] = checked
         elif checked:
@@ -198,15 +210,18 @@ def apply_config(
     argv: Sequence[str] | None,
     args: argparse.Namespace,
     cwd: Path | None = None,
+    every: argparse.ArgumentParser | None = None,
 ) -> argparse.Namespace:
-    """Parse the command line again with the config file's values as defaults."""
+    """Parse the command line again with the config file's values as defaults; with `every`
+    (exec's parser, whose options are the file's keys) `subparser` takes only its own."""
     explicit = getattr(args, "config", None)
     path = Path(explicit) if explicit else find_config(cwd or Path.cwd())
     if path is None:
         return args
     if explicit and not path.is_file():
         raise PodsideError(f"--config {explicit}: no such file", exit_code=2)
-    defaults = defaults_from(path, read_config(path), keys_of(subparser))
+    known = keys_of(every) if every is not None else None
+    defaults = defaults_from(path, read_config(path), keys_of(subparser), known)
     subparser.set_defaults(**defaults)
     reparsed = root.parse_args(argv)
     reparsed.config_file = str(path)

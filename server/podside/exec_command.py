@@ -16,25 +16,27 @@ import errno
 import getpass
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from podside import exec_values
+from podside import pod_session
 from podside.environment import Mapping, merge, parse_assignments, read_env_file
 from podside.errors import PodsideError
 from podside.events import EventReporter
-from podside.kube.agent_settings import AgentSettings, add_pull_arguments
+from podside.exec_values import checked_flag
+from podside.kube.agent_settings import KubeTarget
 from podside.layer import children, launcher, seccomp
+from podside.layer.dns_names import NameBook
 from podside.layer.http_watch import Exchange
 from podside.layer.incoming import Incoming, MirroredConnection
-from podside.layer.proxy import TcpProxy, UdpRelays
+from podside.layer.proxy import DnsRelaying, TcpProxy, UdpRelays
 from podside.layer.remote_files import PathPolicy, RemoteFiles
-from podside.layer.routing import LocalRule, Router, parse_local_rule
+from podside.layer.routing import DNS_PORT, DnsFilter, OutgoingRule, Router
 from podside.layer.served_files import (
     HOSTNAME_FILES,
     HOSTS,
@@ -46,9 +48,10 @@ from podside.layer.served_files import (
 )
 from podside.layer.supervisor import Supervisor, filter_rules
 from podside.layer.tunnels import TunnelRegistry, TunnelWork
-from podside.session import AgentSession
+from podside.pod_resolver import parse_resolv_conf
+from podside.pod_session import ask, read_pod_file
 from podside_agent.peer import RequestFailed
-from podside_protocol import environment, files, status
+from podside_protocol import environment, status
 from podside_protocol import steal as steal_messages
 from podside_protocol.addresses import MAX_PORT, port_from_text
 
@@ -65,96 +68,7 @@ def add_parser(subparsers: Any) -> None:
         usage="podside exec (--target KIND/NAME | --targetless | --agent HOST:PORT) [options] "
         "-- CMD [ARGS...]",
     )
-    target = parser.add_argument_group("which pod")
-    target.add_argument(
-        "-t",
-        "--target",
-        metavar="KIND/NAME",
-        help="the pod to run in the context of: pod/, deployment/, statefulset/, daemonset/, "
-        "replicaset/, job/ or service/NAME",
-    )
-    target.add_argument("--container", help="the target container (multi-container pods)")
-    target.add_argument(
-        "--targetless",
-        action="store_true",
-        help="no target pod: an agent pod in the namespace, for outgoing traffic and DNS only",
-    )
-    target.add_argument("--context", help="kubeconfig context (default: the current one)")
-    target.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-    target.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
-    )
-    target.add_argument(
-        "--agent-image",
-        help="a prebuilt agent image (agent/Dockerfile, `make agent-image`) instead of the "
-        "agent's code delivered by this podside to a plain python image",
-    )
-    target.add_argument(
-        "--agent-python-image",
-        metavar="IMAGE",
-        help="the python image (3.10 or newer) the agent runs in without --agent-image, e.g. "
-        "from your registry's mirror (default: python:3.12-slim)",
-    )
-    target.add_argument(
-        "--agent-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to wait for the agent to run (default: 60)",
-    )
-    target.add_argument(
-        "--agent",
-        metavar="HOST:PORT",
-        help="instead of Kubernetes: an agent already running and reachable from here",
-    )
-    target.add_argument(
-        "--token",
-        default=os.environ.get("PODSIDE_TOKEN"),
-        help="with --agent: the agent's session token (default: $PODSIDE_TOKEN)",
-    )
-    agent_pod = parser.add_argument_group(
-        "the agent's containers and the targetless pod (real clusters)"
-    )
-    add_pull_arguments(
-        agent_pod,
-        "a Secret the node pulls the agent's image with (repeatable); the targetless pod gets "
-        "it, a target pod must already have it (an ephemeral container uses its pod's)",
-    )
-    agent_pod.add_argument(
-        "--targetless-namespace",
-        metavar="NAME",
-        help="the namespace of the targetless pod (default: --namespace, else the context's)",
-    )
-    for kind, what in (
-        ("label", "a label of the targetless pod"),
-        (
-            "annotation",
-            "an annotation of the targetless pod (it always has "
-            "sidecar.istio.io/inject=false and linkerd.io/inject=disabled unless set here)",
-        ),
-        ("node-selector", "the targetless pod runs only on nodes with this label"),
-    ):
-        agent_pod.add_argument(
-            f"--targetless-{kind}",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"{what} (repeatable)",
-        )
-    agent_pod.add_argument(
-        "--targetless-toleration",
-        action="append",
-        default=[],
-        metavar="KEY[=VALUE][:EFFECT]",
-        help="the targetless pod tolerates this taint, written as kubectl taint writes it "
-        "(repeatable)",
-    )
-    for kind in ("requests", "limits"):
-        agent_pod.add_argument(
-            f"--targetless-{kind}",
-            metavar="cpu=Q,memory=Q",
-            help=f"the targetless agent container's resource {kind}, e.g. cpu=50m,memory=64Mi",
-        )
+    pod_session.add_arguments(parser)
     network = parser.add_argument_group("outgoing traffic and DNS")
     network.add_argument(
         "--no-outgoing",
@@ -162,14 +76,59 @@ def add_parser(subparsers: Any) -> None:
         help="keep the program's connections on this machine",
     )
     network.add_argument(
+        "--no-outgoing-tcp",
+        action="store_true",
+        help="keep the program's TCP connections on this machine (UDP still leaves from the pod)",
+    )
+    network.add_argument(
+        "--no-outgoing-udp",
+        action="store_true",
+        help="keep the program's UDP datagrams on this machine, but DNS (TCP still leaves "
+        "from the pod)",
+    )
+    network.add_argument(
         "--outgoing-local",
         action="append",
         default=[],
-        metavar="CIDR[:PORT]",
-        help="keep connections to these destinations on this machine (repeatable)",
+        metavar="RULE",
+        help="keep connections matching RULE on this machine (repeatable): "
+        "[tcp://|udp://][NAME|IP|CIDR][:PORT], e.g. 10.0.0.0/8, localhost-db:5432, "
+        "udp://:5353; a NAME matches the addresses the program's lookups of it gave",
+    )
+    network.add_argument(
+        "--outgoing-remote",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="only connections matching one of these RULEs leave from the pod, the others "
+        "stay here (repeatable; same form as --outgoing-local, which wins)",
+    )
+    network.add_argument(
+        "--outgoing-unix",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="connections to Unix stream sockets whose absolute path matches REGEX go to the "
+        "pod's socket at that path, e.g. '^/var/run/docker.sock$' (repeatable)",
     )
     network.add_argument(
         "--no-dns", action="store_true", help="resolve names on this machine, not in the pod"
+    )
+    network.add_argument(
+        "--dns-local",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="names matching NAME (a host name, or *.DOMAIN for every name under it) are "
+        "resolved by this machine's nameserver, the rest by the pod's (repeatable)",
+    )
+    network.add_argument(
+        "--dns-remote",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only names matching one of these are resolved by the pod's nameserver, the rest "
+        "by this machine's (repeatable; --dns-local wins)",
     )
     env = parser.add_argument_group("environment")
     env.add_argument("--no-env", action="store_true", help="do not take the pod's environment")
@@ -317,19 +276,6 @@ def add_pod_env_arguments(group: Any) -> None:
 
 
 @dataclass
-class KubeTarget:
-    target: str | None  # None: targetless
-    container: str | None
-    context: str | None
-    namespace: str | None
-    kubeconfig: str | None
-    image: str | None
-    timeout: float
-    settings: AgentSettings = field(default_factory=AgentSettings)
-    python_image: str | None = None
-
-
-@dataclass
 class ExecOptions:
     agent: tuple[str, int] | None  # --agent HOST:PORT
     token: str
@@ -341,8 +287,13 @@ class ExecOptions:
     exclude_env: list[str]
     include_env: list[str]
     overrides: dict[str, str]
-    local_rules: list[LocalRule]
+    local_rules: list[OutgoingRule]
     mirror: bool
+    remote_rules: list[OutgoingRule] = field(default_factory=list)
+    outgoing_tcp: bool = True
+    outgoing_udp: bool = True
+    outgoing_unix: list[str] = field(default_factory=list)
+    dns_filter: DnsFilter = field(default_factory=DnsFilter)
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
     quiet: bool = False
@@ -370,52 +321,21 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
             "no program to run: put it after --, e.g. podside exec --agent HOST:PORT -- python app.py",
             exit_code=2,
         )
-    chosen = [
-        flag
-        for flag, value in (
-            ("--target", args.target),
-            ("--targetless", args.targetless),
-            ("--agent", args.agent),
-        )
-        if value
-    ]
-    if len(chosen) != 1:
+    if args.targetless and args.outgoing_unix:
         raise PodsideError(
-            "say which pod: one of --target KIND/NAME, --targetless or --agent HOST:PORT"
-            + (f" (not {' and '.join(chosen)})" if chosen else ""),
-            exit_code=2,
+            "--outgoing-unix connects to the target's sockets: --targetless has none", exit_code=2
         )
-    agent_timeout = _checked("--agent-timeout", args.agent_timeout)
-    fs_remote = [_checked("--fs-remote", text) for text in args.fs_remote]
-    fs_local = [_checked("--fs-local", text) for text in args.fs_local]
+    if args.no_dns and (args.dns_local or args.dns_remote):
+        flag = "--dns-local" if args.dns_local else "--dns-remote"
+        raise PodsideError(f"{flag} chooses where names resolve: not with --no-dns", exit_code=2)
+    fs_remote = [checked_flag("--fs-remote", text) for text in args.fs_remote]
+    fs_local = [checked_flag("--fs-local", text) for text in args.fs_local]
     steal = _parse_steal(args)
-    agent = None
-    kube = None
-    if args.agent:
-        host, separator, port_text = args.agent.rpartition(":")
-        if not separator or not host or port_from_text(port_text) is None:
-            raise PodsideError(f"--agent {args.agent!r}: expected HOST:PORT", exit_code=2)
-        if not args.token:
-            raise PodsideError(
-                "the agent needs its token: --token TOKEN or $PODSIDE_TOKEN", exit_code=2
-            )
-        agent = (host.strip("[]"), int(port_text))
-    else:
-        kube = KubeTarget(
-            target=args.target,
-            container=args.container,
-            context=args.context,
-            namespace=args.namespace,
-            kubeconfig=args.kubeconfig,
-            image=args.agent_image,
-            timeout=agent_timeout,
-            settings=_agent_settings(args),
-            python_image=args.agent_python_image,
-        )
+    pod = pod_session.parse(args)
     return ExecOptions(
-        agent=agent,
-        token=args.token or "",
-        kube=kube,
+        agent=pod.agent,
+        token=pod.token,
+        kube=pod.kube,
         command=command,
         outgoing=not args.no_outgoing,
         dns=not args.no_dns,
@@ -423,11 +343,19 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         exclude_env=args.exclude_env,
         include_env=args.include_env,
         overrides=parse_assignments(args.env),
-        env_mappings=[Mapping(*_checked("--env-map", text)) for text in args.env_map],
+        env_mappings=[Mapping(*checked_flag("--env-map", text)) for text in args.env_map],
         env_file={} if args.env_file is None else read_env_file(args.env_file),
-        unset_env=[_checked("--unset-env", text) for text in args.unset_env],
+        unset_env=[checked_flag("--unset-env", text) for text in args.unset_env],
         hostname=not args.no_hostname and not args.targetless,
-        local_rules=[parse_local_rule(text) for text in args.outgoing_local],
+        local_rules=[checked_flag("--outgoing-local", text) for text in args.outgoing_local],
+        remote_rules=[checked_flag("--outgoing-remote", text) for text in args.outgoing_remote],
+        dns_filter=DnsFilter(
+            tuple(checked_flag("--dns-local", text) for text in args.dns_local),
+            tuple(checked_flag("--dns-remote", text) for text in args.dns_remote),
+        ),
+        outgoing_unix=[checked_flag("--outgoing-unix", text) for text in args.outgoing_unix],
+        outgoing_tcp=not args.no_outgoing_tcp,
+        outgoing_udp=not args.no_outgoing_udp,
         mirror=args.mode != "off",
         steal=steal,
         port_map=_parse_port_map(args.port_map),
@@ -438,40 +366,6 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         fs_local=fs_local,
         ignored_ports=frozenset(_port(text, "--ignore-port") for text in args.ignore_port),
         hold_until_attached=args.hold_until_attached,
-    )
-
-
-def _agent_settings(args: argparse.Namespace) -> AgentSettings:
-    """The agent pod settings, each value checked as its config key and launch field are."""
-
-    def each(flag: str, values: list[str]) -> list[Any]:
-        return [_checked(flag, value) for value in values]
-
-    def optional(flag: str, value: str | None) -> Any:
-        return None if value is None else _checked(flag, value)
-
-    if not args.targetless:
-        for flag, value in (
-            ("--targetless-namespace", args.targetless_namespace),
-            ("--targetless-label", args.targetless_label),
-            ("--targetless-annotation", args.targetless_annotation),
-            ("--targetless-node-selector", args.targetless_node_selector),
-            ("--targetless-toleration", args.targetless_toleration),
-            ("--targetless-requests", args.targetless_requests),
-            ("--targetless-limits", args.targetless_limits),
-        ):
-            if value not in (None, []):
-                raise PodsideError(f"{flag} is for the pod --targetless starts", exit_code=2)
-    return AgentSettings(
-        image_pull_policy=args.agent_image_pull_policy,
-        image_pull_secrets=tuple(each("--image-pull-secret", args.image_pull_secret)),
-        namespace=optional("--targetless-namespace", args.targetless_namespace),
-        labels=dict(each("--targetless-label", args.targetless_label)),
-        annotations=dict(each("--targetless-annotation", args.targetless_annotation)),
-        node_selector=dict(each("--targetless-node-selector", args.targetless_node_selector)),
-        tolerations=tuple(each("--targetless-toleration", args.targetless_toleration)),
-        requests=optional("--targetless-requests", args.targetless_requests) or {},
-        limits=optional("--targetless-limits", args.targetless_limits) or {},
     )
 
 
@@ -497,24 +391,17 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
         if filters:
             raise PodsideError(f"{filters[0]} needs --mode steal", exit_code=2)
         return None
-    headers = tuple(_checked("--http-filter", text) for text in args.http_filter)
-    path = None if args.path_filter is None else _checked("--path-filter", args.path_filter)
-    methods = () if args.method_filter is None else _checked("--method-filter", args.method_filter)
+    headers = tuple(checked_flag("--http-filter", text) for text in args.http_filter)
+    path = None if args.path_filter is None else checked_flag("--path-filter", args.path_filter)
+    methods = (
+        () if args.method_filter is None else checked_flag("--method-filter", args.method_filter)
+    )
     owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
     return steal_messages.Subscription(
         port=1,  # each port the program listens on
         filter=steal_messages.HttpFilter(headers, path, methods),
         owner=owner,
     )
-
-
-def _checked(flag: str, value: Any) -> Any:
-    """`value` of `flag` through its check (`exec_values`), or one line saying what is wrong."""
-    try:
-        return exec_values.checked(flag[2:].replace("-", "_"), value)
-    except exec_values.InvalidValue as error:
-        shown = repr(value) if isinstance(value, str) else f"{value:g}"
-        raise PodsideError(f"{flag} {shown}: {error}", exit_code=2) from None
 
 
 def _port(text: str, flag: str) -> int:
@@ -606,7 +493,9 @@ async def _run_with_events(
             "release connections; run it from the editor",
             exit_code=2,
         )
-    session = await _connect(options, progress)
+    session = await pod_session.connect(
+        pod_session.PodChoice(options.agent, options.token, options.kube), progress
+    )
     assert session.peer is not None and session.welcome is not None
 
     env = dict(local_env)
@@ -617,7 +506,7 @@ async def _run_with_events(
     target_pid: object = None
     pod_hostname: object = None
     if options.env and not targetless:
-        remote_env = await _ask(session, environment.GET, {}, "the pod's environment")
+        remote_env = await ask(session, environment.GET, {}, "the pod's environment")
         target_pid = remote_env.get("pid")
         pod_hostname = remote_env.get("hostname")
         env = merge(
@@ -641,7 +530,7 @@ async def _run_with_events(
             unset_names=options.unset_env,
         )
         if not targetless:
-            agent_status = await _ask(session, status.STATUS, {}, "its status")
+            agent_status = await ask(session, status.STATUS, {}, "its status")
             target_pid, pod_hostname = agent_status.get("target_pid"), agent_status.get("hostname")
     hostname = None
     if options.hostname:
@@ -659,12 +548,25 @@ async def _run_with_events(
         remote_files = RemoteFiles(
             session.peer, loop, process.listener, policy, writable=options.fs == "write"
         )
-    router = Router(outgoing=options.outgoing, dns=options.dns, local_rules=options.local_rules)
+    router = Router(
+        outgoing=options.outgoing,
+        tcp=options.outgoing_tcp,
+        udp=options.outgoing_udp,
+        dns=options.dns,
+        local_rules=options.local_rules,
+        remote_rules=options.remote_rules,
+    )
+    names = NameBook() if router.needs_names else None
+    if names is not None:
+        router.names = names.names_of
     served_contents: dict[str, bytes] = {}
     if options.dns:
-        resolv_conf = await _read_pod_file(session, RESOLV_CONF)
-        hosts = await _read_pod_file(session, HOSTS)
+        resolv_conf = await read_pod_file(session, RESOLV_CONF)
+        hosts = await read_pod_file(session, HOSTS)
         router.pod_nameservers = nameservers(resolv_conf)
+        if names is not None:
+            names.learn_hosts(hosts)
+            router.search = parse_resolv_conf(resolv_conf).search
         served_contents |= {
             RESOLV_CONF: resolv_conf,
             HOSTS: hosts,
@@ -678,7 +580,14 @@ async def _run_with_events(
     proxy = TcpProxy()
     await proxy.start()
     registry = TunnelRegistry()
-    udp_relays = UdpRelays(loop, session.peer)
+    if names is not None and not options.dns:
+        await _learn_rule_names_here(options, names)
+    dns_relaying = DnsRelaying(
+        answers=names.learn_answer if names is not None else None,
+        in_pod=options.dns_filter.in_pod if options.dns_filter else None,
+        here=(_this_machines_nameserver(), DNS_PORT),
+    )
+    udp_relays = UdpRelays(loop, session.peer, dns_relaying)
     work = TunnelWork(loop, session.peer, process.listener, proxy, registry)
 
     def mirrored(connection: MirroredConnection) -> None:
@@ -742,6 +651,7 @@ async def _run_with_events(
         on_listen=incoming.program_listens,
         remote=remote_files,
         hostname=hostname,
+        unix_remote=tuple(re.compile(pattern) for pattern in options.outgoing_unix),
     )
     supervisor.start()
     watcher = children.ChildWatcher(process.pid)
@@ -813,33 +723,25 @@ def _with_pod_probes(
     return dataclasses.replace(subscription, probes=subscription.probes + known)
 
 
-async def _connect(options: ExecOptions, progress: Callable[[str], None]) -> AgentSession:
-    if options.agent is not None:
-        host, port = options.agent
-        session = AgentSession(options.token, description=f"the agent at {host}:{port}")
-        await session.connect_tcp(host, port)
-        return session
-    assert options.kube is not None
-    from podside.kube import connect
-
-    return await connect.agent_session(options.kube, progress=progress)
+def _this_machines_nameserver() -> str:
+    """The first nameserver of this machine's resolv.conf; glibc's default without one."""
+    servers = parse_resolv_conf(_read_local(RESOLV_CONF) or b"").nameservers
+    return servers[0] if servers else "127.0.0.1"
 
 
-async def _ask(session: AgentSession, method: str, params: dict[str, Any], what: str) -> Any:
-    try:
-        return await session.request(method, params)
-    except RequestFailed as error:
-        raise PodsideError(f"{session.description} could not give {what}: {error}") from None
-    except ConnectionError as error:
-        raise PodsideError(f"lost {session.description}: {error}") from None
-
-
-async def _read_pod_file(session: AgentSession, path: str) -> bytes:
-    result = await _ask(session, files.READ, files.read_params(path), f"the pod's {path}")
-    data = result.get("data") if isinstance(result, dict) else None
-    if not isinstance(data, bytes):
-        raise PodsideError(f"{session.description} sent no contents for {path}")
-    return data
+async def _learn_rule_names_here(options: ExecOptions, names: NameBook) -> None:
+    """With --no-dns the program resolves names on this machine, out of podside's sight: the
+    rules' names are resolved here once, at start, instead."""
+    loop = asyncio.get_running_loop()
+    for rule in (*options.local_rules, *options.remote_rules):
+        if rule.name is None:
+            continue
+        try:
+            found = await loop.getaddrinfo(rule.name, None, type=socket.SOCK_STREAM)
+        except OSError:
+            _say(options, f"outgoing rule {rule.name!r}: no address here; it matches nothing")
+            continue
+        names.learn(rule.name, [str(address[4][0]) for address in found])
 
 
 def _read_local(path: str) -> bytes | None:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from podside.errors import PodsideError
+from podside.layer import routing
 from podside_protocol import steal
 
 
@@ -50,6 +52,22 @@ def _protocol_check(check: Callable[..., None], *values: Any) -> None:
     try:
         check(*values)
     except steal.InvalidFilter as error:
+        raise InvalidValue(str(error)) from None
+
+
+def outgoing_rule(text: str) -> routing.OutgoingRule:
+    """`--outgoing-local` / `--outgoing-remote [tcp://|udp://][NAME|IP|CIDR][:PORT]`."""
+    try:
+        return routing.parse_outgoing_rule(text)
+    except routing.InvalidRule as error:
+        raise InvalidValue(str(error)) from None
+
+
+def dns_pattern(text: str) -> str:
+    """`--dns-local` / `--dns-remote NAME|*.DOMAIN`."""
+    try:
+        return routing.parse_dns_pattern(text)
+    except routing.InvalidRule as error:
         raise InvalidValue(str(error)) from None
 
 
@@ -190,6 +208,11 @@ CHECKS: dict[str, Check] = {
     "method_filter": Check(method_filter, {"pattern": rf"^\s*{_TOKEN}\s*(,\s*{_TOKEN}\s*)*$"}),
     "env_map": Check(env_map, {"pattern": "^.+=[^=]+$"}),
     "unset_env": Check(_glob, {"minLength": 1}),
+    "outgoing_local": Check(outgoing_rule, {"minLength": 1}),
+    "outgoing_remote": Check(outgoing_rule, {"minLength": 1}),
+    "dns_local": Check(dns_pattern, {"minLength": 1}),
+    "dns_remote": Check(dns_pattern, {"minLength": 1}),
+    "outgoing_unix": Check(path_regex, {"minLength": 1}),
     "fs_remote": Check(path_regex, {"minLength": 1}),
     "fs_local": Check(path_regex, {"minLength": 1}),
     "agent_timeout": Check(agent_timeout, {"exclusiveMinimum": 0}),
@@ -211,3 +234,12 @@ def checked(dest: str, value: Any) -> Any:
     """`value` of the option `dest`, parsed by its check (unchanged when it has none)."""
     check = CHECKS.get(dest)
     return value if check is None else check.function(value)
+
+
+def checked_flag(flag: str, value: Any) -> Any:
+    """`value` of the command-line `flag` through its check, or one line saying what is wrong."""
+    try:
+        return checked(flag[2:].replace("-", "_"), value)
+    except InvalidValue as error:
+        shown = repr(value) if isinstance(value, str) else f"{value:g}"
+        raise PodsideError(f"{flag} {shown}: {error}", exit_code=2) from None

@@ -191,3 +191,41 @@ def test_a_real_run_takes_agent_token_and_env_from_the_file(
         "exec", "--env", "BOTH=flag", "--", "sh", "-c", 'echo "$FROM_CONFIG $BOTH"', cwd=project
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "file flag\n", "")
+
+
+def test_port_forward_takes_the_pod_settings_of_the_file_and_passes_over_the_rest(
+    project: Path,
+) -> None:
+    write(project, {"target": "deployment/blog", "namespace": "staging", "mode": "steal"})
+    argv = ["port-forward", "-L", "5432:db:5432"]
+    parser = build_parser()
+    args = apply_config(
+        parser,
+        _subparser(parser, "port-forward"),
+        argv,
+        parser.parse_args(argv),
+        cwd=project,
+        every=_subparser(parser, "exec"),
+    )
+    assert (args.target, args.namespace, args.forwards) == ("deployment/blog", "staging", argv[2:])
+    assert not hasattr(args, "mode")  # exec's own key: valid in the file, not port-forward's
+    write(project, {"target": "deployment/blog", "mod": "steal"})
+    with pytest.raises(PodsideError, match="unknown key 'mod'"):
+        apply_config(
+            parser,
+            _subparser(parser, "port-forward"),
+            argv,
+            args,
+            cwd=project,
+            every=_subparser(parser, "exec"),
+        )
+    write(project, {"target": "deployment/blog", "mode": "sideways"})
+    with pytest.raises(PodsideError, match="'mode'"):  # checked although passed over
+        apply_config(
+            parser,
+            _subparser(parser, "port-forward"),
+            argv,
+            args,
+            cwd=project,
+            every=_subparser(parser, "exec"),
+        )

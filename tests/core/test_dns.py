@@ -3,8 +3,14 @@ queries answered by the pod's nameserver from inside the pod, whatever the resol
 
 from __future__ import annotations
 
+import functools
+import socketserver
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.core.conftest import podside_exec
 from tests.topology import PYTHON, Pod
@@ -119,3 +125,87 @@ def test_no_dns_resolves_on_this_machine(pod: Pod) -> None:
         pod, "curl", "-sS", "-m", "10", f"http://{pod.cluster_ip}/", options=("--no-dns",)
     )
     assert '"server": "backend"' in by_address.stdout, by_address.stderr
+
+
+class _HereNameserver(socketserver.BaseRequestHandler):
+    """This machine's nameserver in the DNS filter tests: its own answers, NXDOMAIN else."""
+
+    ANSWERS = {
+        "only-here.example.": "127.0.0.98",
+        "backend.test.svc.cluster.local.": "127.0.0.99",  # the pod's says pod.cluster_ip
+    }
+
+    def handle(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        data, sock = self.request
+        query = dns.message.from_wire(data)
+        answer = dns.message.make_response(query)
+        name = str(query.question[0].name).lower()
+        address = self.ANSWERS.get(name)
+        if address is None or query.question[0].rdtype != 1:
+            answer.set_rcode(dns.rcode.NXDOMAIN if address is None else dns.rcode.NOERROR)
+        else:
+            answer.answer.append(dns.rrset.from_text(name, 5, "IN", "A", address))
+        sock.sendto(answer.to_wire(), self.client_address)
+
+
+@pytest.fixture
+def here_resolv_conf(tmp_path: Path) -> Iterator[Path]:
+    server = socketserver.ThreadingUDPServer(("127.0.0.77", 53), _HereNameserver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.77\n")
+    try:
+        yield resolv
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _resolved_with_this_machines(pod: Pod, resolv: Path, name: str, *options: str) -> list[str]:
+    """`getent hosts NAME` under podside, this machine's resolv.conf being `resolv`."""
+    command = [
+        *("unshare", "--mount", "--propagation", "private", "sh", "-c"),
+        'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+        str(resolv),
+        *(PYTHON, "-m", "podside", "exec", "--agent", pod.agent_address, "--token", pod.token),
+        *options,
+        *("--", "getent", "ahostsv4", name),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return sorted({line.split()[0] for line in result.stdout.splitlines()})
+
+
+def test_dns_local_names_are_resolved_by_this_machines_nameserver(
+    pod: Pod, here_resolv_conf: Path
+) -> None:
+    resolved = functools.partial(_resolved_with_this_machines, pod, here_resolv_conf)
+    assert resolved("only-here.example") == []  # the pod's nameserver does not know it
+    assert resolved("only-here.example", "--dns-local", "only-here.example") == ["127.0.0.98"]
+    assert resolved("backend", "--dns-local", "only-here.example") == [pod.cluster_ip]
+    local_domain = ("--dns-local", "*.test.svc.cluster.local")
+    assert resolved("backend", *local_domain) == ["127.0.0.99"]  # the search list's name
+
+
+def test_dns_remote_names_only_are_resolved_by_the_pods_nameserver(
+    pod: Pod, here_resolv_conf: Path
+) -> None:
+    resolved = functools.partial(_resolved_with_this_machines, pod, here_resolv_conf)
+    only_backend = ("--dns-remote", "backend.test.svc.cluster.local")
+    assert resolved("backend", *only_backend) == [pod.cluster_ip]
+    assert resolved("only-here.example", *only_backend) == ["127.0.0.98"]
+    both = (*only_backend, "--dns-local", "backend.test.svc.cluster.local")
+    assert resolved("backend", *both) == ["127.0.0.99"]  # --dns-local wins
+
+
+def test_dns_filters_need_the_dns_feature(pod: Pod) -> None:
+    result = podside_exec(pod, "true", options=("--no-dns", "--dns-local", "example.com"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "podside: --dns-local chooses where names resolve: not with --no-dns"
+    )
+    bad = podside_exec(pod, "true", options=("--dns-remote", "bad name"))
+    assert bad.returncode == 2 and bad.stderr.startswith("podside: --dns-remote 'bad name': ")

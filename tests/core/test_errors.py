@@ -139,3 +139,11 @@ def test_agent_on_a_busy_port_says_so() -> None:
         _one_line(result)
         == f"podside-agent: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_outgoing_unix_needs_a_target() -> None:
+    result = _podside("exec", "--targetless", "--outgoing-unix", "^/run/", "--", "true")
+    assert result.returncode == 2
+    assert _one_line(result) == (
+        "podside: --outgoing-unix connects to the target's sockets: --targetless has none"
+    )

@@ -155,6 +155,64 @@ def test_outgoing_local_keeps_matching_destinations_here(
     assert _caller_seen_by(pod, host_server, "--outgoing-local", f"{host}:{port + 1}") == pod.pod_ip
 
 
+def test_outgoing_remote_lets_only_matching_destinations_leave_from_the_pod(
+    pod: Pod, host_server: tuple[str, int]
+) -> None:
+    host, port = host_server
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", f"{host}/32") == pod.pod_ip
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", f"tcp://:{port}") == pod.pod_ip
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", "udp://0.0.0.0/0") == pod.host_ip
+    assert _caller_seen_by(pod, host_server, "--outgoing-remote", "192.0.2.0/24") == pod.host_ip
+    both = ("--outgoing-remote", f"{host}/32", "--outgoing-local", f"{host}:{port}")
+    assert _caller_seen_by(pod, host_server, *both) == pod.host_ip  # local wins
+
+
+def _caller_by_name_seen_by(pod: Pod, port: int, *options: str) -> str:
+    """The program looks `laptop` up itself (the pod's DNS) and connects to the address."""
+    script = (
+        "import socket\n"
+        "address = socket.gethostbyname('laptop')\n"
+        f"print(socket.create_connection((address, {port})).recv(100).decode().strip())\n"
+    )
+    result = podside_exec(pod, PYTHON, "-c", script, options=options)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_rules_by_name_hold_for_addresses_the_program_resolved(
+    pod: Pod, host_server: tuple[str, int]
+) -> None:
+    _, port = host_server
+    assert _caller_by_name_seen_by(pod, port) == pod.pod_ip
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-local", "laptop") == pod.host_ip
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-local", f"laptop:{port + 1}") == (
+        pod.pod_ip
+    )
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-remote", "laptop") == pod.pod_ip
+    assert _caller_by_name_seen_by(pod, port, "--outgoing-remote", "backend") == pod.host_ip
+
+
+def test_tcp_and_udp_are_switched_separately(pod: Pod, host_server: tuple[str, int]) -> None:
+    assert _caller_seen_by(pod, host_server, "--no-outgoing-tcp") == pod.host_ip
+    assert _caller_seen_by(pod, host_server, "--no-outgoing-udp") == pod.pod_ip
+    script = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+        "address = socket.gethostbyname('udp-echo')\n"  # DNS still asks the pod
+        "try:\n"
+        "    s.sendto(b'one', (address, 5353))\n"
+        "    print(s.recvfrom(100)[0].decode())\n"
+        "except OSError as error:\n"
+        "    print('no answer:', type(error).__name__)\n"
+    )
+    through_pod = podside_exec(pod, PYTHON, "-c", script, options=("--no-outgoing-tcp",))
+    assert through_pod.stdout.split() == ["echo:one"], through_pod.stderr
+    here = podside_exec(pod, PYTHON, "-c", script, options=("--no-outgoing-udp",))
+    assert here.returncode == 0, here.stderr
+    # From here the echo's address is unreachable (the host's route for the pod's networks).
+    assert here.stdout.startswith("no answer:"), here.stdout
+
+
 def test_no_outgoing_keeps_every_connection_here(pod: Pod, host_server: tuple[str, int]) -> None:
     assert _caller_seen_by(pod, host_server, "--no-outgoing") == pod.host_ip
     result = podside_exec(
@@ -236,3 +294,56 @@ def test_python_sendmsg_and_recvmsg_with_addresses(pod: Pod) -> None:
         f"echo:vectored ('{pod.cluster_ip}', 5353) 0",
         "10 True",
     ], result.stderr
+
+
+class _SaysWhere(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(self.server.where)  # type: ignore[attr-defined]
+
+
+def _unix_server(path: str, where: bytes) -> socketserver.ThreadingUnixStreamServer:
+    server = socketserver.ThreadingUnixStreamServer(path, _SaysWhere)
+    server.where = where  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_outgoing_unix_connects_to_the_pods_socket_at_that_path(pod: Pod, tmp_path: object) -> None:
+    # The pod's /srv is pod.pod_files here: /srv/app.sock exists in the pod only.
+    assert not os.path.exists("/srv/app.sock")
+    in_pod = _unix_server(str(pod.pod_files / "app.sock"), b"the pod's socket")
+    local_path = os.path.join(str(tmp_path), "local.sock")
+    here = _unix_server(local_path, b"this machine's socket")
+    script = (
+        "import socket, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try:\n"
+        "        s.connect(path)\n"
+        "        print(s.recv(100).decode())\n"
+        "    except OSError as error:\n"
+        "        print(type(error).__name__)\n"
+    )
+    paths = ("/srv/app.sock", local_path, "/srv/missing.sock", "/srv/podside-config")
+    try:
+        plain = podside_exec(pod, PYTHON, "-c", script, *paths)
+        assert plain.stdout.splitlines() == [
+            "FileNotFoundError",
+            "this machine's socket",
+            "FileNotFoundError",
+            "FileNotFoundError",
+        ], plain.stderr
+        tunnelled = podside_exec(
+            pod, PYTHON, "-c", script, *paths, options=("--outgoing-unix", "^/srv/")
+        )
+        assert tunnelled.stdout.splitlines() == [
+            "the pod's socket",
+            "this machine's socket",  # not matching: stays here
+            "FileNotFoundError",  # the pod's answer: no such socket there
+            "ConnectionRefusedError",  # a folder in the pod, not a socket
+        ], tunnelled.stderr
+    finally:
+        for server in (in_pod, here):
+            server.shutdown()
+            server.server_close()
+        os.unlink(pod.pod_files / "app.sock")

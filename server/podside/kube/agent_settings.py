@@ -1,6 +1,7 @@
-"""What a real cluster may need of podside's agent pods (pull secrets and policy; for the
-targetless pod its namespace, labels, annotations, scheduling and resources), kept apart
-from `agent` so that `podside exec` parses them without importing the Kubernetes client."""
+"""What a session asks of its cluster: the target (`KubeTarget`) and what a real cluster may
+need of podside's agent pods (pull secrets and policy; for the targetless pod its namespace,
+labels, annotations, scheduling and resources), kept apart from `agent` so that `podside exec`
+parses them without importing the Kubernetes client."""
 
 from __future__ import annotations
 
@@ -38,3 +39,18 @@ class AgentSettings:
     tolerations: tuple[Mapping[str, str], ...] = ()
     requests: Mapping[str, str] = field(default_factory=dict)
     limits: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class KubeTarget:
+    """The pod a session joins (None: targetless), how to reach the cluster, and its agent."""
+
+    target: str | None  # None: targetless
+    container: str | None
+    context: str | None
+    namespace: str | None
+    kubeconfig: str | None
+    image: str | None
+    timeout: float
+    settings: AgentSettings = field(default_factory=AgentSettings)
+    python_image: str | None = None

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from podside.errors import PodsideError
 from podside.kube.agent_code import AgentCode, deliver_code
+from podside.kube.agent_settings import KubeTarget
 from podside.kube.portforward import open_port_forward
 from podside.session import AgentSession, AgentUnreachable
-
-if TYPE_CHECKING:
-    from podside.exec_command import KubeTarget
 
 # From "container running" to "agent listening" takes the agent's start-up time.
 LISTEN_GRACE_SECONDS = 20.0

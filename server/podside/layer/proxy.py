@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import socket
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import dns.exception
+import dns.message
+
+from podside.layer.routing import DNS_PORT
 from podside_agent.peer import Peer, SocketRelay
 from podside_protocol.outgoing import STREAM_UDP, open_params
 
@@ -23,6 +31,7 @@ log = logging.getLogger(__name__)
 
 UDP_IDLE_SECONDS = 120.0
 _UDP_BACKLOG_LIMIT = 256 * 1024
+DNS_HERE_TIMEOUT_SECONDS = 10.0
 
 
 class _ProxiedConnection(asyncio.Protocol):
@@ -33,10 +42,12 @@ class _ProxiedConnection(asyncio.Protocol):
         self._relay: SocketRelay | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer_port = transport.get_extra_info("peername")[1]
-        relay = self._proxy.claim(peer_port)
+        peer = transport.get_extra_info("peername")
+        # A TCP connection is known by its source port, a Unix one by its autobound name.
+        key = peer[1] if isinstance(peer, tuple) else os.fsencode(peer)
+        relay = self._proxy.claim(key)
         if relay is None:
-            log.warning("proxy: unexpected connection from port %s", peer_port)
+            log.warning("proxy: unexpected connection from %r", key)
             transport.close()
             return
         self._relay = relay
@@ -63,11 +74,16 @@ class _ProxiedConnection(asyncio.Protocol):
 
 
 class TcpProxy:
+    """Where tunnelled stream sockets of the program are connected to: loopback TCP listeners
+    for TCP ones, an abstract Unix listener for the Unix ones tunnelled to the pod."""
+
     def __init__(self) -> None:
-        self._expected: dict[int, SocketRelay] = {}
+        self._expected: dict[int | bytes, SocketRelay] = {}
         self._servers: list[asyncio.Server] = []
         self.ipv4_port = 0
         self.ipv6_port = 0
+        # Abstract (leading NUL): nothing on the filesystem, gone with the process.
+        self.unix_name = f"\0podside-proxy-{os.getpid()}-{secrets.token_hex(8)}"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -75,6 +91,10 @@ class TcpProxy:
             lambda: _ProxiedConnection(self), "127.0.0.1", 0, backlog=4096
         )
         self._servers.append(server)
+        unix = await loop.create_unix_server(
+            lambda: _ProxiedConnection(self), self.unix_name, backlog=4096
+        )
+        self._servers.append(unix)
         self.ipv4_port = server.sockets[0].getsockname()[1]
         try:
             server6 = await loop.create_server(
@@ -85,14 +105,15 @@ class TcpProxy:
         self._servers.append(server6)
         self.ipv6_port = server6.sockets[0].getsockname()[1]
 
-    def expect(self, source_port: int, relay: SocketRelay) -> None:
-        self._expected[source_port] = relay
+    def expect(self, source: int | bytes, relay: SocketRelay) -> None:
+        """`source`: the TCP source port, or the Unix socket's autobound abstract name."""
+        self._expected[source] = relay
 
-    def forget(self, source_port: int) -> None:
-        self._expected.pop(source_port, None)
+    def forget(self, source: int | bytes) -> None:
+        self._expected.pop(source, None)
 
-    def claim(self, source_port: int) -> SocketRelay | None:
-        return self._expected.pop(source_port, None)
+    def claim(self, source: int | bytes) -> SocketRelay | None:
+        return self._expected.pop(source, None)
 
     def close(self) -> None:
         for server in self._servers:
@@ -124,10 +145,19 @@ class _UdpReturn:
 class UdpRelay(asyncio.DatagramProtocol):
     """Relays datagrams between the program and one destination in the pod's network."""
 
-    def __init__(self, peer: Peer, remote: tuple[str, int], sock: socket.socket) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        remote: tuple[str, int],
+        sock: socket.socket,
+        dns: DnsRelaying | None = None,
+    ) -> None:
+        """`dns`: what a relay to a nameserver does beside relaying."""
         self.peer = peer
         self.remote = remote
         self.socket = sock
+        self._dns = dns
+        self._asked_here: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._flows: dict[Any, _UdpReturn] = {}
         self._last_active: dict[Any, float] = {}
@@ -138,6 +168,13 @@ class UdpRelay(asyncio.DatagramProtocol):
         self._sweeper = asyncio.get_running_loop().call_later(UDP_IDLE_SECONDS, self._sweep)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._dns is not None and self._dns.in_pod is not None:
+            name = _query_name(data)
+            if name is not None and not self._dns.in_pod(name):
+                task = asyncio.get_running_loop().create_task(self._ask_here(data, addr))
+                self._asked_here.add(task)
+                task.add_done_callback(self._asked_here.discard)
+                return
         flow = self._flows.get(addr)
         if flow is None:
             flow = _UdpReturn(self, addr)
@@ -153,7 +190,34 @@ class UdpRelay(asyncio.DatagramProtocol):
         ):
             self.peer.send_data(flow.stream_id, data)
 
+    async def _ask_here(self, query: bytes, address: Any) -> None:
+        """A query this machine's nameserver answers; its answer goes back as the pod's would."""
+        assert self._dns is not None
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[bytes] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _HereAnswer(answered), remote_addr=self._dns.here
+            )
+        except OSError as error:
+            log.warning("cannot ask this machine's nameserver %s: %s", self._dns.here[0], error)
+            return
+        try:
+            transport.sendto(query)
+            answer = await asyncio.wait_for(answered, DNS_HERE_TIMEOUT_SECONDS)
+        except (TimeoutError, OSError):
+            return  # as a lost datagram: the program's resolver asks again
+        finally:
+            transport.close()
+        self.send_to_program(answer, address)
+
     def send_to_program(self, data: bytes, address: Any) -> None:
+        answers = self._dns.answers if self._dns is not None else None
+        if answers is not None:
+            try:
+                answers(data)
+            except Exception as error:  # an observer never costs the program its answer
+                log.warning("reading a reply for the program failed: %r", error)
         if self._transport is not None:
             self._last_active[address] = asyncio.get_running_loop().time()
             self._transport.sendto(data, address)
@@ -175,11 +239,46 @@ class UdpRelay(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in self._asked_here:
+            task.cancel()
         for flow in self._flows.values():
             self.peer.reset_stream(flow.stream_id, "session ending")
         self._flows.clear()
         if self._transport is not None:
             self._transport.close()
+
+
+class _HereAnswer(asyncio.DatagramProtocol):
+    def __init__(self, answered: asyncio.Future[bytes]) -> None:
+        self._answered = answered
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self._answered.done():
+            self._answered.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self._answered.done():
+            self._answered.set_exception(exc)
+
+
+def _query_name(datagram: bytes) -> str | None:
+    """The name a DNS query asks for; None when it is not one (it then goes to the pod)."""
+    try:
+        message = dns.message.from_wire(datagram)
+    except dns.exception.DNSException:
+        return None
+    return str(message.question[0].name) if message.question else None
+
+
+@dataclass(frozen=True)
+class DnsRelaying:
+    """What the relays to the pod's nameservers (port 53) do beside relaying: `answers` sees
+    each answer on its way to the program; a query whose name `in_pod` refuses is asked of
+    this machine's nameserver (`here`) instead, and its answer given back the same way."""
+
+    answers: Callable[[bytes], None] | None = None
+    in_pod: Callable[[str], bool] | None = None
+    here: tuple[str, int] = ("127.0.0.1", DNS_PORT)
 
 
 class UdpRelays:
@@ -190,9 +289,15 @@ class UdpRelays:
     wait in the socket.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, peer: Peer) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        peer: Peer,
+        dns: DnsRelaying | None = None,
+    ) -> None:
         self._loop = loop
         self._peer = peer
+        self._dns = dns
         self._lock = threading.Lock()
         self._by_destination: dict[tuple[tuple[str, int], int], tuple[str, int]] = {}
         self.original_by_relay: dict[tuple[str, int], tuple[str, int]] = {}
@@ -217,7 +322,7 @@ class UdpRelays:
         return address
 
     def _adopt(self, sock: socket.socket, remote: tuple[str, int]) -> None:
-        relay = UdpRelay(self._peer, remote, sock)
+        relay = UdpRelay(self._peer, remote, sock, self._dns if remote[1] == DNS_PORT else None)
         self._relays.append(relay)
         self._loop.create_task(self._loop.create_datagram_endpoint(lambda: relay, sock=sock))
 

@@ -1,4 +1,4 @@
-"""struct sockaddr_in / sockaddr_in6 as they sit in the program's memory."""
+"""struct sockaddr_in / sockaddr_in6 / sockaddr_un as they sit in the program's memory."""
 
 from __future__ import annotations
 
@@ -50,3 +50,23 @@ def loopback(family: int, port: int = 0, *, v6only: bool = False) -> bytes:
 
 def wildcard(family: int) -> bytes:
     return encode(family, "0.0.0.0" if family == socket.AF_INET else "::", 0)
+
+
+def unix_path(raw: bytes) -> str | None:
+    """The filesystem path of a sockaddr_un; None for other families, abstract or unnamed."""
+    if family_of(raw) != socket.AF_UNIX or len(raw) <= 2 or raw[2] == 0:
+        return None
+    return raw[2:].split(b"\0", 1)[0].decode(errors="surrogateescape")
+
+
+def unix(name: str) -> bytes:
+    """A sockaddr_un for `name` (a leading NUL: abstract, given at its exact length)."""
+    encoded = name.encode(errors="surrogateescape")
+    if not encoded.startswith(b"\0"):
+        encoded += b"\0"
+    return _FAMILY.pack(socket.AF_UNIX) + encoded
+
+
+def unix_family() -> bytes:
+    """A sockaddr_un holding only its family: bind(2) with it autobinds an abstract name."""
+    return _FAMILY.pack(socket.AF_UNIX)

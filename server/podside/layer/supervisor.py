@@ -27,6 +27,7 @@ import ctypes
 import errno
 import logging
 import os
+import re
 import select
 import socket
 import struct
@@ -157,7 +158,9 @@ class Supervisor:
         on_listen: object,
         remote: RemoteFiles | None = None,
         hostname: str | None = None,
+        unix_remote: tuple[re.Pattern[str], ...] = (),
     ) -> None:
+        """`unix_remote`: Unix stream sockets whose paths match connect to the pod's."""
         self.listener = listener
         # uname's answer with the pod's nodename, made once: nothing else in it changes.
         self._utsname = None if hostname is None else utsname_with(hostname)
@@ -169,6 +172,7 @@ class Supervisor:
         self._udp = udp_relays
         self._on_listen = on_listen
         self._remote = remote
+        self._unix_remote = unix_remote
         self._pidfds: OrderedDict[int, int] = OrderedDict()
         self._stop_read, self._stop_write = os.pipe()
         self._thread = threading.Thread(target=self._run, name="podside-supervisor", daemon=True)
@@ -300,7 +304,7 @@ class Supervisor:
     # --- network -------------------------------------------------------------------------------
 
     def _tunnelled_destination(
-        self, note: Notification, address_pointer: int, length: int
+        self, note: Notification, address_pointer: int, length: int, protocol: str | None
     ) -> tuple[int, tuple[str, int], tuple[str, int]] | None:
         """(family, original, remote) when the address leaves from the pod; otherwise the
         call is let through here and None is returned."""
@@ -309,7 +313,7 @@ class Supervisor:
             decoded = sockaddr.decode(self._read(note.tid, address_pointer, length))
         if decoded is not None:
             family, address, port = decoded
-            route = self._router.route(address, port)
+            route = self._router.route(address, port, protocol)
             if route.remote is not None:
                 return family, (str(address), port), route.remote
         self.listener.allow(note.id)  # Unix and other local families, local routes
@@ -318,7 +322,10 @@ class Supervisor:
     def _on_connect(self, note: Notification) -> None:
         listener = self.listener
         fd, address_pointer, length = note.args[0], note.args[1], note.args[2]
-        destination = self._tunnelled_destination(note, address_pointer, length)
+        if self._unix_remote and self._connect_unix(note, fd, address_pointer, length):
+            return
+        protocol = self._protocol_of(note.tid, fd) if self._router.needs_protocol else None
+        destination = self._tunnelled_destination(note, address_pointer, length, protocol)
         if destination is None:
             return
         family, original, remote = destination
@@ -346,6 +353,45 @@ class Supervisor:
         finally:
             if not handed_over:
                 os.close(dup)
+
+    def _connect_unix(self, note: Notification, fd: int, address_pointer: int, length: int) -> bool:
+        """Hand a connect to a Unix stream socket path that `--outgoing-unix` names to the
+        loop (True), which connects it to the pod's; anything else is not ours (False)."""
+        if not 3 <= length <= 110:
+            return False
+        path = sockaddr.unix_path(self._read(note.tid, address_pointer, length))
+        if path is None or not path.startswith("/"):
+            return False
+        if not any(pattern.search(path) for pattern in self._unix_remote):
+            return False
+        dup = self._take_fd(note.tid, fd)
+        try:
+            if socket_type(dup) != socket.SOCK_STREAM or not self.listener.is_valid(note.id):
+                os.close(dup)
+                self.listener.allow(note.id)  # datagram and seqpacket sockets stay here
+                return True
+        except OSError:
+            os.close(dup)
+            raise
+        self._loop.call_soon_threadsafe(self._work.connect_unix, note.id, dup, path)
+        return True
+
+    def _protocol_of(self, tid: int, fd: int) -> str | None:
+        """ "tcp" or "udp" for the program's socket `fd`, None for others or when it is gone
+        (the connect itself then fails as it would have)."""
+        try:
+            dup = self._take_fd(tid, fd)
+        except OSError:
+            return None
+        try:
+            kind = socket_type(dup)
+        except OSError:
+            return None
+        finally:
+            os.close(dup)
+        if kind == socket.SOCK_STREAM:
+            return "tcp"
+        return "udp" if kind == socket.SOCK_DGRAM else None
 
     def _udp_relay(
         self, family: int, v6only: bool, original: tuple[str, int], remote: tuple[str, int]
@@ -388,7 +434,7 @@ class Supervisor:
     ) -> None:
         """sendto/sendmsg with an address: to a relay when the address is tunnelled."""
         listener = self.listener
-        destination = self._tunnelled_destination(note, address_pointer, length)
+        destination = self._tunnelled_destination(note, address_pointer, length, "udp")
         if destination is None:
             return
         family, original, remote = destination

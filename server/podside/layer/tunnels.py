@@ -24,7 +24,7 @@ from collections.abc import Callable
 from podside.layer import seccomp, sockaddr
 from podside.layer.proxy import TcpProxy
 from podside_agent.peer import Peer, SocketRelay, StreamRefusedError
-from podside_protocol.outgoing import STREAM_TCP, open_params
+from podside_protocol.outgoing import STREAM_TCP, STREAM_UNIX, open_params, unix_open_params
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,59 @@ class TunnelWork:
         self._registry.add_tcp(program_fd, inode, original)
         listener.respond(notification_id, error=outcome)
 
+    # --- Unix stream connect to the pod --------------------------------------------------------
+
+    def connect_unix(self, notification_id: int, dup: int, path: str) -> None:
+        """Called through call_soon_threadsafe; owns `dup`. As `connect_tcp`: the socket at
+        `path` in the pod is connected first, then the program's socket to the proxy."""
+        relay = SocketRelay(self._peer)
+
+        def answered(result: dict[str, object] | BaseException) -> None:
+            try:
+                self._finish_unix(result, relay, notification_id, dup)
+            except Exception as error:
+                log.warning("finishing a tunnelled Unix connect failed: %r", error)
+                with contextlib.suppress(Exception):
+                    self._peer.reset_stream(relay.stream_id, "podside could not connect it")
+                self._listener.respond(notification_id, error=errno.ECONNREFUSED)
+            finally:
+                os.close(dup)
+
+        try:
+            if self._peer.closed.done():
+                raise ConnectionError("the agent is gone")
+            relay.stream_id = self._peer.open_stream_then(
+                STREAM_UNIX, unix_open_params(path), relay.endpoint, answered
+            )
+        except Exception:
+            os.close(dup)
+            self._listener.respond(notification_id, error=errno.ECONNREFUSED)
+
+    def _finish_unix(
+        self,
+        result: dict[str, object] | BaseException,
+        relay: SocketRelay,
+        notification_id: int,
+        dup: int,
+    ) -> None:
+        listener = self._listener
+        if isinstance(result, StreamRefusedError):
+            listener.respond(notification_id, error=result.errno or errno.ECONNREFUSED)
+            return
+        if isinstance(result, BaseException):
+            listener.respond(notification_id, error=errno.ECONNREFUSED)
+            return
+        if not listener.is_valid(notification_id):
+            self._peer.reset_stream(relay.stream_id, "the program gave up connecting")
+            return
+        name = unix_source_name(dup)
+        self._proxy.expect(name, relay)
+        outcome = seccomp.raw_connect(dup, sockaddr.unix(self._proxy.unix_name))
+        if outcome not in (0, errno.EINPROGRESS):
+            self._proxy.forget(name)
+            self._peer.reset_stream(relay.stream_id, "local connect failed")
+        listener.respond(notification_id, error=outcome)
+
     # --- waiting for a tunnelled UDP socket ----------------------------------------------------
 
     def wait_readable(
@@ -236,6 +289,16 @@ class TunnelWork:
         for notification_id, finish in list(self._waits.items()):
             self._listener.respond(notification_id, error=errno.EINTR)
             finish()
+
+
+def unix_source_name(fd: int) -> bytes:
+    """The name the proxy will see this Unix socket connect from: its own if it is bound,
+    else one the kernel picks (autobind, an abstract name) now."""
+    name = seccomp.raw_getsockname(fd)[2:]
+    if not name:
+        seccomp.raw_bind(fd, sockaddr.unix_family())
+        name = seccomp.raw_getsockname(fd)[2:]
+    return name if name.startswith(b"\0") else name.split(b"\0", 1)[0]
 
 
 def socket_type(fd: int) -> int:

@@ -100,8 +100,7 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
     argv += _steal_filter_flags(launch, mode)
     argv += _field_flags(launch, AGENT_POD_FIELDS)
     argv += _field_flags(launch, ENVIRONMENT_FIELDS)
-    if launch.get("hostname") is False:
-        argv.append("--no-hostname")
+    argv += _field_flags(launch, OUTGOING_FIELDS)
     if launch.get("holdUntilAttached"):
         argv.append("--hold-until-attached")
     for item in launch.get("execArgs", []):
@@ -133,8 +132,9 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
 
 
 # Launch configuration fields of the agent pod settings -> (exec flag, JSON shape): "string",
-# "strings" (a list, one flag each), "map" (an object, one KEY=VALUE flag each) or "items" (an
-# object as one NAME=VALUE,... flag).
+# "strings" (a list, one flag each), "map" (an object, one KEY=VALUE flag each), "items" (an
+# object as one NAME=VALUE,... flag) or "switch" (a boolean, true by default; false gives the
+# flag).
 AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
     "agentPythonImage": ("--agent-python-image", "string"),
     "agentImagePullPolicy": ("--agent-image-pull-policy", "string"),
@@ -153,6 +153,7 @@ ENVIRONMENT_FIELDS: dict[str, tuple[str, str]] = {
     "envFile": ("--env-file", "string"),
     "envMap": ("--env-map", "map"),
     "unsetEnv": ("--unset-env", "strings"),
+    "hostname": ("--no-hostname", "switch"),
 }
 
 
@@ -181,9 +182,15 @@ def _field_flags(launch: dict[str, Any], fields: dict[str, tuple[str, str]]) -> 
     checks its flag (`exec_values`)."""
     flags: list[str] = []
     for name, (flag, shape) in fields.items():
-        if launch.get(name) is None:
+        value = launch.get(name)
+        if value is None:
             continue
-        for text in _field_texts(name, launch[name], shape):
+        if shape == "switch":
+            if not isinstance(value, bool):
+                raise PodsideError(f"{name} must be true or false")
+            flags += [] if value else [flag]
+            continue
+        for text in _field_texts(name, value, shape):
             if flag == "--agent-image-pull-policy":
                 if text not in PULL_POLICIES:
                     raise PodsideError(f"{name} {text!r} is not one of {', '.join(PULL_POLICIES)}")
@@ -192,6 +199,18 @@ def _field_flags(launch: dict[str, Any], fields: dict[str, tuple[str, str]]) -> 
                 _checked(name, functools.partial(exec_values.checked, dest), text)
             flags += [flag, text]
     return flags
+
+
+# Launch configuration fields of outgoing traffic and DNS, as AGENT_POD_FIELDS.
+OUTGOING_FIELDS: dict[str, tuple[str, str]] = {
+    "outgoingLocal": ("--outgoing-local", "strings"),
+    "outgoingRemote": ("--outgoing-remote", "strings"),
+    "outgoingTcp": ("--no-outgoing-tcp", "switch"),
+    "outgoingUdp": ("--no-outgoing-udp", "switch"),
+    "outgoingUnix": ("--outgoing-unix", "strings"),
+    "dnsLocal": ("--dns-local", "strings"),
+    "dnsRemote": ("--dns-remote", "strings"),
+}
 
 
 def _checked(field: str, check: Callable[[str], object], text: str) -> str:
