@@ -9,7 +9,9 @@ and the router's own loopback connections to the app (`exclude`), and the router
 bytes it passes to the app itself (`copy`). So a request a client stole is never copied, and
 nothing is copied twice. Each copy is a `mirror` stream to each subscriber; the pod's app is
 never touched. A subscriber that cannot keep up loses that copy (reset), never the agent's
-memory.
+memory. A connection that was open before (a client's keep-alive connection) is copied from
+its next HTTP/1 request line on, to a subscriber that came late as well; other protocols'
+connections from before are not copied.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from podside_agent.tcp_reassembly import (
     Opened,
     Reassembler,
     Skipped,
+    starts_a_request,
 )
 from podside_protocol import mirror
 from podside_protocol.addresses import Address, family_of
@@ -45,8 +48,15 @@ SUBSCRIBER_BACKLOG_LIMIT = 16 * 1024 * 1024
 OWN_CONNECTION_LINGER_SECONDS = 10.0
 _TICK_SECONDS = 0.25
 
-# (source port, destination ip as the sniffer reports it, destination port)
-OwnKey = tuple[int, bytes, int]
+# (source port, destination ip as the sniffer reports it, destination port) of the agent's own
+# connections; a whole ConnectionKey for a client's connection the router holds.
+OwnKey = tuple[int, bytes, int] | ConnectionKey
+
+
+def _raw(address: Address) -> tuple[bytes, int]:
+    """An address as the sniffer reports it: the IP's bytes (a zone is no byte of it), port."""
+    host = address[0].split("%", 1)[0]
+    return socket.inet_pton(family_of(address), host), address[1]
 
 
 def _address(raw: bytes, port: int) -> tuple[str, int]:
@@ -91,21 +101,35 @@ class OwnConnections:
 
 
 class MirrorCopy:
-    """One connection copied to the subscribers of its port, as one `mirror` stream each."""
+    """One connection copied to the subscribers of its port, as one `mirror` stream each.
+
+    A subscriber that comes while the connection is open joins it at the next HTTP/1 request
+    line, so a keep-alive connection from before its session reaches its program from the next
+    request on; each subscriber is offered a connection once.
+    """
 
     def __init__(self, owner: Mirror, port: int, source: Address, destination: Address) -> None:
         self._owner = owner
+        self._port = port
+        self._params = mirror.stream_params(port, source, destination)
+        self._offered: set[Peer] = set()
         self.receivers: list[tuple[Peer, int]] = []
-        params = mirror.stream_params(port, source, destination)
-        for peer in owner.subscribers(port):
+        self._offer_to_new_subscribers()
+
+    def _offer_to_new_subscribers(self) -> None:
+        for peer in self._owner.subscribers(self._port) - self._offered:
+            self._offered.add(peer)
             if peer.writing_paused:
-                owner.skipped_connections += 1  # the subscriber is not keeping up
+                self._owner.skipped_connections += 1  # the subscriber is not keeping up
                 continue
             sink = _SubscriberEnd(self.receivers, peer)
-            sink.stream_id = peer.open_stream_nowait(mirror.STREAM, params, sink)
+            sink.stream_id = peer.open_stream_nowait(mirror.STREAM, self._params, sink)
             self.receivers.append((peer, sink.stream_id))
 
     def send(self, data: bytes) -> None:
+        late = not self._offered.issuperset(self._owner.subscribers(self._port))
+        if late and starts_a_request(data):
+            self._offer_to_new_subscribers()
         for peer, stream_id in list(self.receivers):
             if peer.send_data(stream_id, data) > SUBSCRIBER_BACKLOG_LIMIT:
                 self._owner.overflowed_connections += 1
@@ -125,18 +149,21 @@ class MirrorCopy:
 
     def drop_peer(self, peer: Peer) -> None:
         self.receivers[:] = [(p, s) for p, s in self.receivers if p is not peer]
+        self._offered.discard(peer)
 
 
 class Mirror:
     def __init__(self, network: PodNetwork) -> None:
         self._sniffer = Sniffer(network)
-        self._reassembler = Reassembler()
+        # A connection already open when the sniffer starts is followed from a request line.
+        self._reassembler = Reassembler(pick_up=self._picks_up)
         self._subscribers: dict[int, set[Peer]] = defaultdict(set)
         self._sniffed: dict[ConnectionKey, MirrorCopy] = {}
         self._copies: set[MirrorCopy] = set()
         self._redirected4: frozenset[int] = frozenset()
         self._redirected6: frozenset[int] = frozenset()
         self._own = OwnConnections()
+        self._routed = OwnConnections()
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._ticker: asyncio.TimerHandle | None = None
@@ -207,8 +234,7 @@ class Mirror:
     def exclude(self, local_port: int, destination: Address) -> Callable[[], None]:
         """Leave out the agent's own connection from `local_port` to `destination` (bound, not
         yet connected); returns the call that says it closed."""
-        host = destination[0].split("%", 1)[0]  # a link-local address's zone is no byte of it
-        key = (local_port, socket.inet_pton(family_of(destination), host), destination[1])
+        key = (local_port, *_raw(destination))
         self._own.add(key, self._loop.time())
         released = False
 
@@ -217,6 +243,21 @@ class Mirror:
             if not released:
                 released = True
                 self._own.release(key, self._loop.time())
+
+        return release
+
+    def routed(self, source: Address, destination: Address) -> Callable[[], None]:
+        """A client's connection the steal router holds (it copies what it passes on): the
+        sniffer never picks it up; returns the call that says it closed."""
+        key = (*_raw(source), *_raw(destination))
+        self._routed.add(key, self._loop.time())
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._routed.release(key, self._loop.time())
 
         return release
 
@@ -248,6 +289,7 @@ class Mirror:
     def _tick(self) -> None:
         now = self._loop.time()
         self._own.expire(now)
+        self._routed.expire(now)
         for action in self._reassembler.tick(now):
             self._apply(action)
         self._ticker = self._loop.call_later(_TICK_SECONDS, self._tick)
@@ -259,6 +301,16 @@ class Mirror:
         key = (source, sport, destination, dport)
         for action in self._reassembler.segment(key, seq, flags, payload, self._loop.time()):
             self._apply(action)
+
+    def _picks_up(self, key: ConnectionKey, payload: bytes) -> bool:
+        _, sport, destination, dport = key
+        # On a port the router takes, the sniffer drops only the SYNs of the connections the
+        # router gets: their other segments are the router's to copy, never picked up here,
+        # nor after the port is given back while the router still holds them (`routed`).
+        redirected = self._redirected4 if len(destination) == 4 else self._redirected6
+        if dport in redirected or key in self._routed or (sport, destination, dport) in self._own:
+            return False
+        return starts_a_request(payload)
 
     def _apply(self, action: Opened | Data | Skipped | Closed) -> None:
         if isinstance(action, Data):

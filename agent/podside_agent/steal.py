@@ -251,10 +251,12 @@ class Steal:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def connection_opened(self, connection: StolenConnection) -> None:
-        """A connection to a stolen port began: counted, and aborted if steal closes."""
+    def connection_opened(self, connection: StolenConnection) -> Callable[[], None]:
+        """A connection to a stolen port began: counted, and aborted if steal closes; the
+        mirror's sniffer leaves it to the router until the returned call says it closed."""
         self.connections += 1
         self._connections.add(connection)
+        return self.mirror.routed(connection.source, connection.destination)
 
     def connection_closed(self, connection: StolenConnection) -> None:
         self._connections.discard(connection)
@@ -522,6 +524,7 @@ class StolenConnection(asyncio.Protocol):
         self._writing_paused = False
         self._copy: MirrorCopy | None = None
         self._copy_decided = False
+        self._unrouted: Callable[[], None] | None = None
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -537,7 +540,7 @@ class StolenConnection(asyncio.Protocol):
             # back while this connection was being set up).
             transport.abort()
             return
-        self.steal.connection_opened(self)
+        self._unrouted = self.steal.connection_opened(self)
         self._timer = asyncio.get_running_loop().call_later(DECIDE_SECONDS, self._decide_silent)
 
     def data_received(self, data: bytes) -> None:
@@ -572,6 +575,8 @@ class StolenConnection(asyncio.Protocol):
             self._copy.end(reset=exc is not None)
             self._copy = None
         self.steal.connection_closed(self)
+        if self._unrouted is not None:
+            self._unrouted()
         if self._timer is not None:
             self._timer.cancel()
 

@@ -4,12 +4,19 @@ The sniffer hands over every segment it sees towards a mirrored port; this turns
 into ordered bytes per connection: retransmitted and overlapping bytes are delivered once,
 segments that arrive early wait for the gap before them, and a gap that is never filled (the
 sniffer itself lost the packet, so no retransmission will come) is skipped after a while so
-the connection goes on instead of stalling. Only connections whose SYN was seen are followed:
-a connection picked up mid-way could start in the middle of a request.
+the connection goes on instead of stalling.
+
+A connection is followed from its SYN. One that was already open when the sniffer started (an
+HTTP/1 keep-alive connection of a client that came before the session) is picked up only at a
+segment `pick_up` accepts, such as one that starts with a request line: a connection picked up
+at any other byte could start in the middle of a request. A connection that ended is not
+picked up again from its late retransmissions.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ConnectionKey = tuple[bytes, int, bytes, int]  # source ip, source port, destination ip, port
@@ -17,6 +24,20 @@ ConnectionKey = tuple[bytes, int, bytes, int]  # source ip, source port, destina
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 _SEQ_MOD = 1 << 32
 _HALF = 1 << 31
+# How long an ended connection's segments are not taken for a new one (twice Linux's 60 s
+# TIME_WAIT would be safe for any peer; late retransmissions come within seconds).
+_ENDED_SECONDS = 120.0
+_ENDED_LIMIT = 65536  # at most this many remembered: a flood of short connections stays bounded
+
+# RFC 9112's request-line: method (a token) SP request-target SP HTTP-version CRLF.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [!-~]+ HTTP/1\.[01]\r\n")
+_REQUEST_LINE_LIMIT = 8192
+
+
+def starts_a_request(payload: bytes) -> bool:
+    """Whether `payload` begins with an HTTP/1 request line: a request boundary to pick an
+    already-open connection up at."""
+    return _REQUEST_LINE.match(payload[:_REQUEST_LINE_LIMIT]) is not None
 
 
 def _distance(later: int, earlier: int) -> int:
@@ -70,8 +91,14 @@ class Reassembler:
         max_early_bytes: int = 4 * 1024 * 1024,
         gap_timeout: float = 0.5,
         idle_timeout: float = 600.0,
+        pick_up: Callable[[ConnectionKey, bytes], bool] | None = None,
     ) -> None:
+        """`pick_up(key, payload)`: whether a connection whose SYN was not seen is followed
+        from this segment on (None: never)."""
         self._flows: dict[ConnectionKey, _Flow] = {}
+        self._pick_up = pick_up
+        self._ended: dict[ConnectionKey, float] = {}  # key -> when it ended
+        self._now = 0.0
         self._max_early = max_early_bytes
         self._gap_timeout = gap_timeout
         self._idle_timeout = idle_timeout
@@ -82,23 +109,27 @@ class Reassembler:
     def segment(
         self, key: ConnectionKey, seq: int, flags: int, payload: bytes, now: float
     ) -> list[Action]:
+        self._now = now
         flow = self._flows.get(key)
+        actions: list[Action] = []
         if flags & SYN and not flags & ACK:
-            actions: list[Action] = []
             if flow is not None:
                 # A new SYN on a known 4-tuple: the old connection is over (port reuse).
                 del self._flows[key]
                 actions.append(Closed(key, "replaced"))
+            self._ended.pop(key, None)
             self._flows[key] = _Flow(next_seq=(seq + 1) % _SEQ_MOD, last_seen=now)
             actions.append(Opened(key))
             return actions
         if flow is None:
-            return []
+            if not self._picks_up(key, flags, payload):
+                return []
+            flow = self._flows[key] = _Flow(next_seq=seq, last_seen=now)
+            actions.append(Opened(key))
         flow.last_seen = now
         if flags & RST:
-            del self._flows[key]
-            return [Closed(key, "reset")]
-        actions = []
+            self._end(key)
+            return [*actions, Closed(key, "reset")]
         if flags & FIN:
             flow.fin_seq = (seq + len(payload)) % _SEQ_MOD
         if payload:
@@ -110,8 +141,27 @@ class Reassembler:
         self._close_if_complete(flow, key, actions)
         return actions
 
+    def _picks_up(self, key: ConnectionKey, flags: int, payload: bytes) -> bool:
+        if self._pick_up is None or not payload or flags & (SYN | RST) or key in self._ended:
+            return False
+        return self._pick_up(key, payload)
+
+    def _end(self, key: ConnectionKey) -> None:
+        del self._flows[key]
+        if self._pick_up is not None:
+            self._ended.pop(key, None)
+            self._ended[key] = self._now  # last in the dict: the dict stays ordered by time
+            if len(self._ended) > _ENDED_LIMIT:
+                del self._ended[next(iter(self._ended))]
+
     def tick(self, now: float) -> list[Action]:
         """Call now and then: skips gaps that waited too long, forgets idle connections."""
+        self._now = now
+        while self._ended:
+            oldest = next(iter(self._ended))
+            if now - self._ended[oldest] < _ENDED_SECONDS:
+                break
+            del self._ended[oldest]
         actions: list[Action] = []
         for key, flow in list(self._flows.items()):
             if flow.gap_since is not None and now - flow.gap_since >= self._gap_timeout:
@@ -170,5 +220,5 @@ class Reassembler:
 
     def _close_if_complete(self, flow: _Flow, key: ConnectionKey, actions: list[Action]) -> None:
         if flow.fin_seq is not None and _distance(flow.next_seq, flow.fin_seq) >= 0:
-            del self._flows[key]
+            self._end(key)
             actions.append(Closed(key, "fin"))

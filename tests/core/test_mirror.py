@@ -4,6 +4,7 @@ the pod's own app still answers the real client."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import subprocess
@@ -156,3 +157,56 @@ def test_requests_over_ipv6_are_mirrored_too(pod: Pod) -> None:
         assert json.loads(answer.stdout)["server"] == "pod-app-v6"  # the real client's answer
         wait_for(lambda: copy.requests(), what="the mirrored request")
         assert copy.requests()[0].split()[2] == "/over/ipv6"
+
+
+def _get(client: http.client.HTTPConnection, path: str) -> str:
+    client.request("GET", path)
+    answer = client.getresponse()
+    return str(json.loads(answer.read())["server"])
+
+
+def _fresh_request(pod: Pod, path: str) -> None:
+    subprocess.run(["curl", "-sS", "-m", "5", f"http://{pod.pod_ip}:8080{path}"], check=True)
+
+
+def _paths(copy: LocalCopy) -> list[str]:
+    return [line.split()[2] for line in copy.requests()]
+
+
+def test_a_keep_alive_connection_from_before_the_session_is_copied_from_its_next_request(
+    pod: Pod,
+) -> None:
+    wait_for(lambda: agent_status(pod)["mirrored_ports"] == [], what="no subscription")
+    client = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=5)
+    try:
+        assert _get(client, "/before") == "pod-app"
+        with local_copy(pod, 8080) as copy:
+            wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+            assert _get(client, "/after") == "pod-app"  # the same connection
+            _fresh_request(pod, "/fresh")
+            wait_for(lambda: len(copy.requests()) >= 2, what="two mirrored requests")
+            assert sorted(_paths(copy)) == ["/after", "/fresh"]
+    finally:
+        client.close()
+
+
+def test_a_second_session_joins_an_open_connection_at_its_next_request(pod: Pod) -> None:
+    client = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=5)
+    local_port = free_port()
+    try:
+        with local_copy(pod, 8080) as first:
+            wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+            assert _get(client, "/one") == "pod-app"
+            wait_for(lambda: _paths(first) == ["/one"], what="the first copy")
+            with local_copy(pod, local_port, "--port-map", f"{local_port}:8080") as second:
+                # A new connection reaching the second session says it has subscribed.
+                wait_for(
+                    lambda: (_fresh_request(pod, "/hello"), "/hello" in _paths(second))[1],
+                    what="the second session's subscription",
+                )
+                assert _get(client, "/two") == "pod-app"
+                wait_for(lambda: "/two" in _paths(second), what="the open connection's copy")
+                wait_for(lambda: "/two" in _paths(first), what="the first session's copy")
+                assert "/one" not in _paths(second)
+    finally:
+        client.close()

@@ -101,6 +101,20 @@ def test_a_connection_open_before_a_steal_is_still_mirrored_to_its_end(pod: Pod)
     assert [copy.requests() for copy in made] == [["GET /before", "GET /same/connection"]]
 
 
+def test_a_connection_the_router_still_holds_after_the_steal_is_copied_once(pod: Pod) -> None:
+    """The port given back, the router keeps passing its open connections to the app and
+    copies them; the sniffer sees their segments again and must not copy them a second time."""
+    with mirror_recorder(pod, 8080) as copies:
+        connection = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=10)
+        with stealing(pod, "--http-filter", "X-Dev: ^alice$", port=free_port()):
+            assert ask(pod, "/routed/0", connection=connection)["server"] == "pod-app"
+        wait_for(lambda: not redirected_ports(pod), what="the steal to end")
+        assert ask(pod, "/routed/1", connection=connection)["server"] == "pod-app"
+        connection.close()
+        made = _until_all_copied(pod, copies)
+    assert [copy.requests() for copy in made] == [["GET /routed/0", "GET /routed/1"]]
+
+
 def test_a_subscriber_that_stops_reading_loses_its_copy_and_the_app_still_gets_it_all(
     pod: Pod,
 ) -> None:

@@ -15,6 +15,7 @@ from podside_agent.tcp_reassembly import (
     Opened,
     Reassembler,
     Skipped,
+    starts_a_request,
 )
 
 KEY = (b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 80)
@@ -133,3 +134,50 @@ def test_any_segmentation_order_and_duplication_rebuilds_the_stream(
     for offset, chunk in segments:
         out += r.segment(KEY, 8 + offset, ACK, chunk, 0.0)
     assert _data(out) == payload
+
+
+def _request_starts(key: object, payload: bytes) -> bool:
+    return starts_a_request(payload)
+
+
+def test_request_lines_are_request_boundaries() -> None:
+    assert starts_a_request(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n")
+    assert starts_a_request(b"M-SEARCH * HTTP/1.0\r\n")
+    for payload in (
+        b"GET / HTTP/1.1",  # the line not yet ended: may still be a body that looks like one
+        b"GET  / HTTP/1.1\r\n",
+        b"ody\r\nGET / HTTP/1.1\r\n",
+        b"GET / HTTP/2.0\r\n",
+        b"\x16\x03\x01\x02\x00",  # a TLS record
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"",
+    ):
+        assert not starts_a_request(payload), payload
+
+
+def test_an_open_connection_is_picked_up_at_a_request_line() -> None:
+    r = Reassembler(pick_up=_request_starts)
+    assert r.segment(KEY, 5000, ACK, b"mid-body bytes", 0.0) == []  # not a boundary
+    assert r.segment(KEY, 5014, ACK | RST, b"", 0.0) == []  # nothing to close
+    out = r.segment(KEY, 7000, ACK, b"GET /next HTTP/1.1\r\n\r\n", 0.1)
+    assert out[0] == Opened(KEY) and _data(out) == b"GET /next HTTP/1.1\r\n\r\n"
+    out = r.segment(KEY, 7022, ACK, b"POST /x HTTP/1.1\r\n", 0.2)
+    assert _data(out) == b"POST /x HTTP/1.1\r\n"
+
+
+def test_an_ended_connection_is_not_picked_up_from_its_retransmissions() -> None:
+    r = Reassembler(pick_up=_request_starts)
+    _opened(r)
+    request = b"GET / HTTP/1.1\r\n\r\n"
+    assert _data(r.segment(KEY, 1001, ACK | FIN, request, 0.1)) == request
+    assert len(r) == 0
+    assert r.segment(KEY, 1001, ACK | FIN, request, 1.0) == []  # a late retransmission
+    r.tick(200.0)  # long after: the 4-tuple may be a new client's connection
+    assert r.segment(KEY, 9000, ACK, request, 200.0)[0] == Opened(KEY)
+
+
+def test_without_pick_up_nothing_is_remembered_after_the_end() -> None:
+    r = Reassembler()
+    _opened(r)
+    r.segment(KEY, 1001, ACK | RST, b"", 0.0)
+    assert r.segment(KEY, 1001, ACK, b"GET / HTTP/1.1\r\n", 0.0) == []
