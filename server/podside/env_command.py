@@ -79,10 +79,9 @@ def format_variables(variables: dict[str, str], output: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.targetless:
-        raise PodsideError(
-            "--targetless has no pod environment to print: --target KIND/NAME or --agent", 2
-        )
+    if args.targetless or not (args.target or args.agent):
+        # --targetless is a pod choice of exec's, but its pod has no environment of the app's.
+        raise PodsideError("say which pod: one of --target KIND/NAME or --agent HOST:PORT", 2)
     mappings = [Mapping(*checked_flag("--env-map", text)) for text in args.env_map]
     unset_names = [checked_flag("--unset-env", text) for text in args.unset_env]
     choice = pod_session.parse(args)

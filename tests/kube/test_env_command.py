@@ -17,10 +17,17 @@ from tests.topology import PYTHON
 AWKWARD = 'line one\nline "two" it\'s \\ $HOME # not a comment\n'
 
 
-def _podside(*args: str, kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+def _podside(
+    *args: str, kubeconfig: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {})}
     return subprocess.run(
-        [PYTHON, "-m", "podside", *args], capture_output=True, text=True, timeout=180, env=env
+        [PYTHON, "-m", "podside", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -104,6 +111,26 @@ def test_env_prints_the_pods_variables_and_dotenv_reads_back(
     assert shown["REGION"] == "eu-1"
     assert not {"DB_PASSWORD", "APP_MODE", "STAGING_REGION"} & set(shown)
 
+    # The project's config file chooses the pod and filters as it does for exec; its
+    # exec-only keys (mode) are passed over.
+    project = tmp_path / "project"
+    (project / ".podside").mkdir(parents=True)
+    (project / ".podside" / "config.json").write_text(
+        json.dumps(
+            {
+                "context": "podside-sandbox",
+                "namespace": namespace,
+                "target": "pod/app",
+                "exclude-env": ["DB_*"],
+                "mode": "steal",
+            }
+        )
+    )
+    configured = _podside("env", "-o", "json", cwd=project)
+    assert configured.returncode == 0, configured.stderr
+    expected = {name: value for name, value in variables.items() if not name.startswith("DB_")}
+    assert json.loads(configured.stdout) == expected
+
 
 def test_env_errors_are_one_line(sandbox: Any, namespace: str) -> None:
     missing = _podside("env", "--context", "podside-sandbox", "-n", namespace, "-t", "pod/nope")
@@ -116,6 +143,8 @@ def test_env_errors_are_one_line(sandbox: Any, namespace: str) -> None:
     assert (
         neither.stderr == "podside: say which pod: one of --target KIND/NAME or --agent HOST:PORT\n"
     )
+    targetless = _podside("env", "--targetless")
+    assert targetless.returncode == 2 and targetless.stderr == neither.stderr
 
 
 def test_env_without_rights_names_what_is_missing(sandbox: Any, core: Any, namespace: str) -> None:
