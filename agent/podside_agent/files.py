@@ -40,7 +40,7 @@ import stat
 import struct
 import threading
 import weakref
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -410,16 +410,20 @@ class PodFiles:
         self._gone: weakref.WeakSet[object] = weakref.WeakSet()
 
     async def handle(self, client: object, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if method == messages.REPLACE:
+        try:
+            request = messages.parse_request(method, params)
+        except messages.InvalidRequest as error:
+            raise OSError(errno.EINVAL, str(error)) from None
+        if isinstance(request, messages.Replace):
             # Made on a worker, kept here on the loop, where drop_client runs: one that comes
             # after its client left, or after its client stopped waiting, is removed.
             item = await self._workers.run(
-                self._begin_replacement, client, params, late=_Replacement.discard
+                self._begin_replacement, client, request, late=_Replacement.discard
             )
             return {"handle": self._keep(item)}
-        if method == messages.COMMIT:
-            self._number_commit(client, params.get("handle"))
-        return await self._workers.run(self._handle, client, method, params)
+        if isinstance(request, messages.Commit):
+            self._number_commit(client, request.handle)
+        return await self._workers.run(self._handle, client, request)
 
     async def read(self, path: str, limit: int) -> bytes:
         return await self._workers.run(self._read, path, limit)
@@ -449,36 +453,30 @@ class PodFiles:
         self._workers.submit(item.discard)
         raise OSError(errno.ECONNRESET, "the client left before its write-back began")
 
-    def _number_commit(self, client: object, handle: object) -> None:
+    def _number_commit(self, client: object, handle: int) -> None:
         """Number a commit as it arrives (on the loop, in the client's order): its worker may
         start after a later one's."""
         with self._lock:
-            item = self._replacements.get(handle) if isinstance(handle, int) else None
+            item = self._replacements.get(handle)
             if item is not None and item.client is client and not item.number:
                 item.number = self._order.number()
 
-    def _handle(self, client: object, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if method in (messages.WRITE, messages.COMMIT, messages.ABORT):
-            return self._continue_replacement(client, method, params)
-        path = _path_of(method, params)
+    def _handle(self, client: object, request: messages.FileRequest) -> dict[str, Any]:
+        if isinstance(request, messages.Write | messages.Commit | messages.Abort):
+            return self._continue_replacement(client, request)
         owner = self._target.files_owner()
         with as_target(owner) as credentials:
-            if method == messages.CHECK_WRITE:
-                flags = params.get("flags")
-                if not isinstance(flags, int):
-                    raise OSError(errno.EINVAL, "file.check_write needs integer flags")
-                return check_write(owner, path, flags, credentials)
-            return _handle(owner, method, path, params)
+            if isinstance(request, messages.CheckWrite):
+                return check_write(owner, request.path, request.flags, credentials)
+            return _OPERATIONS[type(request)](owner, request)
 
-    def _begin_replacement(self, client: object, params: dict[str, Any]) -> _Replacement:
+    def _begin_replacement(self, client: object, request: messages.Replace) -> _Replacement:
         """The temporary file of a write-back, made as the target; kept by `handle`."""
-        path = _path_of(messages.REPLACE, params)
-        mode, exclusive = params.get("mode", 0o666), bool(params.get("exclusive", False))
-        if not isinstance(mode, int):
-            raise OSError(errno.EINVAL, "file.replace needs an integer mode")
         owner = self._target.files_owner()
         with as_target(owner):
-            return self._make_temporary(client, owner, path, mode, exclusive)
+            return self._make_temporary(
+                client, owner, request.path, request.mode, request.exclusive
+            )
 
     def _make_temporary(
         self, client: object, owner: int, path: str, mode: int, exclusive: bool
@@ -511,33 +509,26 @@ class PodFiles:
         )
 
     def _continue_replacement(
-        self, client: object, method: str, params: dict[str, Any]
+        self, client: object, request: messages.Write | messages.Commit | messages.Abort
     ) -> dict[str, Any]:
-        handle = params.get("handle")
+        handle = request.handle
         with self._lock:
-            item = self._replacements.get(handle) if isinstance(handle, int) else None
-            if item is None or item.client is not client or not isinstance(handle, int):
+            item = self._replacements.get(handle)
+            if item is None or item.client is not client:
                 raise OSError(errno.EBADF, f"no write-back {handle!r} of this client")
-            if method != messages.WRITE:
+            if not isinstance(request, messages.Write):
                 del self._replacements[handle]
-        if method == messages.ABORT:
+        if isinstance(request, messages.Abort):
             item.discard()
             return {}
-        if method == messages.WRITE:
-            offset, data = params.get("offset"), params.get("data")
-            if not isinstance(offset, int) or not isinstance(data, bytes) or offset < 0:
-                raise OSError(errno.EINVAL, "file.write needs offset and data")
+        if isinstance(request, messages.Write):
             with item.lock:
                 if item.finished:
                     raise OSError(errno.EBADF, "the write-back has ended")
-                os.pwrite(item.fd, data, offset)
+                os.pwrite(item.fd, request.data, request.offset)
             return {}
-        size = params.get("size")
-        if not isinstance(size, int) or size < 0:
-            item.discard()
-            raise OSError(errno.EINVAL, "file.commit needs a size")
         try:
-            self._commit(item, size)
+            self._commit(item, request.size)
         finally:
             item.discard()  # after a rename, only the descriptors are left to close
         return {}
@@ -584,13 +575,6 @@ class PodFiles:
                     os.fsync(folder)
                 finally:
                     os.close(folder)
-
-
-def _path_of(method: str, params: dict[str, Any]) -> str:
-    path = params.get("path")
-    if not isinstance(path, str):
-        raise OSError(errno.EINVAL, f"{method} needs a path")
-    return path
 
 
 def _to_replace(item: _Replacement) -> os.stat_result | None:
@@ -683,86 +667,122 @@ def _link_unnamed(fd: int, folder: int, name: str) -> None:
     os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
 
 
-def _handle(owner: int, method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
-    if method == messages.STAT:
-        flags = os.O_PATH | (0 if params.get("follow", True) else os.O_NOFOLLOW)
-        fd = open_in_root(owner, path, flags)
+# --- one function per request, run as the target (`as_target`) ---------------------------------
+
+
+def _stat(owner: int, request: messages.Stat) -> dict[str, Any]:
+    fd = open_in_root(owner, request.path, os.O_PATH | (0 if request.follow else os.O_NOFOLLOW))
+    try:
+        return {"stat": stat_fields(os.fstat(fd))}
+    finally:
+        os.close(fd)
+
+
+def _readlink(owner: int, request: messages.Readlink) -> dict[str, Any]:
+    parent, name = _parent_in_root(owner, request.path)
+    try:
+        return {"target": os.readlink(os.fsencode(name), dir_fd=parent)}
+    finally:
+        os.close(parent)
+
+
+def _list(owner: int, request: messages.List) -> dict[str, Any]:
+    fd = open_in_root(owner, request.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return {"names": os.listdir(fd)}
+    finally:
+        os.close(fd)
+
+
+def _open(owner: int, request: messages.Open) -> dict[str, Any]:
+    fd = open_file(owner, request.path)
+    try:
+        fields = stat_fields(os.fstat(fd))
+        if stat.S_ISDIR(fields["mode"]):
+            entries = [
+                [entry.name, entry.is_dir(follow_symlinks=False)] for entry in os.scandir(fd)
+            ]
+            return {"stat": fields, "entries": entries}
+        return {"stat": fields, "data": os.pread(fd, messages.CHUNK, 0)}
+    finally:
+        os.close(fd)
+
+
+def _read_chunk(owner: int, request: messages.ReadChunk) -> dict[str, Any]:
+    fd = open_file(owner, request.path)
+    try:
+        return {"data": os.pread(fd, min(request.length, messages.CHUNK), request.offset)}
+    finally:
+        os.close(fd)
+
+
+def _access(owner: int, request: messages.Access) -> dict[str, Any]:
+    fd = open_in_root(owner, request.path, os.O_PATH)
+    try:
+        _check_access(fd, "", request.mode & 7, request.path, _AT_EMPTY_PATH)
+        return {}
+    finally:
+        os.close(fd)
+
+
+def _unlink(owner: int, request: messages.Unlink) -> dict[str, Any]:
+    parent, name = _parent_in_root(owner, request.path)
+    try:
+        if request.directory:
+            os.rmdir(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+        return {}
+    finally:
+        os.close(parent)
+
+
+def _mkdir(owner: int, request: messages.Mkdir) -> dict[str, Any]:
+    parent, name = _parent_in_root(owner, request.path)
+    try:
+        os.mkdir(name, request.mode & 0o7777, dir_fd=parent)
+        return {}
+    finally:
+        os.close(parent)
+
+
+def _rename(owner: int, request: messages.Rename) -> dict[str, Any]:
+    source_parent, source_name = _parent_in_root(owner, request.path)
+    try:
+        target_parent, target_name = _parent_in_root(owner, request.to)
         try:
-            return {"stat": stat_fields(os.fstat(fd))}
-        finally:
-            os.close(fd)
-    if method == messages.READLINK:
-        parent, name = _parent_in_root(owner, path)
-        try:
-            return {"target": os.readlink(os.fsencode(name), dir_fd=parent)}
-        finally:
-            os.close(parent)
-    if method == messages.LIST:
-        fd = open_in_root(owner, path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            return {"names": os.listdir(fd)}
-        finally:
-            os.close(fd)
-    if method == messages.OPEN:
-        fd = open_file(owner, path)
-        try:
-            fields = stat_fields(os.fstat(fd))
-            if stat.S_ISDIR(fields["mode"]):
-                entries = []
-                for entry in os.scandir(fd):
-                    entries.append([entry.name, entry.is_dir(follow_symlinks=False)])
-                return {"stat": fields, "entries": entries}
-            return {"stat": fields, "data": os.pread(fd, messages.CHUNK, 0)}
-        finally:
-            os.close(fd)
-    if method == messages.READ_CHUNK:
-        offset, length = params.get("offset"), params.get("length")
-        if not isinstance(offset, int) or not isinstance(length, int) or offset < 0:
-            raise OSError(errno.EINVAL, "file.chunk needs offset and length")
-        fd = open_file(owner, path)
-        try:
-            return {"data": os.pread(fd, min(length, messages.CHUNK), offset)}
-        finally:
-            os.close(fd)
-    if method == messages.ACCESS:
-        mode = params.get("mode")
-        if not isinstance(mode, int):
-            raise OSError(errno.EINVAL, "file.access needs a mode")
-        fd = open_in_root(owner, path, os.O_PATH)
-        try:
-            _check_access(fd, "", mode & 7, path, _AT_EMPTY_PATH)
+            result = _libc.renameat2(
+                source_parent,
+                source_name.encode(),
+                target_parent,
+                target_name.encode(),
+                request.flags,
+            )
+            if result != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), request.path)
             return {}
         finally:
-            os.close(fd)
-    if method in (messages.UNLINK, messages.MKDIR):
-        parent, name = _parent_in_root(owner, path)
-        try:
-            if method == messages.MKDIR:
-                os.mkdir(name, params.get("mode", 0o777) & 0o7777, dir_fd=parent)
-            elif params.get("directory"):
-                os.rmdir(name, dir_fd=parent)
-            else:
-                os.unlink(name, dir_fd=parent)
-            return {}
-        finally:
-            os.close(parent)
-    if method == messages.RENAME:
-        target, flags = params.get("to"), params.get("flags", 0)
-        if not isinstance(target, str) or not isinstance(flags, int):
-            raise OSError(errno.EINVAL, "file.rename needs to and flags")
-        source_parent, source_name = _parent_in_root(owner, path)
-        try:
-            target_parent, target_name = _parent_in_root(owner, target)
-            try:
-                result = _libc.renameat2(
-                    source_parent, source_name.encode(), target_parent, target_name.encode(), flags
-                )
-                if result != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), path)
-                return {}
-            finally:
-                os.close(target_parent)
-        finally:
-            os.close(source_parent)
-    raise OSError(errno.ENOSYS, f"unknown request {method!r}")
+            os.close(target_parent)
+    finally:
+        os.close(source_parent)
+
+
+def _not_here(owner: int, request: messages.FileRequest) -> dict[str, Any]:
+    # Read is the server's (a whole file, for the resolver), not a --fs request.
+    raise OSError(errno.ENOSYS, f"{request.METHOD} is not a --fs request")
+
+
+# Each --fs request but CheckWrite and the write-back's own (handled by PodFiles).
+_OPERATIONS: dict[type[messages.FileRequest], Callable[[int, Any], dict[str, Any]]] = {
+    messages.Stat: _stat,
+    messages.Readlink: _readlink,
+    messages.List: _list,
+    messages.Open: _open,
+    messages.ReadChunk: _read_chunk,
+    messages.Access: _access,
+    messages.Unlink: _unlink,
+    messages.Mkdir: _mkdir,
+    messages.Rename: _rename,
+    messages.Read: _not_here,
+}

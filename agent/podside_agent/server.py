@@ -181,10 +181,11 @@ class AgentServer:
         if method == environment.GET:
             return self._environment()
         if method == files.READ:
-            path = params.get("path")
-            if not isinstance(path, str):
-                raise RequestFailed("file.read needs a path", errno.EINVAL)
-            return self._read_file(path)
+            try:
+                read = files.Read.parse(params)
+            except files.InvalidRequest as error:
+                raise RequestFailed(str(error), errno.EINVAL) from None
+            return self._read_file(read.path)
         if method == mirror_messages.SUBSCRIBE:
             port = mirror_messages.port_of(params)
             try:

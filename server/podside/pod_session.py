@@ -225,7 +225,7 @@ async def ask(session: AgentSession, method: str, params: dict[str, Any], what: 
 
 
 async def read_pod_file(session: AgentSession, path: str) -> bytes:
-    result = await ask(session, files.READ, files.read_params(path), f"the pod's {path}")
+    result = await ask(session, *files.Read(path).message(), f"the pod's {path}")
     data = result.get("data") if isinstance(result, dict) else None
     if not isinstance(data, bytes):
         raise PodsideError(f"{session.description} sent no contents for {path}")

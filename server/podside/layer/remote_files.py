@@ -215,7 +215,7 @@ class RemoteFiles:
             if not isinstance(place, str):
                 return place
             try:
-                answer = await self._peer.request(messages.LIST, {"path": place})
+                answer = await self._peer.request(*messages.List(place).message())
                 names = frozenset(str(entry) for entry in answer.get("names", []))
             except RequestFailed:
                 names = frozenset()  # not a directory in the pod: nothing under it is remote
@@ -247,7 +247,7 @@ class RemoteFiles:
             if self._written is not None and (writing or self._written.get(path)):
                 fd = await self._open_copy(path, call)
             else:
-                answer = await self._peer.request(messages.OPEN, {"path": path})
+                answer = await self._peer.request(*messages.Open(path).message())
                 fd = await self._materialize(path, answer)
             try:
                 if listener.is_valid(note_id):
@@ -274,7 +274,7 @@ class RemoteFiles:
             return written.open(copy, call.flags)
         mode = call.mode & ~_umask(call.tid) & 0o7777
         flags = call.flags & ~os.O_CLOEXEC
-        answer = await self._peer.request(messages.CHECK_WRITE, {"path": path, "flags": flags})
+        answer = await self._peer.request(*messages.CheckWrite(path, flags).message())
         created = bool(answer.get("created"))
         pod_stat: dict[str, Any] = answer.get("stat") or _new_file_stat(answer, mode)
         if not stat.S_ISREG(pod_stat["mode"]):
@@ -334,19 +334,19 @@ class RemoteFiles:
                 listener.respond(note_id, error=errno.EROFS)  # --fs read
                 return
             if change.kind == "rename":
-                params: dict[str, Any] = {"path": path, "to": change.to, "flags": change.flags}
-                await self._peer.request(messages.RENAME, params)
+                rename = messages.Rename(path, change.to, change.flags)
+                await self._peer.request(*rename.message())
                 self._listed(path, False)
                 self._listed(change.to, True)
                 self._written.renamed(path, change.to)
             elif change.kind == "mkdir":
                 mode = change.mode & ~_umask(change.tid) & 0o7777
-                await self._peer.request(messages.MKDIR, {"path": path, "mode": mode})
+                await self._peer.request(*messages.Mkdir(path, mode).message())
                 self._listed(path, True)
                 self._listings[path] = frozenset()
             else:
                 directory = change.kind == "rmdir"
-                await self._peer.request(messages.UNLINK, {"path": path, "directory": directory})
+                await self._peer.request(*messages.Unlink(path, directory).message())
                 self._listed(path, False)
                 self._written.unlinked(path)
             listener.respond(note_id, value=0)
@@ -381,9 +381,7 @@ class RemoteFiles:
             offsets = [offset + index * chunk for index in range(_IN_FLIGHT)]
             answers = await asyncio.gather(
                 *(
-                    self._peer.request(
-                        messages.READ_CHUNK, {"path": path, "offset": at, "length": chunk}
-                    )
+                    self._peer.request(*messages.ReadChunk(path, at, chunk).message())
                     for at in offsets
                 )
             )
@@ -401,7 +399,7 @@ class RemoteFiles:
         be it: chdir into a remote folder fails with EOPNOTSUPP (said once per folder); a
         remote path that is no folder fails as chdir would."""
         try:
-            answer = await self._peer.request(messages.STAT, {"path": path, "follow": True})
+            answer = await self._peer.request(*messages.Stat(path).message())
         except RequestFailed as failure:
             return failure.errno or errno.EIO
         if not stat.S_ISDIR(answer["stat"]["mode"]):
@@ -425,15 +423,13 @@ class RemoteFiles:
             try:
                 if call.kind == "access" and self._written is not None:
                     # --fs write: the pod answers, with the target's permissions and mounts.
-                    await self._peer.request(messages.ACCESS, {"path": path, "mode": call.argument})
+                    await self._peer.request(*messages.Access(path, call.argument).message())
                     listener.respond(note_id, value=0)
                     return
                 if call.kind == "readlink":
                     await self._readlink(note_id, tid, path, call)
                     return
-                answer = await self._peer.request(
-                    messages.STAT, {"path": path, "follow": call.follow}
-                )
+                answer = await self._peer.request(*messages.Stat(path, call.follow).message())
             except RequestFailed as failure:
                 if copy is None or failure.errno != errno.ENOENT:
                     listener.respond(note_id, error=failure.errno or errno.EIO)
@@ -472,7 +468,7 @@ class RemoteFiles:
             self._listener.respond(note_id, error=errno.EINVAL)
             return
         try:
-            answer = await self._peer.request(messages.READLINK, {"path": path})
+            answer = await self._peer.request(*messages.Readlink(path).message())
         except RequestFailed as failure:
             # An agent older than file.readlink: "not a link", as readlink(2) says of a file,
             # so realpath goes on and the pod resolves the link at open.

@@ -181,24 +181,23 @@ class WrittenFiles:
     async def _send(self, copy: Copy, size: int) -> None:
         """The whole copy into a temporary file beside the pod's, renamed over it at the end;
         abandoned (the temporary file removed) when any part fails."""
-        params = {"path": copy.path, "mode": copy.mode, "exclusive": copy.exclusive}
-        handle = (await self._peer.request(messages.REPLACE, params))["handle"]
+        replace = messages.Replace(copy.path, copy.mode, copy.exclusive)
+        handle = (await self._peer.request(*replace.message()))["handle"]
         try:
             chunk = messages.CHUNK
             for start in range(0, size, chunk * _IN_FLIGHT):
                 requests = [
                     self._peer.request(
-                        messages.WRITE,
-                        {"handle": handle, "offset": at, "data": os.pread(copy.fd, chunk, at)},
+                        *messages.Write(handle, at, os.pread(copy.fd, chunk, at)).message()
                     )
                     for at in range(start, min(size, start + chunk * _IN_FLIGHT), chunk)
                 ]
                 await asyncio.gather(*requests)
         except BaseException:
             with contextlib.suppress(RequestFailed, ConnectionError):
-                await self._peer.request(messages.ABORT, {"handle": handle})
+                await self._peer.request(*messages.Abort(handle).message())
             raise
-        await self._peer.request(messages.COMMIT, {"handle": handle, "size": size})
+        await self._peer.request(*messages.Commit(handle, size).message())
         copy.exclusive = False  # the file in the pod is now this copy's own
 
     def _drop(self, copy: Copy) -> None:
