@@ -2,8 +2,9 @@
 
 The order matters: the program's process is forked first (a quiet single-threaded fork, see
 `layer.launcher`), then the agent is reached and asked for the pod's environment and resolver
-files, the local proxies and the supervisor start, and only then is the program executed. Its
-exit status becomes podside's; on the way out everything podside started is stopped.
+files, the local proxies and the supervisor start (for a workload target, after the other
+ready pods' sessions joined, see `replicas`), and only then is the program executed. Its exit
+status becomes podside's; on the way out everything podside started is stopped.
 """
 
 from __future__ import annotations
