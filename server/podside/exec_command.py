@@ -675,7 +675,11 @@ async def _run_with_events(
             raise PodsideError(f"--mode steal: {session.description}: {error}") from None
     session.stream_handlers.append(incoming.handle_stream)
     if replicas is not None:
-        await replicas.start()
+        try:
+            await replicas.start()
+        except BaseException:
+            await replicas.close()  # the pods that joined before a failure or a signal
+            raise
     supervisor = Supervisor(
         process.listener,
         loop,

@@ -104,9 +104,10 @@ class Replicas:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 await self._poll()
-            except PodsideError as error:
+            except (PodsideError, OSError) as error:
                 # The API server may be away for a moment; the pods covered go on meanwhile.
-                self._progress(f"cannot list the pods of the target: {error.message}")
+                reason = error.message if isinstance(error, PodsideError) else str(error)
+                self._progress(f"cannot list the pods of the target: {reason}")
 
     async def _poll(self) -> None:
         from podside.kube import targets
