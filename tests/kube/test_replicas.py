@@ -229,7 +229,11 @@ def test_one_pod_covers_only_the_newest_ready_pod(
     pods = _wait_ready(core, namespace, 3)
     with _session(namespace, "--mode", "steal", "--one-pod") as log:
         assert "incoming requests from" not in log.read_text()
-        wait_for(lambda: "local GET /r" in log.read_text(), timeout=30, what="a stolen request")
+        wait_for(
+            lambda: "local GET /r" in log.read_text(),
+            timeout=60,
+            what=f"a stolen request ({log.read_text()}; {_answers(core, namespace)})",
+        )
         requests = _next_requests(core, namespace, 2 * REQUESTS)
         answered = set(requests.values())
         # One pod's requests reach the program, the other two answer their own.
