@@ -2,8 +2,9 @@
 
 The order matters: the program's process is forked first (a quiet single-threaded fork, see
 `layer.launcher`), then the agent is reached and asked for the pod's environment and resolver
-files, the local proxies and the supervisor start, and only then is the program executed. Its
-exit status becomes podside's; on the way out everything podside started is stopped.
+files, the local proxies and the supervisor start (for a workload target, after the other
+ready pods' sessions joined, see `replicas`), and only then is the program executed. Its exit
+status becomes podside's; on the way out everything podside started is stopped.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from podside.layer.supervisor import Supervisor, filter_rules
 from podside.layer.tunnels import TunnelRegistry, TunnelWork
 from podside.pod_resolver import parse_resolv_conf
 from podside.pod_session import ask, read_pod_file
+from podside.replicas import Replicas
+from podside.session import AgentSession
 from podside_agent.peer import RequestFailed
 from podside_protocol import environment, status
 from podside_protocol import steal as steal_messages
@@ -210,6 +213,12 @@ def add_parser(subparsers: Any) -> None:
         "e.g. a debugger's (repeatable)",
     )
     incoming.add_argument(
+        "--one-pod",
+        action="store_true",
+        help="a workload or service target covers only its newest ready pod, not every ready "
+        "pod behind it",
+    )
+    incoming.add_argument(
         "--hold-until-attached",
         action="store_true",
         help="connections for the program wait while no debugger is attached; the editor "
@@ -303,6 +312,7 @@ class ExecOptions:
     fs_local: list[str] = field(default_factory=list)
     ignored_ports: frozenset[int] = frozenset()
     hold_until_attached: bool = False
+    one_pod: bool = False  # a workload target covers its newest ready pod only
     env_mappings: list[Mapping] = field(default_factory=list)
     env_file: dict[str, str] = field(default_factory=dict)
     unset_env: list[str] = field(default_factory=list)
@@ -325,6 +335,8 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         raise PodsideError(
             "--outgoing-unix connects to the target's sockets: --targetless has none", exit_code=2
         )
+    if args.one_pod and not args.target:
+        raise PodsideError("--one-pod is for a workload or service --target", exit_code=2)
     if args.no_dns and (args.dns_local or args.dns_remote):
         flag = "--dns-local" if args.dns_local else "--dns-remote"
         raise PodsideError(f"{flag} chooses where names resolve: not with --no-dns", exit_code=2)
@@ -366,6 +378,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         fs_local=fs_local,
         ignored_ports=frozenset(_port(text, "--ignore-port") for text in args.ignore_port),
         hold_until_attached=args.hold_until_attached,
+        one_pod=args.one_pod,
     )
 
 
@@ -614,21 +627,42 @@ async def _run_with_events(
         events.held(connection.local_port, connection.remote_port, connection.source)
         _say(options, f"holding a connection from {host}:{port} until a debugger attaches")
 
-    incoming = Incoming(
-        session.peer,
-        port_map=options.port_map,
-        enabled=options.mirror,
-        on_connection=mirrored,
-        on_error=progress,
-        on_exchange=exchanged if events.active or options.verbose else None,
-        steal=_with_pod_probes(options.steal, session.probes),
-        ignored_ports=options.ignored_ports,
-        on_listening=events.listening,
-        on_held=held,
-        hold_until_attached=options.hold_until_attached,
-        probes=frozenset(session.probes),
-    )
-    events.on_debugger = incoming.debugger_attached
+    def incoming_for(pod: AgentSession) -> Incoming:
+        assert pod.peer is not None
+        return Incoming(
+            pod.peer,
+            port_map=options.port_map,
+            enabled=options.mirror,
+            on_connection=mirrored,
+            on_error=progress,
+            on_exchange=exchanged if events.active or options.verbose else None,
+            steal=_with_pod_probes(options.steal, pod.probes),
+            ignored_ports=options.ignored_ports,
+            on_listening=events.listening,
+            on_held=held,
+            hold_until_attached=options.hold_until_attached,
+            probes=frozenset(pod.probes),
+        )
+
+    incoming = incoming_for(session)
+    replicas = None
+    if (
+        options.mirror
+        and not options.one_pod
+        and session.target is not None
+        and session.target.selector
+    ):
+        assert options.kube is not None
+        replicas = Replicas(
+            session, incoming, options.kube, incoming_for, progress, options.steal is not None
+        )
+
+    def debugger_attached(attached: bool) -> None:
+        incoming.debugger_attached(attached)
+        if replicas is not None:
+            replicas.debugger_attached(attached)
+
+    events.on_debugger = debugger_attached
     if options.steal is not None:
         try:
             await session.request(steal_messages.PREPARE, {})
@@ -640,6 +674,12 @@ async def _run_with_events(
                 ) from None
             raise PodsideError(f"--mode steal: {session.description}: {error}") from None
     session.stream_handlers.append(incoming.handle_stream)
+    if replicas is not None:
+        try:
+            await replicas.start()
+        except BaseException:
+            await replicas.close()  # the pods that joined before a failure or a signal
+            raise
     supervisor = Supervisor(
         process.listener,
         loop,
@@ -662,6 +702,8 @@ async def _run_with_events(
         process.start(launcher.ExecSpec(path, options.command, env))
         process_named = f" (pod process {target_pid})" if target_pid is not None else ""
         progress(f"running in the context of {session.description}{process_named}")
+        if replicas is not None:
+            progress(_covered_line(session, replicas))
         events.state("running")
         waiting: list[asyncio.Future[Any]] = [
             watcher.exited,
@@ -699,6 +741,8 @@ async def _run_with_events(
         supervisor.stop()
         work.close()
         incoming.close()
+        if replicas is not None:
+            await replicas.close()
         if remote_files is not None and not session.lost.done():
             await remote_files.finish()  # files the program wrote reach the pod before we leave
         if not session.lost.done():
@@ -711,6 +755,17 @@ async def _run_with_events(
             served.close()
         if remote_files is not None:
             remote_files.close()
+
+
+def _covered_line(session: AgentSession, replicas: Replicas) -> str:
+    """Which pods' incoming requests the program gets, the primary's first."""
+    target = session.target
+    pods = [target.pod, *replicas.pods]
+    return (
+        f"incoming requests from {target.kind}/{target.name}: {len(pods)} ready pod"
+        f"{'s' if len(pods) != 1 else ''} ({', '.join(pods)}); pods that come join, pods "
+        "that go leave (--one-pod: the first only)"
+    )
 
 
 def _with_pod_probes(

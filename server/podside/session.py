@@ -54,6 +54,10 @@ class AgentSession:
         self.stream_handlers: list[StreamHandler] = []
         # (port, path) of the target pod's HTTP probes, when the pod spec is known (Kubernetes).
         self.probes: tuple[tuple[int, str], ...] = ()
+        # Kubernetes: the cluster (KubeContext) and the target (kube.targets.Target) of the
+        # pod, kept for the replicas a workload target covers besides this pod.
+        self.context: Any = None
+        self.target: Any = None
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.lost_at = 0.0
         self._heartbeat: asyncio.Task[None] | None = None

@@ -24,7 +24,7 @@ LISTEN_GRACE_SECONDS = 20.0
 
 
 async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> AgentSession:
-    from podside.kube import agent, config, targets
+    from podside.kube import config, targets
 
     loop = asyncio.get_running_loop()
 
@@ -34,12 +34,28 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
     context = await in_thread(
         lambda: config.load_context(kube.context, kube.namespace, kube.kubeconfig)
     )
-    image = agent.AgentImage.of(kube.image, kube.python_image)
     named = kube.target
     target = None
     if named is not None:
         target = await in_thread(lambda: targets.resolve_target(context, named, kube.container))
+    session = await target_session(context, target, kube, progress)
+    session.context = context
+    return session
 
+
+async def target_session(
+    context: Any, target: Any, kube: KubeTarget, progress: Callable[[str], None]
+) -> AgentSession:
+    """The session to the agent in `target`'s pod (None: the targetless pod), started or
+    reused with `kube`'s image and settings."""
+    from podside.kube import agent
+
+    loop = asyncio.get_running_loop()
+
+    def in_thread(function: Callable[[], Any]) -> Any:
+        return loop.run_in_executor(None, function)
+
+    image = agent.AgentImage.of(kube.image, kube.python_image)
     settings = kube.settings
 
     def deliver_before_joining(namespace: str, pod: str, port: int, code: AgentCode) -> None:
@@ -73,6 +89,7 @@ async def agent_session(kube: KubeTarget, progress: Callable[[str], None]) -> Ag
         try:
             session = await _connect(context, endpoint)
             session.probes = target.probes if target is not None else ()
+            session.target = target
             return session
         except AgentUnreachable:
             if attempt or not endpoint.reused:

@@ -78,6 +78,8 @@ class Target:
     pod_ip: str | None
     # (port, path) of the pod's HTTP probes: steal always lets the kubelet's requests through.
     probes: tuple[tuple[int, str], ...] = ()
+    # The label selector of a workload or service (its other replicas); "" for a pod.
+    selector: str = ""
 
 
 def _where(namespace: str | None) -> str:
@@ -205,6 +207,13 @@ def _read(ctx: KubeContext, kind: str, name: str, bare: bool) -> Any:
     raise _not_found(ctx, kind, name, bare)
 
 
+def _ready_pods(ctx: KubeContext, selector: str) -> list[Any]:
+    """The running and ready pods `selector` selects, newest first."""
+    pods = KINDS["pod"].list_in(ctx, ctx.namespace, labelSelector=selector)
+    ready = [pod for pod in pods if _is_running(pod) and _is_ready(pod)]
+    return sorted(ready, key=lambda pod: pod.metadata.creation_timestamp, reverse=True)
+
+
 def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
     """The newest running and ready pod behind a workload or service."""
     selector = _selector_of(kind, obj)
@@ -213,10 +222,10 @@ def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
             f"{kind}/{name} in namespace {ctx.namespace} selects no pods (it has no selector): "
             "name a pod with --target pod/NAME"
         )
-    pods = KINDS["pod"].list_in(ctx, ctx.namespace, labelSelector=selector)
-    ready = [pod for pod in pods if _is_running(pod) and _is_ready(pod)]
+    ready = _ready_pods(ctx, selector)
     if ready:
-        return max(ready, key=lambda pod: pod.metadata.creation_timestamp)
+        return ready[0]
+    pods = KINDS["pod"].list_in(ctx, ctx.namespace, labelSelector=selector)
     if not pods:
         raise PodsideError(f"no pod behind {kind}/{name} in namespace {ctx.namespace} ({selector})")
     states = ", ".join(
@@ -226,6 +235,32 @@ def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
     raise PodsideError(
         f"no ready pod behind {kind}/{name} in namespace {ctx.namespace} ({states}); "
         "to use one anyway, name it with --target pod/NAME"
+    )
+
+
+def replica_targets(ctx: KubeContext, primary: Target, container: str | None) -> list[Target]:
+    """Every ready pod behind `primary`'s workload or service (the primary's pod among them
+    while it is ready), as targets of their own; none for a pod target."""
+    if not primary.selector:
+        return []
+    return [
+        _target_of(primary.kind, primary.name, ctx.namespace, pod, container, primary.selector)
+        for pod in _ready_pods(ctx, primary.selector)
+    ]
+
+
+def _target_of(
+    kind: str, name: str, namespace: str, pod: Any, container: str | None, selector: str
+) -> Target:
+    return Target(
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        pod=pod.metadata.name,
+        container=choose_container(pod, container),
+        pod_ip=pod.status.pod_ip,
+        probes=http_probes(pod),
+        selector=selector,
     )
 
 
@@ -253,18 +288,9 @@ def resolve_target(ctx: KubeContext, target: str, container: str | None = None) 
             raise PodsideError(
                 f"pod {ctx.namespace}/{name} is not running ({_describe_pod_state(obj)})"
             )
-        pod = obj
-    else:
-        pod = _pick_pod(ctx, kind, name, obj)
-    return Target(
-        kind=kind,
-        name=name,
-        namespace=ctx.namespace,
-        pod=pod.metadata.name,
-        container=choose_container(pod, container),
-        pod_ip=pod.status.pod_ip,
-        probes=http_probes(pod),
-    )
+        return _target_of(kind, name, ctx.namespace, obj, container, "")
+    pod = _pick_pod(ctx, kind, name, obj)
+    return _target_of(kind, name, ctx.namespace, pod, container, _selector_of(kind, obj))
 
 
 def http_probes(pod: Any) -> tuple[tuple[int, str], ...]:

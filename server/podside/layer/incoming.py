@@ -144,6 +144,8 @@ class Incoming:
         self._attached: asyncio.Event | None = asyncio.Event() if hold_until_attached else None
         self._probes = probes
         self.failed: asyncio.Future[str] = self._loop.create_future()
+        # Told of each port followed: (the pod's port, the program's address).
+        self.on_follow: list[Callable[[int, tuple[str, int]], None]] = []
 
     def debugger_attached(self, attached: bool) -> None:
         """The editor says whether a debugger is attached; releases or holds deliveries."""
@@ -175,13 +177,24 @@ class Incoming:
         host = str(address)
         if address.is_unspecified:
             host = "127.0.0.1" if family == socket.AF_INET else "::1"
-        remote = self._port_map.get(port, port)
+        self.follow(self._port_map.get(port, port), (host, port))
+
+    def follow(self, remote: int, program: tuple[str, int]) -> None:
+        """Mirror or steal the pod's port `remote` to the program's address `program`; the
+        replicas of a workload follow the ports the primary's Incoming found this way."""
         if remote in self._targets:
             return
-        self._targets[remote] = (host, port)
+        self._targets[remote] = program
         task = self._loop.create_task(self._subscribe(remote))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        for listener in self.on_follow:
+            listener(remote, program)
+
+    @property
+    def followed(self) -> dict[int, tuple[str, int]]:
+        """The pod's ports followed, and the program's address each goes to."""
+        return dict(self._targets)
 
     async def _subscribe(self, remote: int) -> None:
         try:

@@ -98,6 +98,7 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
     argv += _steal_filter_flags(launch, mode)
+    argv += _field_flags(launch, TARGET_FIELDS)
     argv += _field_flags(launch, AGENT_POD_FIELDS)
     argv += _field_flags(launch, ENVIRONMENT_FIELDS)
     argv += _field_flags(launch, OUTGOING_FIELDS)
@@ -133,8 +134,8 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
 
 # Launch configuration fields of the agent pod settings -> (exec flag, JSON shape): "string",
 # "strings" (a list, one flag each), "map" (an object, one KEY=VALUE flag each), "items" (an
-# object as one NAME=VALUE,... flag) or "switch" (a boolean, true by default; false gives the
-# flag).
+# object as one NAME=VALUE,... flag), "switch" (a boolean, true by default; false gives the
+# flag) or "flag" (a boolean, false by default; true gives the flag).
 AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
     "agentPythonImage": ("--agent-python-image", "string"),
     "agentImagePullPolicy": ("--agent-image-pull-policy", "string"),
@@ -146,6 +147,11 @@ AGENT_POD_FIELDS: dict[str, tuple[str, str]] = {
     "targetlessTolerations": ("--targetless-toleration", "strings"),
     "targetlessRequests": ("--targetless-requests", "items"),
     "targetlessLimits": ("--targetless-limits", "items"),
+}
+
+# Launch configuration fields of what the target covers, as AGENT_POD_FIELDS.
+TARGET_FIELDS: dict[str, tuple[str, str]] = {
+    "onePod": ("--one-pod", "flag"),
 }
 
 # Launch configuration fields of the program's environment, as AGENT_POD_FIELDS.
@@ -185,10 +191,10 @@ def _field_flags(launch: dict[str, Any], fields: dict[str, tuple[str, str]]) -> 
         value = launch.get(name)
         if value is None:
             continue
-        if shape == "switch":
+        if shape in ("switch", "flag"):
             if not isinstance(value, bool):
                 raise PodsideError(f"{name} must be true or false")
-            flags += [] if value else [flag]
+            flags += [flag] if value == (shape == "flag") else []
             continue
         for text in _field_texts(name, value, shape):
             if flag == "--agent-image-pull-policy":

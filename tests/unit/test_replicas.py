@@ -1,0 +1,62 @@
+"""Which pods of a workload join a session and which leave (`podside.replicas.changes`), and
+the opt-out `--one-pod` as a flag, a config key and a launch field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from podside.cli import build_parser
+from podside.errors import PodsideError
+from podside.exec_command import parse_options
+from podside.lsp import launch
+from podside.replicas import changes
+
+
+def test_ready_pods_not_covered_join_in_the_order_listed() -> None:
+    assert changes([], ["web-c", "web-a", "web-b"], primary="web-c") == (["web-a", "web-b"], [])
+
+
+def test_covered_pods_no_longer_ready_leave_and_the_rest_stay() -> None:
+    joining, leaving = changes(["web-a", "web-b"], ["web-p", "web-b", "web-d"], primary="web-p")
+    assert joining == ["web-d"]
+    assert leaving == ["web-a"]
+
+
+def test_the_primary_never_joins_nor_leaves() -> None:
+    # Its own session covers it; losing it ends the session, which the poll does not decide.
+    assert changes(["web-a"], ["web-a"], primary="web-p") == ([], [])
+    assert changes(["web-p", "web-a"], [], primary="web-p") == ([], ["web-a"])
+
+
+def test_a_pod_listed_twice_joins_once() -> None:
+    assert changes([], ["web-a", "web-a"], primary="web-p") == (["web-a"], [])
+
+
+def test_one_pod_is_a_flag_of_exec_a_config_key_and_a_launch_field() -> None:
+    argv = launch.exec_argv({"target": "deployment/web", "onePod": True}, ["podside"])
+    assert "--one-pod" in argv
+    assert parse_options(build_parser().parse_args([*argv[1:], "true"])).one_pod
+    assert "--one-pod" not in launch.exec_argv({"target": "deployment/web"}, ["podside"])
+    assert "--one-pod" not in launch.exec_argv(
+        {"target": "deployment/web", "onePod": False}, ["podside"]
+    )
+    with pytest.raises(PodsideError, match=r"^onePod must be true or false$"):
+        launch.exec_argv({"target": "deployment/web", "onePod": "yes"}, ["podside"])
+    manifest = Path(__file__).parents[2] / "editor-extension" / "package.json"
+    attributes = json.loads(manifest.read_text())["contributes"]["debuggers"][0]
+    assert "onePod" in attributes["configurationAttributes"]["launch"]["properties"]
+    schema = json.loads(
+        (Path(__file__).parents[2] / "server/podside/config.schema.json").read_text()
+    )
+    assert schema["properties"]["one-pod"]["type"] == "boolean"
+
+
+def test_one_pod_without_a_target_is_a_usage_error() -> None:
+    for choice in (["--targetless"], ["--agent", "127.0.0.1:7000", "--token", "t"]):
+        args = build_parser().parse_args(["exec", *choice, "--one-pod", "--", "true"])
+        with pytest.raises(PodsideError, match=r"^--one-pod is for a workload") as error:
+            parse_options(args)
+        assert error.value.exit_code == 2
