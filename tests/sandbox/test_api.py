@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.request
 from typing import Any
 
@@ -193,3 +194,24 @@ def test_deployment_scales_its_pods(apps: Any, core: Any, namespace: str) -> Non
         lambda: len(core.list_namespaced_pod(namespace, label_selector="app=sleepers").items) == 1,
         what="scaled to 1",
     )
+    # As the ReplicaSet controller does, a scale-down removes the newest ready pod first.
+    (oldest,) = core.list_namespaced_pod(namespace, label_selector="app=sleepers").items
+    time.sleep(1.1)  # creationTimestamp counts whole seconds
+    apps.patch_namespaced_deployment_scale("sleepers", namespace, {"spec": {"replicas": 2}})
+    wait_for(
+        lambda: (
+            apps.read_namespaced_deployment(
+                namespace=namespace, name="sleepers"
+            ).status.ready_replicas
+            == 2
+        ),
+        what="2 ready again",
+    )
+    apps.patch_namespaced_deployment_scale("sleepers", namespace, {"spec": {"replicas": 1}})
+
+    def survivors() -> list[str]:
+        pods = core.list_namespaced_pod(namespace, label_selector="app=sleepers").items
+        return [pod.metadata.name for pod in pods if not pod.metadata.deletion_timestamp]
+
+    wait_for(lambda: len(survivors()) == 1, what="scaled to 1 again")
+    assert survivors() == [oldest.metadata.name]

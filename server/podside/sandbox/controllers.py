@@ -336,11 +336,11 @@ class Controllers:
         for _ in range(desired - len(pods)):
             self._new_pod(owner, None, labels)
         if len(pods) > desired:
-            # Remove the least useful first: not ready, then the newest.
-            pods.sort(
-                key=lambda pod: (_pod_ready(pod), pod["metadata"]["creationTimestamp"]),
-                reverse=False,
-            )
+            # Remove the least useful first, as the ReplicaSet controller ranks them: not
+            # ready before ready, then the newest before the oldest (a pod that has served
+            # longest stays).
+            pods.sort(key=lambda pod: pod["metadata"]["creationTimestamp"], reverse=True)
+            pods.sort(key=_pod_ready)  # stable: the newest first within each group
             for pod in pods[: len(pods) - desired]:
                 self.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         return [pod for pod in self._owned_pods(owner) if _active(pod)]
