@@ -21,7 +21,9 @@ from podside_protocol.steal import (
 def test_what_a_client_sends_is_read_back_whole() -> None:
     subscription = Subscription(
         port=8080,
-        filter=HttpFilter(headers=(("X-User", "^me$"),), path="^/api/", methods=("GET", "PUT")),
+        filter=HttpFilter(
+            headers=(("X-User", "^me$"),), path="^/api/", methods=("GET", "PUT"), match="any"
+        ),
         owner="alice@laptop",
         probes=(Probe(8080, "/healthz"), Probe(9090, "/ready?full")),
     )
@@ -61,6 +63,8 @@ def test_a_port_out_of_range_or_not_an_int_is_refused(port: object) -> None:
         ({"probes": [[8080]]}, "invalid probe"),
         ({"probes": [[8080, 1]]}, "invalid probe"),
         ({"probes": [[0, "/healthz"]]}, "invalid port"),
+        ({"match": "some"}, "invalid filter match"),
+        ({"match": None}, "invalid filter match"),
     ],
 )
 def test_malformed_fields_are_the_peers_fault(params: dict[str, Any], message: str) -> None:
@@ -85,3 +89,7 @@ def test_filters_that_would_take_more_than_meant_are_refused(
 ) -> None:
     with pytest.raises(InvalidFilter, match=message):
         parse_subscribe({"port": 8080, **params})
+
+
+def test_a_subscription_from_before_any_of_means_all_conditions() -> None:
+    assert parse_subscribe({"port": 80, "path": "^/api"}).filter.match == "all"
