@@ -195,6 +195,12 @@ def add_parser(subparsers: Any) -> None:
         help="steal only HTTP requests with one of these methods, e.g. GET,POST",
     )
     incoming.add_argument(
+        "--filter-match",
+        choices=steal_messages.MATCHES,
+        help="all: a request is stolen when every filter matches (default); any: when one "
+        "of --http-filter/--path-filter/--method-filter matches (mirrord's any_of)",
+    )
+    incoming.add_argument(
         "--port-map",
         action="append",
         default=[],
@@ -388,9 +394,15 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
         if value is not None and value != []
     ]
     if args.mode != "steal":
-        if filters:
-            raise PodsideError(f"{filters[0]} needs --mode steal", exit_code=2)
+        if filters or args.filter_match is not None:
+            flag = filters[0] if filters else "--filter-match"
+            raise PodsideError(f"{flag} needs --mode steal", exit_code=2)
         return None
+    if args.filter_match is not None and not filters:
+        raise PodsideError(
+            "--filter-match needs a filter (--http-filter, --path-filter or --method-filter)",
+            exit_code=2,
+        )
     headers = tuple(checked_flag("--http-filter", text) for text in args.http_filter)
     path = None if args.path_filter is None else checked_flag("--path-filter", args.path_filter)
     methods = (
@@ -399,7 +411,9 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
     owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
     return steal_messages.Subscription(
         port=1,  # each port the program listens on
-        filter=steal_messages.HttpFilter(headers, path, methods),
+        filter=steal_messages.HttpFilter(
+            headers, path, methods, match=args.filter_match or steal_messages.MATCH_ALL
+        ),
         owner=owner,
     )
 
