@@ -56,6 +56,20 @@ def test_a_filter_takes_only_matching_requests_on_one_keep_alive_connection(pod:
         connection.close()
 
 
+def test_with_filter_match_any_one_filter_suffices_per_request(pod: Pod) -> None:
+    flags = ("--http-filter", "X-Dev: ^alice$", "--path-filter", "^/api/", "--filter-match", "any")
+    with stealing(pod, *flags):
+        connection = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=10)
+        for index in range(2):
+            by_header = ask(pod, f"/web/{index}", headers={"X-Dev": "alice"}, connection=connection)
+            assert (by_header["server"], by_header["path"]) == ("local", f"/web/{index}")
+            by_path = ask(pod, f"/api/{index}", headers={"X-Dev": "bob"}, connection=connection)
+            assert (by_path["server"], by_path["path"]) == ("local", f"/api/{index}")
+            neither = ask(pod, f"/web/{index}", headers={"X-Dev": "bob"}, connection=connection)
+            assert neither["server"] == "pod-app"
+        connection.close()
+
+
 def test_probes_reach_the_app_while_the_program_is_stopped(pod: Pod) -> None:
     with stealing(pod) as program:
         assert ask(pod)["server"] == "local"
