@@ -11,7 +11,7 @@ client relays it to its program both ways.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from podside_protocol.addresses import Address, from_wire, to_wire
@@ -119,6 +119,13 @@ class Subscription:
     filter: HttpFilter = field(default_factory=HttpFilter)
     owner: str = ""  # who steals, for the message another session gets when refused
     probes: tuple[Probe, ...] = ()
+
+
+def for_port(subscription: Subscription, port: int, filter_ports: frozenset[int]) -> Subscription:
+    """`subscription` for the pod's `port`: its filter applies to `filter_ports` only when some
+    are given (mirrord's `http_filter.ports`); any other port is stolen whole."""
+    scoped = not filter_ports or port in filter_ports
+    return replace(subscription, port=port, filter=subscription.filter if scoped else HttpFilter())
 
 
 def subscribe_params(subscription: Subscription) -> dict[str, Any]:

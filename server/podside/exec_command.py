@@ -195,6 +195,12 @@ def add_parser(subparsers: Any) -> None:
         help="steal only HTTP requests with one of these methods, e.g. GET,POST",
     )
     incoming.add_argument(
+        "--filter-ports",
+        metavar="PORT[,PORT...]",
+        help="the pod's ports the filters apply to (mirrord's http_filter.ports); the other "
+        "ports the program listens on are stolen whole (default: the filters apply to all)",
+    )
+    incoming.add_argument(
         "--filter-match",
         choices=steal_messages.MATCHES,
         help="all: a request is stolen when every filter matches (default); any: when one "
@@ -302,6 +308,7 @@ class ExecOptions:
     dns_filter: DnsFilter = field(default_factory=DnsFilter)
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
+    filter_ports: frozenset[int] = frozenset()
     quiet: bool = False
     verbose: bool = False
     fs: str = "local"
@@ -365,6 +372,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         mirror=args.mode != "off",
         steal=steal,
         port_map=_parse_port_map(args.port_map),
+        filter_ports=_parse_filter_ports(args, steal),
         quiet=args.quiet,
         verbose=args.verbose,
         fs=args.fs,
@@ -416,6 +424,23 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
         ),
         owner=owner,
     )
+
+
+def _parse_filter_ports(
+    args: argparse.Namespace, steal: steal_messages.Subscription | None
+) -> frozenset[int]:
+    """--filter-ports: pod ports, not refused when the program never listens on one (as
+    mirrord: which ports are stolen is known only once the program listens)."""
+    if args.filter_ports is None:
+        return frozenset()
+    if steal is None or steal.filter.empty:
+        raise PodsideError(
+            "--filter-ports needs --mode steal and a filter (--http-filter, --path-filter or "
+            "--method-filter)",
+            exit_code=2,
+        )
+    items = [item.strip() for item in args.filter_ports.split(",")]
+    return frozenset(_port(item, "--filter-ports") for item in items)
 
 
 def _port(text: str, flag: str) -> int:
@@ -641,6 +666,7 @@ async def _run_with_events(
         on_held=held,
         hold_until_attached=options.hold_until_attached,
         probes=frozenset(session.probes),
+        filter_ports=options.filter_ports,
     )
     events.on_debugger = incoming.debugger_attached
     if options.steal is not None:

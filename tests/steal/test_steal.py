@@ -70,6 +70,14 @@ def test_with_filter_match_any_one_filter_suffices_per_request(pod: Pod) -> None
         connection.close()
 
 
+def test_filters_scoped_to_other_ports_leave_this_port_stolen_whole(pod: Pod) -> None:
+    with stealing(pod, "--path-filter", "^/api/", "--filter-ports", "9090"):
+        assert ask(pod, "/web")["server"] == "local"  # 8080 is not a filtered port: whole
+    with stealing(pod, "--path-filter", "^/api/", "--filter-ports", "8080,9090"):
+        assert ask(pod, "/web")["server"] == "pod-app"
+        assert ask(pod, "/api/x")["server"] == "local"
+
+
 def test_probes_reach_the_app_while_the_program_is_stopped(pod: Pod) -> None:
     with stealing(pod) as program:
         assert ask(pod)["server"] == "local"

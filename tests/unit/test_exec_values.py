@@ -220,3 +220,18 @@ def test_filter_match_without_a_filter_or_steal_is_a_usage_error(
         parse_options(_parse(argv, tmp_path))
     assert raised.value.exit_code == 2
     assert raised.value.message.startswith(message)
+
+
+def test_filter_ports_are_kept_and_misuse_is_a_usage_error(tmp_path: Path) -> None:
+    options = parse_options(
+        _parse(_exec_argv("--path-filter", "^/a", "--filter-ports", "8080, 9090"), tmp_path)
+    )
+    assert options.filter_ports == frozenset({8080, 9090})
+    for argv, message in [
+        (_exec_argv("--filter-ports", "8080"), "--filter-ports needs --mode steal and a filter"),
+        (_exec_argv("--path-filter", "^/a", "--filter-ports", "80,x"), "--filter-ports 'x'"),
+    ]:
+        with pytest.raises(PodsideError) as raised:
+            parse_options(_parse(argv, tmp_path))
+        assert raised.value.exit_code == 2
+        assert raised.value.message.startswith(message)

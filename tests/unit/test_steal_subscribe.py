@@ -13,6 +13,7 @@ from podside_protocol.steal import (
     InvalidFilter,
     Probe,
     Subscription,
+    for_port,
     parse_subscribe,
     subscribe_params,
 )
@@ -93,3 +94,11 @@ def test_filters_that_would_take_more_than_meant_are_refused(
 
 def test_a_subscription_from_before_any_of_means_all_conditions() -> None:
     assert parse_subscribe({"port": 80, "path": "^/api"}).filter.match == "all"
+
+
+def test_filters_scoped_to_ports_leave_the_other_ports_stolen_whole() -> None:
+    filtered = Subscription(port=1, filter=HttpFilter(path="^/api"), owner="me")
+    scoped = frozenset({8080})
+    assert for_port(filtered, 8080, scoped) == Subscription(8080, HttpFilter(path="^/api"), "me")
+    assert for_port(filtered, 9090, scoped) == Subscription(9090, HttpFilter(), "me")
+    assert for_port(filtered, 9090, frozenset()).filter == HttpFilter(path="^/api")  # no scope

@@ -114,18 +114,19 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
     checks its own (`exec_values`): an empty filter would steal the whole port."""
     fields = {f: launch.get(f) for f in ("httpFilter", "pathFilter", "methodFilter")}
     given = [f for f, value in fields.items() if value is not None and value != []]
-    match = launch.get("filterMatch")
-    if not given and match is None:
+    match, ports = launch.get("filterMatch"), launch.get("filterPorts")
+    if not given and match is None and ports is None:
         return []
     if mode != "steal":
-        field = given[0] if given else "filterMatch"
+        field = given[0] if given else "filterMatch" if match is not None else "filterPorts"
         raise PodsideError(f'{field} filters what is stolen: it needs "mode": "steal"')
     if match is not None and match not in steal_messages.MATCHES:
         raise PodsideError(
             f"filterMatch {match!r} is not one of {', '.join(steal_messages.MATCHES)}"
         )
     if not given:
-        raise PodsideError("filterMatch needs a filter (httpFilter, pathFilter or methodFilter)")
+        field = "filterMatch" if match is not None else "filterPorts"
+        raise PodsideError(f"{field} needs a filter (httpFilter, pathFilter or methodFilter)")
     headers, path, methods = fields.values()
     if path is not None and not isinstance(path, str):
         raise PodsideError('pathFilter is one regex (a string), e.g. "^/api/"')
@@ -139,6 +140,10 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
         flags += ["--method-filter", _checked("methodFilter", exec_values.method_filter, listed)]
     if match is not None:
         flags += ["--filter-match", match]
+    if ports is not None:
+        if not isinstance(ports, list) or not all(type(p) is int for p in ports) or not ports:
+            raise PodsideError("filterPorts is a list of the pod's ports, e.g. [8080]")
+        flags += ["--filter-ports", ",".join(str(port) for port in ports)]
     return flags
 
 
