@@ -44,15 +44,20 @@ class Rule:
         return self.subscription.filter.empty
 
     def matches(self, head: http1.Head) -> bool:
+        """The filter's conditions hold for `head`: all of them, or one when it says "any"."""
+        conditions = []
         methods = self.subscription.filter.methods
-        if methods and head.method.upper() not in methods:
-            return False
-        if self.path is not None and not self.path.search(head.target):
-            return False
-        return all(
+        if methods:
+            conditions.append(head.method.upper() in methods)
+        if self.path is not None:
+            conditions.append(self.path.search(head.target) is not None)
+        conditions += [
             any(pattern.search(value) for value in head.header(name))
             for name, pattern in self.headers
-        )
+        ]
+        if self.subscription.filter.match == steal.MATCH_ANY:
+            return any(conditions)
+        return all(conditions)
 
 
 @dataclass(frozen=True)

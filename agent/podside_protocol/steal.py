@@ -11,7 +11,7 @@ client relays it to its program both ways.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from podside_protocol.addresses import Address, from_wire, to_wire
@@ -27,6 +27,9 @@ STREAM = "steal"
 # RFC 9110 token (header names, methods), also the pattern the config file's schema shows.
 TOKEN_PATTERN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _TOKEN = re.compile(TOKEN_PATTERN)
+MATCH_ALL = "all"  # every condition of a filter must hold
+MATCH_ANY = "any"  # one condition suffices
+MATCHES = (MATCH_ALL, MATCH_ANY)
 
 
 class InvalidFilter(ValueError):
@@ -66,18 +69,22 @@ def check_method_filter(methods: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class HttpFilter:
-    """Which HTTP/1 requests a filtered steal takes: all given conditions must hold.
+    """Which HTTP/1 requests a filtered steal takes: all given conditions must hold, or any
+    one of them when `match` is "any" (mirrord's `http_filter.all_of` / `any_of`).
 
     `headers`: (name, regex) pairs, a regex searched in the value of any header of that name
-    (names compare case-insensitively); `path`: a regex searched in the request target;
-    `methods`: upper-case method names.
+    (names compare case-insensitively), each pair one condition; `path`: a regex searched in
+    the request target; `methods`: upper-case method names, together one condition.
     """
 
     headers: tuple[tuple[str, str], ...] = ()
     path: str | None = None
     methods: tuple[str, ...] = ()
+    match: str = MATCH_ALL
 
     def __post_init__(self) -> None:
+        if self.match not in MATCHES:
+            raise InvalidFilter(f"{self.match!r} is not one of {', '.join(MATCHES)}")
         for name, pattern in self.headers:
             check_header_filter(name, pattern)
         if self.path is not None:
@@ -94,7 +101,8 @@ class HttpFilter:
             parts.append(f"path ~ {self.path}")
         if self.methods:
             parts.append("method " + "|".join(self.methods))
-        return ", ".join(parts) or "everything"
+        joined = (" or " if self.match == MATCH_ANY else ", ").join(parts)
+        return joined or "everything"
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,13 @@ class Subscription:
     probes: tuple[Probe, ...] = ()
 
 
+def for_port(subscription: Subscription, port: int, filter_ports: frozenset[int]) -> Subscription:
+    """`subscription` for the pod's `port`: its filter applies to `filter_ports` only when some
+    are given (mirrord's `http_filter.ports`); any other port is stolen whole."""
+    scoped = not filter_ports or port in filter_ports
+    return replace(subscription, port=port, filter=subscription.filter if scoped else HttpFilter())
+
+
 def subscribe_params(subscription: Subscription) -> dict[str, Any]:
     return {
         "port": subscription.port,
@@ -120,6 +135,7 @@ def subscribe_params(subscription: Subscription) -> dict[str, Any]:
         "headers": [[name, pattern] for name, pattern in subscription.filter.headers],
         "path": subscription.filter.path,
         "methods": list(subscription.filter.methods),
+        "match": subscription.filter.match,
         "probes": [[probe.port, probe.path] for probe in subscription.probes],
     }
 
@@ -132,6 +148,9 @@ def parse_subscribe(params: dict[str, Any]) -> Subscription:
     path = params.get("path")
     methods = params.get("methods") or []
     probes = params.get("probes") or []
+    match = params.get("match", MATCH_ALL)
+    if match not in MATCHES:
+        raise RemoteProtocolError(f"invalid filter match {match!r}")
     if not isinstance(owner, str) or not isinstance(headers, list):
         raise RemoteProtocolError("invalid steal subscription")
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
@@ -157,7 +176,10 @@ def parse_subscribe(params: dict[str, Any]) -> Subscription:
     return Subscription(
         port=port,
         filter=HttpFilter(
-            headers=tuple(pairs), path=path, methods=tuple(method.upper() for method in methods)
+            headers=tuple(pairs),
+            path=path,
+            methods=tuple(method.upper() for method in methods),
+            match=match,
         ),
         owner=owner,
         probes=tuple(probe_list),

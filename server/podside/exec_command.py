@@ -198,6 +198,18 @@ def add_parser(subparsers: Any) -> None:
         help="steal only HTTP requests with one of these methods, e.g. GET,POST",
     )
     incoming.add_argument(
+        "--filter-ports",
+        metavar="PORT[,PORT...]",
+        help="the pod's ports the filters apply to (mirrord's http_filter.ports); the other "
+        "ports the program listens on are stolen whole (default: the filters apply to all)",
+    )
+    incoming.add_argument(
+        "--filter-match",
+        choices=steal_messages.MATCHES,
+        help="all: a request is stolen when every filter matches (default); any: when one "
+        "of --http-filter/--path-filter/--method-filter matches (mirrord's any_of)",
+    )
+    incoming.add_argument(
         "--port-map",
         action="append",
         default=[],
@@ -305,6 +317,7 @@ class ExecOptions:
     dns_filter: DnsFilter = field(default_factory=DnsFilter)
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
+    filter_ports: frozenset[int] = frozenset()
     quiet: bool = False
     verbose: bool = False
     fs: str = "local"
@@ -371,6 +384,7 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         mirror=args.mode != "off",
         steal=steal,
         port_map=_parse_port_map(args.port_map),
+        filter_ports=_parse_filter_ports(args, steal),
         quiet=args.quiet,
         verbose=args.verbose,
         fs=args.fs,
@@ -401,9 +415,15 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
         if value is not None and value != []
     ]
     if args.mode != "steal":
-        if filters:
-            raise PodsideError(f"{filters[0]} needs --mode steal", exit_code=2)
+        if filters or args.filter_match is not None:
+            flag = filters[0] if filters else "--filter-match"
+            raise PodsideError(f"{flag} needs --mode steal", exit_code=2)
         return None
+    if args.filter_match is not None and not filters:
+        raise PodsideError(
+            "--filter-match needs a filter (--http-filter, --path-filter or --method-filter)",
+            exit_code=2,
+        )
     headers = tuple(checked_flag("--http-filter", text) for text in args.http_filter)
     path = None if args.path_filter is None else checked_flag("--path-filter", args.path_filter)
     methods = (
@@ -412,9 +432,28 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
     owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
     return steal_messages.Subscription(
         port=1,  # each port the program listens on
-        filter=steal_messages.HttpFilter(headers, path, methods),
+        filter=steal_messages.HttpFilter(
+            headers, path, methods, match=args.filter_match or steal_messages.MATCH_ALL
+        ),
         owner=owner,
     )
+
+
+def _parse_filter_ports(
+    args: argparse.Namespace, steal: steal_messages.Subscription | None
+) -> frozenset[int]:
+    """--filter-ports: pod ports, not refused when the program never listens on one (as
+    mirrord: which ports are stolen is known only once the program listens)."""
+    if args.filter_ports is None:
+        return frozenset()
+    if steal is None or steal.filter.empty:
+        raise PodsideError(
+            "--filter-ports needs --mode steal and a filter (--http-filter, --path-filter or "
+            "--method-filter)",
+            exit_code=2,
+        )
+    items = [item.strip() for item in args.filter_ports.split(",")]
+    return frozenset(_port(item, "--filter-ports") for item in items)
 
 
 def _port(text: str, flag: str) -> int:
@@ -642,6 +681,7 @@ async def _run_with_events(
             on_held=held,
             hold_until_attached=options.hold_until_attached,
             probes=frozenset(pod.probes),
+            filter_ports=options.filter_ports,
         )
 
     incoming = incoming_for(session)

@@ -90,6 +90,8 @@ def test_steal_and_its_filters_become_podside_exec_flags() -> None:
         "httpFilter": ["X-Dev: ^alice$", "X-Team: core"],
         "pathFilter": "^/api/",
         "methodFilter": ["GET", "POST"],
+        "filterMatch": "any",
+        "filterPorts": [8080, 9090],
     }
     adapter = launch.resolve(base("go", **fields), "s1", TEMPLATES, PODSIDE).adapter
     assert adapter is not None
@@ -98,6 +100,7 @@ def test_steal_and_its_filters_become_podside_exec_flags() -> None:
         *("exec", "--target", "deployment/blog", "--mode", "steal"),
         *("--http-filter", "X-Dev: ^alice$", "--http-filter", "X-Team: core"),
         *("--path-filter", "^/api/", "--method-filter", "GET,POST"),
+        *("--filter-match", "any", "--filter-ports", "8080,9090"),
     ]
 
 
@@ -142,6 +145,14 @@ def test_optional_fields_are_dropped_and_defaults_apply() -> None:
         ({"mode": "stael"}, "mode 'stael' is not one of mirror, steal, off"),
         ({"pathFilter": "^/api/"}, 'pathFilter filters what is stolen: it needs "mode": "steal"'),
         ({"mode": "steal", "pathFilter": ["^/a", "^/b"]}, "pathFilter is one regex"),
+        ({"filterMatch": "any"}, 'filterMatch filters what is stolen: it needs "mode": "steal"'),
+        ({"mode": "steal", "filterMatch": "any"}, "filterMatch needs a filter (httpFilter"),
+        ({"mode": "steal", "filterPorts": [80]}, "filterPorts needs a filter (httpFilter"),
+        ({"mode": "steal", "pathFilter": "^/a", "filterPorts": "80"}, "filterPorts is a list"),
+        (
+            {"mode": "steal", "pathFilter": "^/a", "filterMatch": "some"},
+            "filterMatch 'some' is not",
+        ),
         ({"program": None}, "the python launch configuration needs 'program'"),
     ],
 )

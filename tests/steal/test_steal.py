@@ -56,6 +56,28 @@ def test_a_filter_takes_only_matching_requests_on_one_keep_alive_connection(pod:
         connection.close()
 
 
+def test_with_filter_match_any_one_filter_suffices_per_request(pod: Pod) -> None:
+    flags = ("--http-filter", "X-Dev: ^alice$", "--path-filter", "^/api/", "--filter-match", "any")
+    with stealing(pod, *flags):
+        connection = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=10)
+        for index in range(2):
+            by_header = ask(pod, f"/web/{index}", headers={"X-Dev": "alice"}, connection=connection)
+            assert (by_header["server"], by_header["path"]) == ("local", f"/web/{index}")
+            by_path = ask(pod, f"/api/{index}", headers={"X-Dev": "bob"}, connection=connection)
+            assert (by_path["server"], by_path["path"]) == ("local", f"/api/{index}")
+            neither = ask(pod, f"/web/{index}", headers={"X-Dev": "bob"}, connection=connection)
+            assert neither["server"] == "pod-app"
+        connection.close()
+
+
+def test_filters_scoped_to_other_ports_leave_this_port_stolen_whole(pod: Pod) -> None:
+    with stealing(pod, "--path-filter", "^/api/", "--filter-ports", "9090"):
+        assert ask(pod, "/web")["server"] == "local"  # 8080 is not a filtered port: whole
+    with stealing(pod, "--path-filter", "^/api/", "--filter-ports", "8080,9090"):
+        assert ask(pod, "/web")["server"] == "pod-app"
+        assert ask(pod, "/api/x")["server"] == "local"
+
+
 def test_probes_reach_the_app_while_the_program_is_stopped(pod: Pod) -> None:
     with stealing(pod) as program:
         assert ask(pod)["server"] == "local"

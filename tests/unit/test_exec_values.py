@@ -186,3 +186,52 @@ def test_the_agent_refuses_a_subscription_with_a_bad_filter(
 
 def test_a_subscription_without_any_filter_is_a_whole_port_steal() -> None:
     assert steal.parse_subscribe({"port": 8080, "path": None, "methods": []}).filter.empty
+
+
+def test_filter_match_any_reaches_the_subscription(tmp_path: Path) -> None:
+    options = parse_options(
+        _parse(_exec_argv("--path-filter", "^/a", "--filter-match", "any"), tmp_path)
+    )
+    assert options.steal is not None and options.steal.filter.match == "any"
+    plain = parse_options(_parse(_exec_argv("--path-filter", "^/a"), tmp_path))
+    assert plain.steal is not None and plain.steal.filter.match == "all"
+
+
+def test_filter_match_from_the_config_file_reaches_the_subscription(tmp_path: Path) -> None:
+    _config(tmp_path, {"path-filter": "^/a", "filter-match": "any"})
+    options = parse_options(_parse(_exec_argv(), tmp_path))
+    assert options.steal is not None and options.steal.filter.match == "any"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (_exec_argv("--filter-match", "any"), "--filter-match needs a filter (--http-filter"),
+        (
+            ["exec", "--agent", "127.0.0.1:1", "--token", "t", "--filter-match", "any", "true"],
+            "--filter-match needs --mode steal",
+        ),
+    ],
+)
+def test_filter_match_without_a_filter_or_steal_is_a_usage_error(
+    argv: list[str], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(PodsideError) as raised:
+        parse_options(_parse(argv, tmp_path))
+    assert raised.value.exit_code == 2
+    assert raised.value.message.startswith(message)
+
+
+def test_filter_ports_are_kept_and_misuse_is_a_usage_error(tmp_path: Path) -> None:
+    options = parse_options(
+        _parse(_exec_argv("--path-filter", "^/a", "--filter-ports", "8080, 9090"), tmp_path)
+    )
+    assert options.filter_ports == frozenset({8080, 9090})
+    for argv, message in [
+        (_exec_argv("--filter-ports", "8080"), "--filter-ports needs --mode steal and a filter"),
+        (_exec_argv("--path-filter", "^/a", "--filter-ports", "80,x"), "--filter-ports 'x'"),
+    ]:
+        with pytest.raises(PodsideError) as raised:
+            parse_options(_parse(argv, tmp_path))
+        assert raised.value.exit_code == 2
+        assert raised.value.message.startswith(message)

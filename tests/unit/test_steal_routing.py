@@ -94,6 +94,21 @@ def test_every_condition_of_a_filter_must_hold() -> None:
     assert route_request(head(second_value), [strict], []) == Route(strict)
 
 
+def test_with_match_any_one_condition_of_a_filter_suffices() -> None:
+    either = rule(
+        ALICE, path="^/admin", methods=("POST",), headers=(("x-user", "^alice$"),), match="any"
+    )
+    assert route_request(head(GET), [either], []) == Route(either)  # only X-User holds
+    post = b"POST /web HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+    assert route_request(head(post), [either], []) == Route(either)  # only the method holds
+    admin = b"GET /admin/x HTTP/1.1\r\n\r\n"
+    assert route_request(head(admin), [either], []) == Route(either)  # only the path holds
+    none = b"GET /web HTTP/1.1\r\nX-User: bob\r\n\r\n"
+    assert route_request(head(none), [either], []) == TO_APP
+    every = rule(ALICE, path="^/admin", methods=("POST",), headers=(("x-user", "^alice$"),))
+    assert route_request(head(GET), [every], []) == TO_APP  # the same filter, all must hold
+
+
 def test_a_probe_request_reaches_the_app_whatever_the_filters_match() -> None:
     everything = rule(ALICE, path="/")
     probe = b"GET /healthz HTTP/1.1\r\nUser-Agent: kube-probe/1.36\r\n\r\n"

@@ -13,6 +13,7 @@ from podside_protocol.steal import (
     InvalidFilter,
     Probe,
     Subscription,
+    for_port,
     parse_subscribe,
     subscribe_params,
 )
@@ -21,7 +22,9 @@ from podside_protocol.steal import (
 def test_what_a_client_sends_is_read_back_whole() -> None:
     subscription = Subscription(
         port=8080,
-        filter=HttpFilter(headers=(("X-User", "^me$"),), path="^/api/", methods=("GET", "PUT")),
+        filter=HttpFilter(
+            headers=(("X-User", "^me$"),), path="^/api/", methods=("GET", "PUT"), match="any"
+        ),
         owner="alice@laptop",
         probes=(Probe(8080, "/healthz"), Probe(9090, "/ready?full")),
     )
@@ -61,6 +64,8 @@ def test_a_port_out_of_range_or_not_an_int_is_refused(port: object) -> None:
         ({"probes": [[8080]]}, "invalid probe"),
         ({"probes": [[8080, 1]]}, "invalid probe"),
         ({"probes": [[0, "/healthz"]]}, "invalid port"),
+        ({"match": "some"}, "invalid filter match"),
+        ({"match": None}, "invalid filter match"),
     ],
 )
 def test_malformed_fields_are_the_peers_fault(params: dict[str, Any], message: str) -> None:
@@ -85,3 +90,15 @@ def test_filters_that_would_take_more_than_meant_are_refused(
 ) -> None:
     with pytest.raises(InvalidFilter, match=message):
         parse_subscribe({"port": 8080, **params})
+
+
+def test_a_subscription_from_before_any_of_means_all_conditions() -> None:
+    assert parse_subscribe({"port": 80, "path": "^/api"}).filter.match == "all"
+
+
+def test_filters_scoped_to_ports_leave_the_other_ports_stolen_whole() -> None:
+    filtered = Subscription(port=1, filter=HttpFilter(path="^/api"), owner="me")
+    scoped = frozenset({8080})
+    assert for_port(filtered, 8080, scoped) == Subscription(8080, HttpFilter(path="^/api"), "me")
+    assert for_port(filtered, 9090, scoped) == Subscription(9090, HttpFilter(), "me")
+    assert for_port(filtered, 9090, frozenset()).filter == HttpFilter(path="^/api")  # no scope

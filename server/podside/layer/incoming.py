@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import logging
 import os
@@ -117,6 +116,7 @@ class Incoming:
         on_held: Callable[[MirroredConnection], None] | None = None,
         hold_until_attached: bool = False,
         probes: frozenset[tuple[int, str]] = frozenset(),
+        filter_ports: frozenset[int] = frozenset(),
     ) -> None:
         """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set.
 
@@ -125,7 +125,9 @@ class Incoming:
         program that stay local (a debugger's). `on_listening(port)`: the program listens on
         `port`. `hold_until_attached`: deliver only while `debugger_attached(True)` holds;
         `on_held` is told of each connection that waits. `probes`: (the pod's port, path) of
-        the kubelet's HTTP probes, never held."""
+        the kubelet's HTTP probes, never held. `filter_ports`: the pod's ports `steal`'s filter
+        applies to (none: all); other ports are stolen whole."""
+        self._filter_ports = filter_ports
         self._peer = peer
         self._port_map = port_map  # local -> remote
         self._enabled = enabled
@@ -199,7 +201,7 @@ class Incoming:
     async def _subscribe(self, remote: int) -> None:
         try:
             if self._steal is not None:
-                subscription = dataclasses.replace(self._steal, port=remote)
+                subscription = steal_messages.for_port(self._steal, remote, self._filter_ports)
                 params = steal_messages.subscribe_params(subscription)
                 await self._peer.request(steal_messages.SUBSCRIBE, params)
             else:

@@ -27,6 +27,7 @@ from typing import Any
 from podside import exec_values
 from podside.errors import PodsideError
 from podside.kube.agent_settings import PULL_POLICIES
+from podside_protocol import steal as steal_messages
 
 # Package data: an installed wheel has them too.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "launch_templates"
@@ -114,10 +115,19 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
     checks its own (`exec_values`): an empty filter would steal the whole port."""
     fields = {f: launch.get(f) for f in ("httpFilter", "pathFilter", "methodFilter")}
     given = [f for f, value in fields.items() if value is not None and value != []]
-    if not given:
+    match, ports = launch.get("filterMatch"), launch.get("filterPorts")
+    if not given and match is None and ports is None:
         return []
     if mode != "steal":
-        raise PodsideError(f'{given[0]} filters what is stolen: it needs "mode": "steal"')
+        field = given[0] if given else "filterMatch" if match is not None else "filterPorts"
+        raise PodsideError(f'{field} filters what is stolen: it needs "mode": "steal"')
+    if match is not None and match not in steal_messages.MATCHES:
+        raise PodsideError(
+            f"filterMatch {match!r} is not one of {', '.join(steal_messages.MATCHES)}"
+        )
+    if not given:
+        field = "filterMatch" if match is not None else "filterPorts"
+        raise PodsideError(f"{field} needs a filter (httpFilter, pathFilter or methodFilter)")
     headers, path, methods = fields.values()
     if path is not None and not isinstance(path, str):
         raise PodsideError('pathFilter is one regex (a string), e.g. "^/api/"')
@@ -129,6 +139,12 @@ def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
     if methods is not None:
         listed = methods if isinstance(methods, str) else ",".join(str(m) for m in methods)
         flags += ["--method-filter", _checked("methodFilter", exec_values.method_filter, listed)]
+    if match is not None:
+        flags += ["--filter-match", match]
+    if ports is not None:
+        if not isinstance(ports, list) or not all(type(p) is int for p in ports) or not ports:
+            raise PodsideError("filterPorts is a list of the pod's ports, e.g. [8080]")
+        flags += ["--filter-ports", ",".join(str(port) for port in ports)]
     return flags
 
 
