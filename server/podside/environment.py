@@ -7,9 +7,14 @@ removes names from all of these, and `--env NAME=VALUE` is set whatever came bef
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import io
+import os
 import re
+import select
+import stat
+import time
 from dataclasses import dataclass
 
 from dotenv.parser import parse_stream
@@ -86,13 +91,49 @@ class Mapping:
         return new_name
 
 
+# A dotenv file is small; a pipe (`--env-file <(sops -d app.env)`) must write it soon.
+ENV_FILE_LIMIT = 16 * 1024 * 1024
+ENV_PIPE_SECONDS = 10.0
+
+
+def _read_env_bytes(path: str) -> bytes:
+    """The file's bytes: a regular file, or a pipe that is written within ENV_PIPE_SECONDS
+    (a FIFO nobody writes to must not hang podside); anything else is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind) and not stat.S_ISFIFO(kind):
+            what = "a folder" if stat.S_ISDIR(kind) else "not a regular file or a pipe"
+            raise OSError(errno.EINVAL, f"{what}: expected a dotenv file")
+        chunks: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + ENV_PIPE_SECONDS
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if stat.S_ISFIFO(kind) and (left <= 0 or not poller.poll(left * 1000)):
+                raise OSError(errno.ETIMEDOUT, f"nothing ended it in {ENV_PIPE_SECONDS:.0f} s")
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > ENV_FILE_LIMIT:
+                raise OSError(errno.EFBIG, f"larger than {ENV_FILE_LIMIT >> 20} MiB")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def read_env_file(path: str) -> dict[str, str]:
     """The variables of a dotenv file (`NAME=VALUE`, `export NAME=...`, quotes, `#` comments),
     taken literally: `$NAME` is not expanded, so what `podside env -o dotenv` wrote reads back
     the same. A file that cannot be read or a line that is not an assignment is one error."""
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        text = _read_env_bytes(path).decode("utf-8")
     except OSError as error:
         raise PodsideError(f"--env-file {path}: {error.strerror}", exit_code=2) from None
     except UnicodeDecodeError:

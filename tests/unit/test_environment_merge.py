@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,35 @@ def test_dotenv_lines_read_back_the_same(
     assert all({"'", "\n", "\r"} & set(name) for name in left_out)
     env = {name: value for name, value in env.items() if name not in left_out}
     assert read_env_file(str(path)) == env
+
+
+def test_an_env_file_fifo_nobody_writes_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from podside import environment
+
+    monkeypatch.setattr(environment, "ENV_PIPE_SECONDS", 0.2)
+    fifo = tmp_path / "env.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(PodsideError, match=r"env\.fifo: nothing ended it in") as raised:
+        read_env_file(str(fifo))
+    assert raised.value.exit_code == 2
+
+
+def test_an_env_file_pipe_is_read_to_its_end(tmp_path: Path) -> None:
+    """`--env-file <(sops -d app.env)`: the shell hands over a pipe its writer fills."""
+    reader, writer = os.pipe()
+    threading.Thread(
+        target=lambda: (time.sleep(0.1), os.write(writer, b"A=1\n"), os.close(writer)),
+        daemon=True,
+    ).start()
+    try:
+        assert read_env_file(f"/proc/self/fd/{reader}") == {"A": "1"}
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/"])
+def test_an_env_file_that_is_no_file_is_refused(path: str) -> None:
+    with pytest.raises(PodsideError, match="expected a dotenv file"):
+        read_env_file(path)
