@@ -93,6 +93,19 @@ class OwnConnections:
             self._keys[key] = expiry
             self._released.append((expiry, key))
 
+    def hold(self, key: OwnKey, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """`add` the key now; returns the call that releases it (once, however often called)."""
+        self.add(key, loop.time())
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.release(key, loop.time())
+
+        return release
+
     def expire(self, now: float) -> None:
         while self._released and self._released[0][0] <= now:
             expiry, key = self._released.popleft()
@@ -234,32 +247,12 @@ class Mirror:
     def exclude(self, local_port: int, destination: Address) -> Callable[[], None]:
         """Leave out the agent's own connection from `local_port` to `destination` (bound, not
         yet connected); returns the call that says it closed."""
-        key = (local_port, *_raw(destination))
-        self._own.add(key, self._loop.time())
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._own.release(key, self._loop.time())
-
-        return release
+        return self._own.hold((local_port, *_raw(destination)), self._loop)
 
     def routed(self, source: Address, destination: Address) -> Callable[[], None]:
         """A client's connection the steal router holds (it copies what it passes on): the
         sniffer never picks it up; returns the call that says it closed."""
-        key = (*_raw(source), *_raw(destination))
-        self._routed.add(key, self._loop.time())
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._routed.release(key, self._loop.time())
-
-        return release
+        return self._routed.hold((*_raw(source), *_raw(destination)), self._loop)
 
     # --- the sniffer ---------------------------------------------------------------------------
 

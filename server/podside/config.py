@@ -134,6 +134,17 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def add_argument(parser: argparse.ArgumentParser, applies: str = "") -> None:
+    """`--config FILE` of a command that reads the settings file; `applies`: which of its
+    settings the command takes, when not all."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (default: .podside/config.json or .toml here or in a folder above)"
+        + (f"; {applies}" if applies else ""),
+    )
+
+
 def defaults_from(
     path: Path,
     data: dict[str, Any],

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from podside import pod_session
+from podside import config, pod_session
 from podside.environment import Mapping, dotenv_line, pod_variables, unset
 from podside.errors import PodsideError
 from podside.exec_values import checked_flag
@@ -56,12 +56,7 @@ def add_parser(subparsers: Any) -> None:
         help='dotenv (default): NAME="VALUE" lines; json: one object of NAME: VALUE',
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="settings file (default: .podside/config.json or .toml here or in a folder "
-        "above); its pod and environment settings apply, as for podside exec",
-    )
+    config.add_argument(parser, "its pod and environment settings apply, as for podside exec")
     parser.set_defaults(run=run)
 
 

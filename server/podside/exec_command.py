@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from podside import pod_session
+from podside import config, pod_session
 from podside.environment import Mapping, merge, parse_assignments, read_env_file
 from podside.errors import PodsideError
 from podside.events import EventReporter
@@ -267,11 +267,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="REGEX",
         help="paths matching REGEX stay this machine's; wins over --fs-remote (repeatable)",
     )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="settings file (default: .podside/config.json or .toml here or in a folder above)",
-    )
+    config.add_argument(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     parser.set_defaults(run=run)
 

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from podside import pod_session
+from podside import config, pod_session
 from podside.errors import PodsideError
 from podside.layer.served_files import HOSTS, RESOLV_CONF
 from podside.pod_resolver import LookupFailed, PodResolver
@@ -79,12 +79,7 @@ def add_parser(subparsers: Any) -> None:
     output.add_argument(
         "-v", "--verbose", action="store_true", help="also print each forwarded connection"
     )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="settings file (default: .podside/config.json or .toml here or in a folder "
-        "above); its pod settings apply, as for podside exec",
-    )
+    config.add_argument(parser, "its pod settings apply, as for podside exec")
     parser.set_defaults(run=run)
 
 

@@ -20,6 +20,7 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from podside.layer import seccomp, sockaddr
 from podside.layer.proxy import TcpProxy
@@ -122,34 +123,62 @@ class TunnelWork:
             self._listener.respond(notification_id, error=errno.EBADF)
             return
         relay = SocketRelay(self._peer, on_closed=lambda: self._registry.forget_tcp(inode))
+        self._open_relay(
+            notification_id,
+            dup,
+            relay,
+            (STREAM_TCP, open_params(remote)),
+            lambda: self._finish_connect(
+                relay, notification_id, program_fd, dup, inode, family, v6only, original
+            ),
+            errno.ENETUNREACH,
+        )
+
+    def _open_relay(
+        self,
+        notification_id: int,
+        dup: int,
+        relay: SocketRelay,
+        stream: tuple[str, dict[str, Any]],
+        finish: Callable[[], None],
+        failed: int,
+    ) -> None:
+        """Open `stream` (kind, params) for `relay`, then, from inside the event that carries
+        the agent's answer, `finish` connecting the program's socket; owns `dup`. A refusal,
+        a lost agent or a failure answers the program's connect (errno `failed`) at once."""
 
         def answered(result: dict[str, object] | BaseException) -> None:
             # Runs inside the agent connection's data_received: nothing may escape from here.
             try:
-                self._finish_connect(
-                    result, relay, notification_id, program_fd, dup, inode, family, v6only, original
-                )
+                if isinstance(result, StreamRefusedError):
+                    self._listener.respond(
+                        notification_id, error=result.errno or errno.ECONNREFUSED
+                    )
+                elif isinstance(result, BaseException):
+                    self._listener.respond(notification_id, error=failed)
+                elif not self._listener.is_valid(notification_id):
+                    self._peer.reset_stream(relay.stream_id, "the program gave up connecting")
+                else:
+                    finish()
             except Exception as error:
                 log.warning("finishing a tunnelled connect failed: %r", error)
                 with contextlib.suppress(Exception):
                     self._peer.reset_stream(relay.stream_id, "podside could not connect it")
-                self._listener.respond(notification_id, error=errno.ENETUNREACH)
+                self._listener.respond(notification_id, error=failed)
             finally:
                 os.close(dup)
 
         try:
             if self._peer.closed.done():
                 raise ConnectionError("the agent is gone")  # it would never answer the stream
-            relay.stream_id = self._peer.open_stream_then(
-                STREAM_TCP, open_params(remote), relay.endpoint, answered
-            )
+            kind, params = stream
+            relay.stream_id = self._peer.open_stream_then(kind, params, relay.endpoint, answered)
         except Exception:
             os.close(dup)
-            self._listener.respond(notification_id, error=errno.ENETUNREACH)
+            self._listener.respond(notification_id, error=failed)
 
     def _finish_connect(
         self,
-        result: dict[str, object] | BaseException,
         relay: SocketRelay,
         notification_id: int,
         program_fd: int,
@@ -161,15 +190,6 @@ class TunnelWork:
     ) -> None:
         listener = self._listener
         stream_id = relay.stream_id
-        if isinstance(result, StreamRefusedError):
-            listener.respond(notification_id, error=result.errno or errno.ECONNREFUSED)
-            return
-        if isinstance(result, BaseException):
-            listener.respond(notification_id, error=errno.ENETUNREACH)
-            return
-        if not listener.is_valid(notification_id):
-            self._peer.reset_stream(stream_id, "the program gave up connecting")
-            return
         try:
             port = ensure_bound(dup, family, loopback=True, v6only=v6only)
         except OSError as error:
@@ -193,45 +213,17 @@ class TunnelWork:
         """Called through call_soon_threadsafe; owns `dup`. As `connect_tcp`: the socket at
         `path` in the pod is connected first, then the program's socket to the proxy."""
         relay = SocketRelay(self._peer)
+        self._open_relay(
+            notification_id,
+            dup,
+            relay,
+            (STREAM_UNIX, unix_open_params(path)),
+            lambda: self._finish_unix(relay, notification_id, dup),
+            errno.ECONNREFUSED,
+        )
 
-        def answered(result: dict[str, object] | BaseException) -> None:
-            try:
-                self._finish_unix(result, relay, notification_id, dup)
-            except Exception as error:
-                log.warning("finishing a tunnelled Unix connect failed: %r", error)
-                with contextlib.suppress(Exception):
-                    self._peer.reset_stream(relay.stream_id, "podside could not connect it")
-                self._listener.respond(notification_id, error=errno.ECONNREFUSED)
-            finally:
-                os.close(dup)
-
-        try:
-            if self._peer.closed.done():
-                raise ConnectionError("the agent is gone")
-            relay.stream_id = self._peer.open_stream_then(
-                STREAM_UNIX, unix_open_params(path), relay.endpoint, answered
-            )
-        except Exception:
-            os.close(dup)
-            self._listener.respond(notification_id, error=errno.ECONNREFUSED)
-
-    def _finish_unix(
-        self,
-        result: dict[str, object] | BaseException,
-        relay: SocketRelay,
-        notification_id: int,
-        dup: int,
-    ) -> None:
+    def _finish_unix(self, relay: SocketRelay, notification_id: int, dup: int) -> None:
         listener = self._listener
-        if isinstance(result, StreamRefusedError):
-            listener.respond(notification_id, error=result.errno or errno.ECONNREFUSED)
-            return
-        if isinstance(result, BaseException):
-            listener.respond(notification_id, error=errno.ECONNREFUSED)
-            return
-        if not listener.is_valid(notification_id):
-            self._peer.reset_stream(relay.stream_id, "the program gave up connecting")
-            return
         name = unix_source_name(dup)
         self._proxy.expect(name, relay)
         outcome = seccomp.raw_connect(dup, sockaddr.unix(self._proxy.unix_name))
