@@ -199,33 +199,15 @@ def test_port_forward_takes_the_pod_settings_of_the_file_and_passes_over_the_res
     write(project, {"target": "deployment/blog", "namespace": "staging", "mode": "steal"})
     argv = ["port-forward", "-L", "5432:db:5432"]
     parser = build_parser()
+    port_forward, exec_parser = _subparser(parser, "port-forward"), _subparser(parser, "exec")
     args = apply_config(
-        parser,
-        _subparser(parser, "port-forward"),
-        argv,
-        parser.parse_args(argv),
-        cwd=project,
-        every=_subparser(parser, "exec"),
+        parser, port_forward, argv, parser.parse_args(argv), cwd=project, every=exec_parser
     )
     assert (args.target, args.namespace, args.forwards) == ("deployment/blog", "staging", argv[2:])
     assert not hasattr(args, "mode")  # exec's own key: valid in the file, not port-forward's
     write(project, {"target": "deployment/blog", "mod": "steal"})
     with pytest.raises(PodsideError, match="unknown key 'mod'"):
-        apply_config(
-            parser,
-            _subparser(parser, "port-forward"),
-            argv,
-            args,
-            cwd=project,
-            every=_subparser(parser, "exec"),
-        )
+        apply_config(parser, port_forward, argv, args, cwd=project, every=exec_parser)
     write(project, {"target": "deployment/blog", "mode": "sideways"})
     with pytest.raises(PodsideError, match="'mode'"):  # checked although passed over
-        apply_config(
-            parser,
-            _subparser(parser, "port-forward"),
-            argv,
-            args,
-            cwd=project,
-            every=_subparser(parser, "exec"),
-        )
+        apply_config(parser, port_forward, argv, args, cwd=project, every=exec_parser)

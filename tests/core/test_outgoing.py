@@ -137,8 +137,13 @@ def host_server(pod: Pod) -> Iterator[tuple[str, int]]:
 
 
 def _caller_seen_by(pod: Pod, address: tuple[str, int], *options: str) -> str:
+    """Who the server at `address` says connected: the program's address as the server saw
+    it. A host "laptop" is looked up by the program itself (the pod's DNS) first."""
+    host, port = address
     script = (
-        f"import socket; print(socket.create_connection({address!r}).recv(100).decode().strip())"
+        "import socket\n"
+        f"address = socket.gethostbyname({host!r})\n"
+        f"print(socket.create_connection((address, {port})).recv(100).decode().strip())\n"
     )
     result = podside_exec(pod, PYTHON, "-c", script, options=options)
     assert result.returncode == 0, result.stderr
@@ -168,15 +173,7 @@ def test_outgoing_remote_lets_only_matching_destinations_leave_from_the_pod(
 
 
 def _caller_by_name_seen_by(pod: Pod, port: int, *options: str) -> str:
-    """The program looks `laptop` up itself (the pod's DNS) and connects to the address."""
-    script = (
-        "import socket\n"
-        "address = socket.gethostbyname('laptop')\n"
-        f"print(socket.create_connection((address, {port})).recv(100).decode().strip())\n"
-    )
-    result = podside_exec(pod, PYTHON, "-c", script, options=options)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return _caller_seen_by(pod, ("laptop", port), *options)
 
 
 def test_rules_by_name_hold_for_addresses_the_program_resolved(

@@ -180,15 +180,12 @@ def test_deployment_scales_its_pods(apps: Any, core: Any, namespace: str) -> Non
             },
         },
     )
-    wait_for(
-        lambda: (
-            apps.read_namespaced_deployment(
-                namespace=namespace, name="sleepers"
-            ).status.ready_replicas
-            == 2
-        ),
-        what="2 ready",
-    )
+
+    def ready() -> Any:
+        deployment = apps.read_namespaced_deployment(namespace=namespace, name="sleepers")
+        return deployment.status.ready_replicas
+
+    wait_for(lambda: ready() == 2, what="2 ready")
     apps.patch_namespaced_deployment_scale("sleepers", namespace, {"spec": {"replicas": 1}})
     wait_for(
         lambda: len(core.list_namespaced_pod(namespace, label_selector="app=sleepers").items) == 1,
@@ -198,15 +195,7 @@ def test_deployment_scales_its_pods(apps: Any, core: Any, namespace: str) -> Non
     (oldest,) = core.list_namespaced_pod(namespace, label_selector="app=sleepers").items
     time.sleep(1.1)  # creationTimestamp counts whole seconds
     apps.patch_namespaced_deployment_scale("sleepers", namespace, {"spec": {"replicas": 2}})
-    wait_for(
-        lambda: (
-            apps.read_namespaced_deployment(
-                namespace=namespace, name="sleepers"
-            ).status.ready_replicas
-            == 2
-        ),
-        what="2 ready again",
-    )
+    wait_for(lambda: ready() == 2, what="2 ready again")
     apps.patch_namespaced_deployment_scale("sleepers", namespace, {"spec": {"replicas": 1}})
 
     def survivors() -> list[str]:
