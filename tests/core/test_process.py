@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.core.agent_client import agent_status
 from tests.core.conftest import podside_exec
-from tests.topology import PYTHON, Pod, wait_for
+from tests.topology import PYTHON, Pod, free_port, wait_for
 
 
 def _start(pod: Pod, *command: str) -> subprocess.Popen[str]:
@@ -128,8 +128,13 @@ def test_children_left_behind_are_stopped(pod: Pod, tmp_path: Path) -> None:
 
 
 def test_nothing_is_left_on_the_agent_after_the_program_ends(pod: Pod) -> None:
+    # A port of its own, and SO_REUSEADDR as real servers set it: the mirror tests before this
+    # one leave TIME_WAIT connections on 8080 here, which refuse a plain bind for 60 s.
+    port = free_port()
     listening = (
-        "import socket, time; s = socket.socket(); s.bind(('', 8080)); s.listen(); time.sleep(1)"
+        "import socket, time; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('', {port})); s.listen(); time.sleep(1)"
     )
     assert podside_exec(pod, PYTHON, "-c", listening).returncode == 0
 
