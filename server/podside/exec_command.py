@@ -227,7 +227,7 @@ def add_parser(subparsers: Any) -> None:
     incoming.add_argument(
         "--one-pod",
         action="store_true",
-        help="a workload or service target covers only its newest ready pod, not every ready "
+        help="a workload or service target covers only the pod ready the longest, not every ready "
         "pod behind it",
     )
     incoming.add_argument(
@@ -321,7 +321,7 @@ class ExecOptions:
     fs_local: list[str] = field(default_factory=list)
     ignored_ports: frozenset[int] = frozenset()
     hold_until_attached: bool = False
-    one_pod: bool = False  # a workload target covers its newest ready pod only
+    one_pod: bool = False  # a workload target covers the pod ready the longest only
     env_mappings: list[Mapping] = field(default_factory=list)
     env_file: dict[str, str] = field(default_factory=dict)
     unset_env: list[str] = field(default_factory=list)

@@ -1,7 +1,8 @@
 """Every replica of a workload: `--target deployment/web` (or a statefulset, daemonset,
 replicaset, job or service) covers each ready pod behind it, not one of them.
 
-The newest ready pod is the primary: the environment, outgoing traffic, DNS, files and the
+The pod ready the longest is the primary (kubectl's choice, and the one a scale-down
+removes last): the environment, outgoing traffic, DNS, files and the
 hostname come from it, and losing it ends the session. Every other ready pod gets its own
 agent and a session used only for incoming: its `Incoming` follows each port the primary's
 follows (mirror or steal, the same filters, that pod's own probes), so the program sees one

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -222,7 +223,41 @@ def test_steal_answers_every_request_through_the_service_and_gives_all_pods_back
     assert set(requests.values()) == set(pods), requests
 
 
-def test_one_pod_covers_only_the_newest_ready_pod(
+def test_a_scale_down_keeps_the_session_on_the_pod_ready_longest(
+    apps: Any, core: Any, sandbox: Any, namespace: str
+) -> None:
+    """The primary is the pod ready the longest, which a scale-down removes last: scaling
+    3 -> 1 takes the two others away and the session goes on with the first pod."""
+    _web(apps, core, namespace, 1)
+    (first,) = _wait_ready(core, namespace, 1)
+    time.sleep(1.1)  # the others' Ready times differ from the first's (whole seconds)
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 3}})
+    others = set(_wait_ready(core, namespace, 3)) - {first}
+    with _session(namespace) as log:
+        primary = re.search(rf"in pod {namespace}/(web-\S+)", log.read_text())
+        assert primary is not None and primary.group(1) == first, log.read_text()
+        wait_for(lambda: "local GET /r" in log.read_text(), timeout=30, what="a copy")
+        apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 1}})
+        for pod in others:
+            wait_for(
+                lambda pod=pod: f"pod {namespace}/{pod} left" in log.read_text(),
+                timeout=30,
+                what=f"{pod} leaving",
+            )
+        # Requests the Service sent while the two went may have failed; then all reach first.
+        requests = wait_for(
+            lambda: (
+                (batch := _next_requests(core, namespace))
+                and set(batch.values()) == {first}
+                and batch
+            ),
+            timeout=120,
+            what=f"requests answered by {first} only",
+        )
+        wait_for(lambda: _program_saw(log, requests), timeout=20, what=f"copies of {requests}")
+
+
+def test_one_pod_covers_only_the_pod_ready_longest(
     apps: Any, core: Any, sandbox: Any, namespace: str
 ) -> None:
     _web(apps, core, namespace, 3)

@@ -4,13 +4,16 @@ the opt-out `--one-pod` as a flag, a config key and a launch field."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from podside.cli import build_parser
 from podside.errors import PodsideError
 from podside.exec_command import parse_options
+from podside.kube.targets import longest_ready_first
 from podside.lsp import launch
 from podside.replicas import changes
 
@@ -60,3 +63,40 @@ def test_one_pod_without_a_target_is_a_usage_error() -> None:
         with pytest.raises(PodsideError, match=r"^--one-pod is for a workload") as error:
             parse_options(args)
         assert error.value.exit_code == 2
+
+
+def _pod(name: str, ready_at: int | None, created: int, restarts: int = 0) -> SimpleNamespace:
+    def at(second: int) -> datetime:
+        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=second)
+
+    conditions = (
+        []
+        if ready_at is None
+        else [SimpleNamespace(type="Ready", status="True", last_transition_time=at(ready_at))]
+    )
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name=name, creation_timestamp=at(created)),
+        status=SimpleNamespace(
+            conditions=conditions,
+            container_statuses=[SimpleNamespace(restart_count=restarts)],
+        ),
+    )
+
+
+def _names(pods: list[SimpleNamespace]) -> list[str]:
+    return [pod.metadata.name for pod in longest_ready_first(pods)]
+
+
+def test_the_primary_is_the_pod_ready_longest_not_the_newest() -> None:
+    # Created later but ready earlier wins: readiness is what a scale-down ranks by.
+    pods = [_pod("new", 30, 20), _pod("old-slow", 40, 10), _pod("steady", 15, 12)]
+    assert _names(pods) == ["steady", "new", "old-slow"]
+
+
+def test_ties_go_to_fewer_restarts_then_the_oldest() -> None:
+    pods = [_pod("restarted", 5, 1, restarts=2), _pod("young", 5, 3), _pod("elder", 5, 2)]
+    assert _names(pods) == ["elder", "young", "restarted"]
+
+
+def test_a_pod_without_a_ready_time_ranks_by_its_creation() -> None:
+    assert _names([_pod("timeless", None, 50), _pod("ready", 60, 1)]) == ["timeless", "ready"]

@@ -4,6 +4,7 @@ and the list of targets `podside targets` and the editor's picker show."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -207,15 +208,46 @@ def _read(ctx: KubeContext, kind: str, name: str, bare: bool) -> Any:
     raise _not_found(ctx, kind, name, bare)
 
 
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _ready_since(pod: Any) -> datetime:
+    """When the pod's Ready condition last turned True (its creation if the condition says no
+    time)."""
+    for condition in (pod.status.conditions if pod.status else None) or []:
+        if condition.type == "Ready" and condition.last_transition_time is not None:
+            return condition.last_transition_time  # type: ignore[no-any-return]
+    created: datetime | None = pod.metadata.creation_timestamp
+    return created or _NEVER
+
+
+def _restarts(pod: Any) -> int:
+    return sum(status.restart_count or 0 for status in (pod.status.container_statuses or []))
+
+
+def longest_ready_first(pods: list[Any]) -> list[Any]:
+    """`pods` in kubectl's order for `kubectl exec deploy/X`: ready the longest first, then
+    fewer restarts, then the oldest. It is also the reverse of the order in which a
+    ReplicaSet scales down (the pod ready most recently goes first), so the first pod is the
+    one a scale-down keeps longest."""
+    return sorted(
+        pods,
+        key=lambda pod: (
+            _ready_since(pod),
+            _restarts(pod),
+            pod.metadata.creation_timestamp or _NEVER,
+        ),
+    )
+
+
 def _ready_pods(ctx: KubeContext, selector: str) -> list[Any]:
-    """The running and ready pods `selector` selects, newest first."""
+    """The running and ready pods `selector` selects, ready the longest first."""
     pods = KINDS["pod"].list_in(ctx, ctx.namespace, labelSelector=selector)
-    ready = [pod for pod in pods if _is_running(pod) and _is_ready(pod)]
-    return sorted(ready, key=lambda pod: pod.metadata.creation_timestamp, reverse=True)
+    return longest_ready_first([pod for pod in pods if _is_running(pod) and _is_ready(pod)])
 
 
 def _pick_pod(ctx: KubeContext, kind: str, name: str, obj: Any) -> Any:
-    """The newest running and ready pod behind a workload or service."""
+    """The running and ready pod behind a workload or service that has been ready longest."""
     selector = _selector_of(kind, obj)
     if not selector:
         raise PodsideError(
@@ -280,7 +312,7 @@ def choose_container(pod: Any, container: str | None) -> str:
 
 def resolve_target(ctx: KubeContext, target: str, container: str | None = None) -> Target:
     """The running pod and container that `target` (e.g. `deploy/blog`) stands for in the
-    context's namespace; workloads and services give their newest ready pod."""
+    context's namespace; workloads and services give the pod ready the longest."""
     kind, name = parse_target(target)
     obj = _read(ctx, kind, name, bare="/" not in target)
     if kind == "pod":

@@ -86,6 +86,14 @@ def _active(pod: Object) -> bool:
     ) not in ("Succeeded", "Failed")
 
 
+def _ready_since(pod: Object) -> str:
+    """When the pod's Ready condition last changed (RFC 3339, which sorts as time does)."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition["type"] == "Ready":
+            return str(condition.get("lastTransitionTime") or "")
+    return ""
+
+
 def _pod_ready(pod: Object) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True"
@@ -337,10 +345,13 @@ class Controllers:
             self._new_pod(owner, None, labels)
         if len(pods) > desired:
             # Remove the least useful first, as the ReplicaSet controller ranks them: not
-            # ready before ready, then the newest before the oldest (a pod that has served
-            # longest stays).
-            pods.sort(key=lambda pod: pod["metadata"]["creationTimestamp"], reverse=True)
-            pods.sort(key=_pod_ready)  # stable: the newest first within each group
+            # ready before ready, then the one ready most recently, then the newest (a pod
+            # that has served longest stays).
+            pods.sort(
+                key=lambda pod: (_ready_since(pod), pod["metadata"]["creationTimestamp"]),
+                reverse=True,
+            )
+            pods.sort(key=_pod_ready)  # stable: the most recently ready first in each group
             for pod in pods[: len(pods) - desired]:
                 self.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         return [pod for pod in self._owned_pods(owner) if _active(pod)]
