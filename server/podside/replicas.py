@@ -49,6 +49,26 @@ def changes(
     return joining, leaving
 
 
+class ListingOutage:
+    """What to say of the pod list, polled every `POLL_SECONDS`: a failure once, not every
+    2 s while the API server is away (a new reason is said again), and its end."""
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+
+    def failed(self, reason: str) -> str | None:
+        said, self._reason = self._reason, reason
+        if said == reason:
+            return None
+        return f"cannot list the pods of the target: {reason}; the pods covered go on"
+
+    def succeeded(self) -> str | None:
+        if self._reason is None:
+            return None
+        self._reason = None
+        return "can list the pods of the target again"
+
+
 @dataclass
 class Replica:
     """A pod besides the primary, its session and the Incoming fed from it."""
@@ -101,14 +121,20 @@ class Replicas:
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def _poll_forever(self) -> None:
+        listing = ListingOutage()
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 await self._poll()
             except (PodsideError, OSError) as error:
                 # The API server may be away for a moment; the pods covered go on meanwhile.
-                reason = error.message if isinstance(error, PodsideError) else str(error)
-                self._progress(f"cannot list the pods of the target: {reason}")
+                line = listing.failed(
+                    error.message if isinstance(error, PodsideError) else str(error)
+                )
+            else:
+                line = listing.succeeded()
+            if line is not None:
+                self._progress(line)
 
     async def _poll(self) -> None:
         from podside.kube import targets

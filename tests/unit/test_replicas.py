@@ -15,7 +15,7 @@ from podside.errors import PodsideError
 from podside.exec_command import parse_options
 from podside.kube.targets import longest_ready_first
 from podside.lsp import launch
-from podside.replicas import changes
+from podside.replicas import ListingOutage, changes
 
 
 def test_ready_pods_not_covered_join_in_the_order_listed() -> None:
@@ -100,3 +100,16 @@ def test_ties_go_to_fewer_restarts_then_the_oldest() -> None:
 
 def test_a_pod_without_a_ready_time_ranks_by_its_creation() -> None:
     assert _names([_pod("timeless", None, 50), _pod("ready", 60, 1)]) == ["timeless", "ready"]
+
+
+def test_a_pod_list_that_keeps_failing_is_said_once_and_its_end_too() -> None:
+    listing = ListingOutage()
+    assert listing.succeeded() is None
+    first = listing.failed("connection refused")
+    assert first is not None and "connection refused" in first
+    assert listing.failed("connection refused") is None  # the next polls, 2 s apart
+    changed = listing.failed("403 Forbidden")
+    assert changed is not None and "403 Forbidden" in changed
+    assert listing.succeeded() == "can list the pods of the target again"
+    assert listing.succeeded() is None
+    assert listing.failed("connection refused") is not None  # a new outage is said again
