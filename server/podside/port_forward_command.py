@@ -101,7 +101,8 @@ def _split(text: str) -> list[str]:
 
 def _port(text: str, spec: str, *, zero: bool = False) -> int:
     low = 0 if zero else 1
-    if not text.isdigit() or not low <= int(text) <= 65535:
+    # ASCII only: "²".isdigit() holds but int() refuses it; int() reads "\u0661" as 1
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= 65535:
         raise PodsideError(f"-L {spec!r}: {text!r} is not a port ({low}-65535)", exit_code=2)
     return int(text)
 

@@ -54,6 +54,9 @@ def test_forward_forms(spec: str, expected: Forward) -> None:
         "8080:[::1:80",
         "example.com:8080:db:80",  # a listen address must be an address
         "8080::80",
+        "8080:db:\u00b2",  # "²".isdigit() holds, but int() refuses it
+        "\u00b2:db:80",
+        "8080:db:\u0661",  # ARABIC-INDIC DIGIT ONE: int() reads it as 1
     ],
 )
 def test_bad_forwards_are_one_line_and_exit_2(spec: str) -> None:
