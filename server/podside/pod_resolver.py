@@ -66,7 +66,8 @@ def parse_resolv_conf(text: bytes) -> ResolverConfig:
         elif keyword == "options":
             for option in values:
                 name, _, number = option.partition(":")
-                if not number.isdigit():
+                # the pod's file: "ndots:²" passes isdigit() but int() refuses it
+                if not (number.isascii() and number.isdigit()):
                     continue
                 if name == "ndots":
                     ndots = min(int(number), MAX_NDOTS)

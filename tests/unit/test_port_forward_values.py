@@ -81,6 +81,12 @@ def test_resolv_conf_as_glibc_reads_it() -> None:
     assert (config.ndots, config.timeout, config.attempts) == (5, 2.0, 3)
 
 
+def test_resolv_conf_options_that_are_not_ascii_numbers_are_skipped() -> None:
+    # the pod's file: a digit int() refuses must not end the lookup, one it reads differs
+    config = parse_resolv_conf(b"options ndots:\xc2\xb2 timeout:\xd9\xa1 attempts:2\n")
+    assert (config.ndots, config.attempts) == (DEFAULT_NDOTS, 2)
+
+
 def test_resolv_conf_caps_and_defaults() -> None:
     config = parse_resolv_conf(
         b"nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n"
