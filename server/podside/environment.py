@@ -152,6 +152,13 @@ def read_env_file(path: str) -> dict[str, str]:
                 exit_code=2,
             )
         if binding.key is not None and binding.value is not None:
+            # execve refuses these: say it here, in one line, not when the program starts
+            if "=" in binding.key or "\0" in binding.key or "\0" in binding.value:
+                raise PodsideError(
+                    f"--env-file {path}:{line}: {binding.key[:60]!r}: a variable name holds "
+                    "no = or NUL byte and a value no NUL byte",
+                    exit_code=2,
+                )
             variables[binding.key] = binding.value
     return variables
 

@@ -133,6 +133,18 @@ def test_env_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     assert error.value.exit_code == 2
 
 
+@pytest.mark.parametrize("content", [b"A=1\n\x00B=2\n", b"A=1\nB=x\x00y\n", b"A=1\n'B=C'=2\n"])
+def test_env_file_names_and_values_no_process_can_hold_are_refused(
+    tmp_path: Path, content: bytes
+) -> None:
+    # execve refuses a NUL anywhere and an = in a name: one line at the start, not a failed launch
+    path = tmp_path / "odd.env"
+    path.write_bytes(content)
+    with pytest.raises(PodsideError, match=rf"--env-file {path}:2: ") as error:
+        read_env_file(str(path))
+    assert error.value.exit_code == 2 and "\n" not in error.value.message
+
+
 @given(
     st.dictionaries(
         st.one_of(
