@@ -59,7 +59,9 @@ def parse_assignments(values: list[str]) -> dict[str, str]:
     for value in values:
         name, separator, content = value.partition("=")
         if not separator or not name:
-            raise PodsideError(f"--env {value!r}: expected NAME=VALUE")
+            raise PodsideError(f"--env {value!r}: expected NAME=VALUE", exit_code=2)
+        if "\0" in value:  # a config file's "\u0000": execve would refuse the environment
+            raise PodsideError(f"--env {value!r}: a NUL byte is in no variable", exit_code=2)
         result[name] = content
     return result
 

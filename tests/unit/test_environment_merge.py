@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from podside import exec_values
-from podside.environment import Mapping, dotenv_line, merge, pod_variables, read_env_file
+from podside.environment import (
+    Mapping,
+    dotenv_line,
+    merge,
+    parse_assignments,
+    pod_variables,
+    read_env_file,
+)
 from podside.errors import PodsideError
 
 LOCAL = {"PATH": "/here/bin", "HOME": "/home/me", "A": "local"}
@@ -143,6 +150,14 @@ def test_env_file_names_and_values_no_process_can_hold_are_refused(
     with pytest.raises(PodsideError, match=rf"--env-file {path}:2: ") as error:
         read_env_file(str(path))
     assert error.value.exit_code == 2 and "\n" not in error.value.message
+
+
+@pytest.mark.parametrize("value", ["A\0B=1", "A=1\0", "NAME", "=1"])
+def test_env_assignments_that_are_none_are_usage_errors(value: str) -> None:
+    # argv cannot hold a NUL, but a config file's "env" list can ("\u0000")
+    with pytest.raises(PodsideError, match="--env ") as error:
+        parse_assignments([value])
+    assert error.value.exit_code == 2
 
 
 @given(
