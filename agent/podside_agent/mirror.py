@@ -22,8 +22,10 @@ import socket
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
+from podside_agent import http1
 from podside_agent.peer import Peer
 from podside_agent.podnet import PodNetwork
+from podside_agent.request_filter import RequestMatcher
 from podside_agent.sniffer import Segment, Sniffer
 from podside_agent.tcp_reassembly import (
     ACK,
@@ -38,6 +40,7 @@ from podside_agent.tcp_reassembly import (
 )
 from podside_protocol import mirror
 from podside_protocol.addresses import Address, family_of
+from podside_protocol.http_filter import HttpFilter
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ SUBSCRIBER_BACKLOG_LIMIT = 16 * 1024 * 1024
 # still wait in the packet socket's queue when the connection is already over.
 OWN_CONNECTION_LINGER_SECONDS = 10.0
 _TICK_SECONDS = 0.25
+WHOLE = RequestMatcher(HttpFilter())  # no filter: every connection copied as it is
 
 # (source port, destination ip as the sniffer reports it, destination port) of the agent's own
 # connections; a whole ConnectionKey for a client's connection the router holds.
@@ -116,6 +120,15 @@ class OwnConnections:
 class MirrorCopy:
     """One connection copied to the subscribers of its port, as one `mirror` stream each.
 
+    A subscriber without a filter gets the connection's bytes as they come. A subscriber with
+    a filter gets the HTTP/1 requests it matches, framed by one `http1.MessageReader` shared by
+    all of them: its stream opens at the first request it matches and carries only those, so
+    a busy connection's other requests never cross the tunnel. A matching Upgrade request
+    (a WebSocket) takes the rest of the connection whole. Bytes that do not frame as HTTP/1
+    (another protocol, a gap the sniffer could not fill, a head over `http1.MAX_HEAD`) end
+    every filtered stream of the connection there; the reader holds at most one head, so a
+    filtered copy never buffers without bound.
+
     A subscriber that comes while the connection is open joins it at the next HTTP/1 request
     line, so a keep-alive connection from before its session reaches its program from the next
     request on; each subscriber is offered a connection once.
@@ -126,43 +139,152 @@ class MirrorCopy:
         self._port = port
         self._params = mirror.stream_params(port, source, destination)
         self._offered: set[Peer] = set()
-        self.receivers: list[tuple[Peer, int]] = []
+        self.receivers: list[tuple[Peer, int]] = []  # whole copies
+        self._filtered: dict[Peer, int | None] = {}  # -> its stream, once a request matched
+        self._taking: list[Peer] = []  # the filtered subscribers the current request goes to
+        self._reader: http1.MessageReader | None = None
+        self._unframed = False  # the bytes stopped framing as HTTP/1: no filtered copies
+        self._upgrade = False  # the current request may switch the connection's protocol
         self._offer_to_new_subscribers()
 
     def _offer_to_new_subscribers(self) -> None:
         for peer in self._owner.subscribers(self._port) - self._offered:
             self._offered.add(peer)
-            if peer.writing_paused:
-                self._owner.skipped_connections += 1  # the subscriber is not keeping up
+            if not self._owner.matcher(self._port, peer).whole:
+                if not self._unframed:
+                    self._filtered[peer] = None
+                    if self._reader is None:
+                        self._reader = http1.MessageReader(http1.REQUEST)
                 continue
-            sink = _SubscriberEnd(self.receivers, peer)
-            sink.stream_id = peer.open_stream_nowait(mirror.STREAM, self._params, sink)
-            self.receivers.append((peer, sink.stream_id))
+            stream_id = self._open(peer)
+            if stream_id is not None:
+                self.receivers.append((peer, stream_id))
+
+    def _open(self, peer: Peer) -> int | None:
+        if peer.writing_paused:
+            self._owner.skipped_connections += 1  # the subscriber is not keeping up
+            return None
+        sink = _SubscriberEnd(peer, self._gone)
+        sink.stream_id = peer.open_stream_nowait(mirror.STREAM, self._params, sink)
+        return sink.stream_id
+
+    def _gone(self, peer: Peer, stream_id: int) -> None:
+        """A subscriber refused or dropped its stream (its program stopped listening)."""
+        if (peer, stream_id) in self.receivers:
+            self.receivers.remove((peer, stream_id))
+        if self._filtered.get(peer) == stream_id:
+            self._leave_filtered(peer)
+
+    def _leave_filtered(self, peer: Peer) -> None:
+        del self._filtered[peer]
+        if peer in self._taking:
+            self._taking.remove(peer)
 
     def send(self, data: bytes) -> None:
         late = not self._offered.issuperset(self._owner.subscribers(self._port))
         if late and starts_a_request(data):
             self._offer_to_new_subscribers()
         for peer, stream_id in list(self.receivers):
-            if peer.send_data(stream_id, data) > SUBSCRIBER_BACKLOG_LIMIT:
-                self._owner.overflowed_connections += 1
-                log.warning("dropping a mirrored connection: subscriber too slow")
-                peer.reset_stream(stream_id, "subscriber fell too far behind")
+            if not self._deliver(peer, stream_id, data):
                 self.receivers.remove((peer, stream_id))
+        if self._filtered and self._reader is not None:
+            self._frame(self._reader, data)
+
+    def _deliver(self, peer: Peer, stream_id: int, data: bytes) -> bool:
+        """`data` sent on the stream; False when the subscriber fell too far behind (reset)."""
+        if peer.send_data(stream_id, data) <= SUBSCRIBER_BACKLOG_LIMIT:
+            return True
+        self._owner.overflowed_connections += 1
+        log.warning("dropping a mirrored connection: subscriber too slow")
+        peer.reset_stream(stream_id, "subscriber fell too far behind")
+        return False
+
+    def _frame(self, reader: http1.MessageReader, data: bytes) -> None:
+        reader.receive_data(data)
+        try:
+            while True:
+                event = reader.next_event()
+                if event is http1.NEED_DATA:
+                    return
+                if event is http1.PAUSED:
+                    reader.start_next()
+                    continue
+                if isinstance(event, http1.Head):
+                    self._taking = [
+                        peer
+                        for peer in self._filtered
+                        if self._owner.matcher(self._port, peer).matches(event)
+                    ]
+                    self._upgrade = event.upgrade
+                    self._to_taking(event.raw)
+                elif isinstance(event, http1.Body):
+                    self._to_taking(event.data)
+                elif self._upgrade:
+                    self._take_the_rest(reader.detach())
+                    return
+                else:
+                    self._taking = []
+        except http1.FramingError:
+            self._owner.unframed_connections += 1
+            self._end_filtered(reset=False)
+
+    def _to_taking(self, data: bytes) -> None:
+        for peer in list(self._taking):
+            stream_id = self._filtered[peer]
+            if stream_id is None:
+                stream_id = self._filtered[peer] = self._open(peer)
+                if stream_id is None:
+                    self._leave_filtered(peer)  # not keeping up: not this connection
+                    continue
+            if not self._deliver(peer, stream_id, data):
+                self._leave_filtered(peer)
+
+    def _take_the_rest(self, rest: bytes) -> None:
+        """After a matching Upgrade request: its subscribers get the rest of the connection
+        whole, the other filtered subscribers are done with it."""
+        taking = {peer: self._filtered[peer] for peer in self._taking}
+        for peer in taking:
+            self._leave_filtered(peer)
+        self._end_filtered(reset=False)
+        for peer, stream_id in taking.items():
+            if stream_id is not None:
+                self.receivers.append((peer, stream_id))
+                if rest and not self._deliver(peer, stream_id, rest):
+                    self.receivers.remove((peer, stream_id))
+
+    def _end_filtered(self, *, reset: bool) -> None:
+        filtered, self._filtered, self._taking = self._filtered, {}, []
+        self._reader = None
+        self._unframed = True
+        for peer, stream_id in filtered.items():
+            if stream_id is not None:
+                _end_stream(peer, stream_id, reset=reset)
+
+    def gap(self) -> None:
+        """Bytes of the connection were lost: the filtered copies cannot be framed on."""
+        if self._filtered or self._reader is not None:
+            self._end_filtered(reset=True)
 
     def end(self, *, reset: bool = False) -> None:
         receivers, self.receivers = self.receivers, []
         self._owner.forget(self)
+        self._end_filtered(reset=reset)
         for peer, stream_id in receivers:
-            if reset:
-                peer.reset_stream(stream_id, "the client reset the connection")
-            else:
-                peer.send_eof(stream_id)
-                peer.forget_stream(stream_id)
+            _end_stream(peer, stream_id, reset=reset)
 
     def drop_peer(self, peer: Peer) -> None:
         self.receivers[:] = [(p, s) for p, s in self.receivers if p is not peer]
+        if peer in self._filtered:
+            self._leave_filtered(peer)
         self._offered.discard(peer)
+
+
+def _end_stream(peer: Peer, stream_id: int, *, reset: bool) -> None:
+    if reset:
+        peer.reset_stream(stream_id, "the client reset the connection")
+    else:
+        peer.send_eof(stream_id)
+        peer.forget_stream(stream_id)
 
 
 class Mirror:
@@ -170,7 +292,8 @@ class Mirror:
         self._sniffer = Sniffer(network)
         # A connection already open when the sniffer starts is followed from a request line.
         self._reassembler = Reassembler(pick_up=self._picks_up)
-        self._subscribers: dict[int, set[Peer]] = defaultdict(set)
+        # port -> its subscribers, each with its filter (whole: every connection as it is)
+        self._subscribers: dict[int, dict[Peer, RequestMatcher]] = defaultdict(dict)
         self._sniffed: dict[ConnectionKey, MirrorCopy] = {}
         self._copies: set[MirrorCopy] = set()
         self._redirected4: frozenset[int] = frozenset()
@@ -183,25 +306,28 @@ class Mirror:
         self.skipped_bytes = 0
         self.skipped_connections = 0
         self.overflowed_connections = 0
+        self.unframed_connections = 0
         self.connections = 0
 
     # --- subscriptions -------------------------------------------------------------------------
 
-    def subscribe(self, peer: Peer, port: int) -> None:
-        self._subscribers[port].add(peer)
+    def subscribe(self, peer: Peer, port: int, matcher: RequestMatcher = WHOLE) -> None:
+        """`peer` gets copies of `port`'s connections, or of the requests `matcher` matches;
+        subscribing again changes the filter from the next connection or request on."""
+        self._subscribers[port][peer] = matcher
         try:
             self._apply_ports()
         except OSError:
-            self._subscribers[port].discard(peer)  # not subscribed: no copies from the router
+            self._subscribers[port].pop(peer, None)  # not subscribed: no copies from the router
             raise
 
     def unsubscribe(self, peer: Peer, port: int) -> None:
-        self._subscribers[port].discard(peer)
+        self._subscribers[port].pop(peer, None)
         self._apply_ports()
 
     def drop_peer(self, peer: Peer) -> None:
         for subscribers in self._subscribers.values():
-            subscribers.discard(peer)
+            subscribers.pop(peer, None)
         for copy in self._copies:
             copy.drop_peer(peer)
         self._apply_ports()
@@ -210,7 +336,11 @@ class Mirror:
         return {port for port, peers in self._subscribers.items() if peers}
 
     def subscribers(self, port: int) -> set[Peer]:
-        return self._subscribers.get(port) or set()
+        return set(self._subscribers.get(port) or ())
+
+    def matcher(self, port: int, peer: Peer) -> RequestMatcher:
+        """`peer`'s filter on `port` (whole once it unsubscribed: what it has, it keeps)."""
+        return (self._subscribers.get(port) or {}).get(peer, WHOLE)
 
     def statistics(self) -> dict[str, int]:
         stats = self._sniffer.statistics()
@@ -218,6 +348,7 @@ class Mirror:
         stats["skipped_bytes"] = self.skipped_bytes
         stats["skipped_connections"] = self.skipped_connections
         stats["overflowed_connections"] = self.overflowed_connections
+        stats["unframed_connections"] = self.unframed_connections
         return stats
 
     def close(self) -> None:
@@ -321,6 +452,9 @@ class Mirror:
                 ended.end(reset=action.reason == "reset")
         elif isinstance(action, Skipped):
             self.skipped_bytes += action.missing
+            gapped = self._sniffed.get(action.key)
+            if gapped is not None:
+                gapped.gap()
             log.warning(
                 "mirror lost %d bytes of a connection; continuing after the gap", action.missing
             )
@@ -330,12 +464,12 @@ class _SubscriberEnd:
     """A subscriber's end of one mirrored connection.
 
     Subscribers never send on it; when one refuses or drops the stream (its program stopped
-    listening), it leaves the fan-out list of that connection.
+    listening), the connection's copy is told (`gone`) and sends it nothing more.
     """
 
-    def __init__(self, streams: list[tuple[Peer, int]], peer: Peer) -> None:
-        self._streams = streams
+    def __init__(self, peer: Peer, gone: Callable[[Peer, int], None]) -> None:
         self._peer = peer
+        self._gone = gone
         self.stream_id = 0
 
     def data_received(self, data: bytes) -> None:
@@ -348,6 +482,4 @@ class _SubscriberEnd:
         pass
 
     def reset(self, reason: str) -> None:
-        entry = (self._peer, self.stream_id)
-        if entry in self._streams:
-            self._streams.remove(entry)
+        self._gone(self._peer, self.stream_id)

@@ -27,6 +27,7 @@ from podside_agent.mirror import Mirror
 from podside_agent.outgoing import Outgoing
 from podside_agent.peer import Peer, RequestFailed
 from podside_agent.podnet import PodNetwork
+from podside_agent.request_filter import RequestMatcher
 from podside_agent.steal import Steal
 from podside_agent.target import TargetProcess
 from podside_agent.workers import Workers
@@ -187,14 +188,17 @@ class AgentServer:
                 raise RequestFailed(str(error), errno.EINVAL) from None
             return self._read_file(read.path)
         if method == mirror_messages.SUBSCRIBE:
-            port = mirror_messages.port_of(params)
             try:
-                self.mirror.subscribe(peer, port)
+                port, http_filter = mirror_messages.parse_subscribe(params)
+            except steal_messages.InvalidFilter as error:
+                raise RequestFailed(f"mirror refused: {error}", errno.EINVAL) from None
+            try:
+                self.mirror.subscribe(peer, port, RequestMatcher(http_filter))
             except PermissionError as error:
                 raise RequestFailed(
                     "the agent cannot sniff the pod's traffic (needs NET_RAW)", error.errno or 1
                 ) from None
-            return {"port": port}
+            return mirror_messages.subscribe_result(port)
         if method == mirror_messages.UNSUBSCRIBE:
             port = mirror_messages.port_of(params)
             self.mirror.unsubscribe(peer, port)

@@ -11,12 +11,12 @@ knowledge, TLS, a server-speaks-first protocol) goes to the pod's app whole.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from podside_agent import http1
 from podside_agent.peer import Peer
+from podside_agent.request_filter import RequestMatcher
 from podside_protocol import steal
 from podside_protocol.probes import is_kubelet_probe
 
@@ -30,34 +30,18 @@ class Rule:
 
     peer: Peer
     subscription: steal.Subscription
-    headers: list[tuple[str, re.Pattern[str]]]
-    path: re.Pattern[str] | None
+    matcher: RequestMatcher
 
     @classmethod
     def make(cls, peer: Peer, subscription: steal.Subscription) -> Rule:
-        headers = [(name.lower(), re.compile(p)) for name, p in subscription.filter.headers]
-        path = subscription.filter.path
-        return cls(peer, subscription, headers, re.compile(path) if path else None)
+        return cls(peer, subscription, RequestMatcher(subscription.filter))
 
     @property
     def whole(self) -> bool:
-        return self.subscription.filter.empty
+        return self.matcher.whole
 
     def matches(self, head: http1.Head) -> bool:
-        """The filter's conditions hold for `head`: all of them, or one when it says "any"."""
-        conditions = []
-        methods = self.subscription.filter.methods
-        if methods:
-            conditions.append(head.method.upper() in methods)
-        if self.path is not None:
-            conditions.append(self.path.search(head.target) is not None)
-        conditions += [
-            any(pattern.search(value) for value in head.header(name))
-            for name, pattern in self.headers
-        ]
-        if self.subscription.filter.match == steal.MATCH_ANY:
-            return any(conditions)
-        return all(conditions)
+        return self.matcher.matches(head)
 
 
 @dataclass(frozen=True)

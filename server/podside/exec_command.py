@@ -314,6 +314,8 @@ class ExecOptions:
     steal: steal_messages.Subscription | None = None
     port_map: dict[int, int] = field(default_factory=dict)
     filter_ports: frozenset[int] = frozenset()
+    # mirror mode: copy only the requests this matches (empty: every connection whole)
+    mirror_filter: steal_messages.HttpFilter = field(default_factory=steal_messages.HttpFilter)
     quiet: bool = False
     verbose: bool = False
     fs: str = "local"
@@ -351,7 +353,8 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         raise PodsideError(f"{flag} chooses where names resolve: not with --no-dns", exit_code=2)
     fs_remote = [checked_flag("--fs-remote", text) for text in args.fs_remote]
     fs_local = [checked_flag("--fs-local", text) for text in args.fs_local]
-    steal = _parse_steal(args)
+    http_filter = _parse_http_filter(args)
+    steal = _parse_steal(args, http_filter)
     pod = pod_session.parse(args)
     return ExecOptions(
         agent=pod.agent,
@@ -380,7 +383,8 @@ def parse_options(args: argparse.Namespace) -> ExecOptions:
         mirror=args.mode != "off",
         steal=steal,
         port_map=_parse_port_map(args.port_map),
-        filter_ports=_parse_filter_ports(args, steal),
+        filter_ports=_parse_filter_ports(args, http_filter),
+        mirror_filter=http_filter if args.mode == "mirror" else steal_messages.HttpFilter(),
         quiet=args.quiet,
         verbose=args.verbose,
         fs=args.fs,
@@ -400,7 +404,9 @@ def _path_policy(options: ExecOptions, local_env: dict[str, str]) -> PathPolicy:
     return PathPolicy(options.fs_remote, options.fs_local, roots)
 
 
-def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None:
+def _parse_http_filter(args: argparse.Namespace) -> steal_messages.HttpFilter:
+    """The HTTP filter of --http-filter, --path-filter, --method-filter and --filter-match, for
+    steal or mirror (the empty one when none is given)."""
     filters = [
         flag
         for flag, value in (
@@ -410,11 +416,9 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
         )
         if value is not None and value != []
     ]
-    if args.mode != "steal":
-        if filters or args.filter_match is not None:
-            flag = filters[0] if filters else "--filter-match"
-            raise PodsideError(f"{flag} needs --mode steal", exit_code=2)
-        return None
+    if args.mode == "off" and (filters or args.filter_match is not None):
+        flag = filters[0] if filters else "--filter-match"
+        raise PodsideError(f"{flag} needs --mode steal or mirror", exit_code=2)
     if args.filter_match is not None and not filters:
         raise PodsideError(
             "--filter-match needs a filter (--http-filter, --path-filter or --method-filter)",
@@ -425,27 +429,34 @@ def _parse_steal(args: argparse.Namespace) -> steal_messages.Subscription | None
     methods = (
         () if args.method_filter is None else checked_flag("--method-filter", args.method_filter)
     )
+    return steal_messages.HttpFilter(
+        headers, path, methods, match=args.filter_match or steal_messages.MATCH_ALL
+    )
+
+
+def _parse_steal(
+    args: argparse.Namespace, http_filter: steal_messages.HttpFilter
+) -> steal_messages.Subscription | None:
+    if args.mode != "steal":
+        return None
     owner = f"{getpass.getuser()}@{socket.gethostname()} (podside exec pid {os.getpid()})"
     return steal_messages.Subscription(
         port=1,  # each port the program listens on
-        filter=steal_messages.HttpFilter(
-            headers, path, methods, match=args.filter_match or steal_messages.MATCH_ALL
-        ),
+        filter=http_filter,
         owner=owner,
     )
 
 
 def _parse_filter_ports(
-    args: argparse.Namespace, steal: steal_messages.Subscription | None
+    args: argparse.Namespace, http_filter: steal_messages.HttpFilter
 ) -> frozenset[int]:
     """--filter-ports: pod ports, not refused when the program never listens on one (as
     mirrord: which ports are stolen is known only once the program listens)."""
     if args.filter_ports is None:
         return frozenset()
-    if steal is None or steal.filter.empty:
+    if http_filter.empty:
         raise PodsideError(
-            "--filter-ports needs --mode steal and a filter (--http-filter, --path-filter or "
-            "--method-filter)",
+            "--filter-ports needs a filter (--http-filter, --path-filter or --method-filter)",
             exit_code=2,
         )
     items = [item.strip() for item in args.filter_ports.split(",")]
@@ -678,6 +689,7 @@ async def _run_with_events(
             hold_until_attached=options.hold_until_attached,
             probes=frozenset(pod.probes),
             filter_ports=options.filter_ports,
+            mirror_filter=options.mirror_filter,
         )
 
     incoming = incoming_for(session)

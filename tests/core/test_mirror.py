@@ -210,3 +210,69 @@ def test_a_second_session_joins_an_open_connection_at_its_next_request(pod: Pod)
                 assert "/one" not in _paths(second)
     finally:
         client.close()
+
+
+def test_a_filter_mirrors_only_the_requests_it_matches(pod: Pod) -> None:
+    """`--path-filter` in mirror mode: the program gets copies of matching requests only, on
+    fresh connections and one by one on a keep-alive connection; the pod answers them all."""
+    with local_copy(pod, 8080, "--path-filter", "^/api/") as copy:
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        _fresh_request(pod, "/other")
+        _fresh_request(pod, "/api/fresh")
+        client = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=5)
+        try:
+            for path in ("/skip/1", "/api/1", "/skip/2", "/api/2"):
+                assert _get(client, path) == "pod-app"  # the real client's answers
+        finally:
+            client.close()
+        wait_for(lambda: len(copy.requests()) >= 3, what="three mirrored requests")
+        time.sleep(0.5)  # a copy of a request that should not come would arrive by now
+        assert sorted(_paths(copy)) == ["/api/1", "/api/2", "/api/fresh"]
+
+
+def test_sessions_with_other_filters_on_one_agent_each_get_their_own(pod: Pod) -> None:
+    api_port, all_port = free_port(), free_port()
+    with (
+        local_copy(pod, 8080, "--method-filter", "POST", "--http-filter", "X-Dev: ^me$") as mine,
+        local_copy(
+            pod, api_port, "--port-map", f"{api_port}:8080", "--path-filter", "^/api"
+        ) as api,
+        local_copy(pod, all_port, "--port-map", f"{all_port}:8080") as everything,
+    ):
+        wait_for(
+            lambda: (_fresh_request(pod, "/hello"), "/hello" in _paths(everything))[1],
+            what="the three subscriptions",
+        )
+        client = http.client.HTTPConnection(pod.pod_ip, 8080, timeout=5)
+        try:
+            client.request("POST", "/api/mine", body=b"x=1", headers={"X-Dev": "me"})
+            assert json.loads(client.getresponse().read())["server"] == "pod-app"
+            client.request("POST", "/theirs", body=b"y=2", headers={"X-Dev": "you"})
+            assert json.loads(client.getresponse().read())["server"] == "pod-app"
+            assert _get(client, "/api/read") == "pod-app"
+        finally:
+            client.close()
+        wait_for(lambda: "/api/read" in _paths(everything), what="the whole copy")
+        wait_for(lambda: "/api/read" in _paths(api), what="the path-filtered copy")
+        wait_for(lambda: "/api/mine" in _paths(mine), what="the header-filtered copy")
+        time.sleep(0.5)
+        assert _paths(mine) == ["/api/mine"]
+        assert sorted(_paths(api)) == ["/api/mine", "/api/read"]
+        assert {"/api/mine", "/theirs", "/api/read"} <= set(_paths(everything))
+
+
+def test_filter_match_any_mirrors_a_request_one_condition_holds_for(pod: Pod) -> None:
+    with local_copy(
+        pod, 8080, "--path-filter", "^/api/", "--method-filter", "DELETE", "--filter-match", "any"
+    ) as copy:
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        _fresh_request(pod, "/nothing")
+        subprocess.run(
+            ["curl", "-sS", "-m", "5", "-X", "DELETE", f"http://{pod.pod_ip}:8080/gone"],
+            check=True,
+            capture_output=True,
+        )
+        _fresh_request(pod, "/api/x")
+        wait_for(lambda: len(copy.requests()) >= 2, what="two mirrored requests")
+        time.sleep(0.5)
+        assert sorted(_paths(copy)) == ["/api/x", "/gone"]

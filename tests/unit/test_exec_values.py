@@ -208,12 +208,13 @@ def test_filter_match_from_the_config_file_reaches_the_subscription(tmp_path: Pa
     [
         (_exec_argv("--filter-match", "any"), "--filter-match needs a filter (--http-filter"),
         (
-            ["exec", "--agent", "127.0.0.1:1", "--token", "t", "--filter-match", "any", "true"],
-            "--filter-match needs --mode steal",
+            ["exec", "--agent", "127.0.0.1:1", "--token", "t", "--mode", "off"]
+            + ["--path-filter", "^/a", "true"],
+            "--path-filter needs --mode steal or mirror",
         ),
     ],
 )
-def test_filter_match_without_a_filter_or_steal_is_a_usage_error(
+def test_filter_match_without_a_filter_or_a_mode_is_a_usage_error(
     argv: list[str], message: str, tmp_path: Path
 ) -> None:
     with pytest.raises(PodsideError) as raised:
@@ -222,13 +223,24 @@ def test_filter_match_without_a_filter_or_steal_is_a_usage_error(
     assert raised.value.message.startswith(message)
 
 
+def test_filters_in_mirror_mode_go_to_the_mirror_not_to_a_steal(tmp_path: Path) -> None:
+    argv = ["exec", "--agent", "127.0.0.1:1", "--token", "t", "--path-filter", "^/api"]
+    options = parse_options(_parse([*argv, "--filter-ports", "8080", "true"], tmp_path))
+    assert options.steal is None
+    assert options.mirror_filter.path == "^/api" and options.filter_ports == frozenset({8080})
+    plain = parse_options(
+        _parse(["exec", "--agent", "127.0.0.1:1", "--token", "t", "true"], tmp_path)
+    )
+    assert plain.mirror_filter.empty
+
+
 def test_filter_ports_are_kept_and_misuse_is_a_usage_error(tmp_path: Path) -> None:
     options = parse_options(
         _parse(_exec_argv("--path-filter", "^/a", "--filter-ports", "8080, 9090"), tmp_path)
     )
     assert options.filter_ports == frozenset({8080, 9090})
     for argv, message in [
-        (_exec_argv("--filter-ports", "8080"), "--filter-ports needs --mode steal and a filter"),
+        (_exec_argv("--filter-ports", "8080"), "--filter-ports needs a filter"),
         (_exec_argv("--path-filter", "^/a", "--filter-ports", "80,x"), "--filter-ports 'x'"),
     ]:
         with pytest.raises(PodsideError) as raised:

@@ -54,7 +54,7 @@ def test_a_port_out_of_range_or_not_an_int_is_refused(port: object) -> None:
     ("params", "message"),
     [
         ({"owner": 3}, "invalid steal subscription"),
-        ({"headers": {"X": "y"}}, "invalid steal subscription"),
+        ({"headers": {"X": "y"}}, "invalid header filters"),
         ({"headers": [["X"]]}, "invalid header filter"),
         ({"headers": [["X", 1]]}, "invalid header filter"),
         ({"methods": "GET"}, "invalid methods"),

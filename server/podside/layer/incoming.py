@@ -36,6 +36,7 @@ from podside.layer.http_watch import Exchange, HttpWatch
 from podside_agent.peer import Peer, RequestFailed, SocketRelay, StreamEndpoint
 from podside_protocol import StreamOpenRequested, mirror
 from podside_protocol import steal as steal_messages
+from podside_protocol.http_filter import HttpFilter, scoped
 from podside_protocol.probes import is_kubelet_probe
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class Incoming:
         hold_until_attached: bool = False,
         probes: frozenset[tuple[int, str]] = frozenset(),
         filter_ports: frozenset[int] = frozenset(),
+        mirror_filter: HttpFilter | None = None,
     ) -> None:
         """`on_exchange(exchange, local_port)` reports each HTTP request delivered, when set.
 
@@ -126,8 +128,10 @@ class Incoming:
         `port`. `hold_until_attached`: deliver only while `debugger_attached(True)` holds;
         `on_held` is told of each connection that waits. `probes`: (the pod's port, path) of
         the kubelet's HTTP probes, never held. `filter_ports`: the pod's ports `steal`'s filter
-        applies to (none: all); other ports are stolen whole."""
+        (or `mirror_filter`) applies to (none: all); other ports are stolen or mirrored whole.
+        `mirror_filter`: mirror only the HTTP/1 requests it matches (the agent filters)."""
         self._filter_ports = filter_ports
+        self._mirror_filter = mirror_filter or HttpFilter()
         self._peer = peer
         self._port_map = port_map  # local -> remote
         self._enabled = enabled
@@ -205,7 +209,16 @@ class Incoming:
                 params = steal_messages.subscribe_params(subscription)
                 await self._peer.request(steal_messages.SUBSCRIBE, params)
             else:
-                await self._peer.request(mirror.SUBSCRIBE, mirror.subscribe_params(remote))
+                mirror_filter = scoped(self._mirror_filter, remote, self._filter_ports)
+                params = mirror.subscribe_params(remote, mirror_filter)
+                result = await self._peer.request(mirror.SUBSCRIBE, params)
+                if not mirror_filter.empty and not mirror.filters(result):
+                    await self._peer.request(mirror.UNSUBSCRIBE, mirror.subscribe_params(remote))
+                    raise RequestFailed(
+                        "the agent is older than mirror filters and would copy every request "
+                        "(use --mode steal, or a newer agent)",
+                        errno.ENOSYS,
+                    )
         except (RequestFailed, ConnectionError) as error:
             self._targets.pop(remote, None)
             verb = "steal" if self._steal is not None else "mirror"
