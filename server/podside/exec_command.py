@@ -184,29 +184,31 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="'NAME: REGEX'",
-        help="steal only HTTP requests with a header NAME matching REGEX (repeatable, all must "
-        "match); the others still reach the pod's app",
+        help="steal (or mirror) only HTTP requests with a header NAME matching REGEX "
+        "(repeatable, all must match); the others still reach the pod's app",
     )
     incoming.add_argument(
         "--path-filter",
         metavar="REGEX",
-        help="steal only HTTP requests whose path matches REGEX",
+        help="steal (or mirror) only HTTP requests whose path matches REGEX",
     )
     incoming.add_argument(
         "--method-filter",
         metavar="METHOD[,METHOD...]",
-        help="steal only HTTP requests with one of these methods, e.g. GET,POST",
+        help="steal (or mirror) only HTTP requests with one of these methods, e.g. GET,POST",
     )
     incoming.add_argument(
         "--filter-ports",
         metavar="PORT[,PORT...]",
         help="the pod's ports the filters apply to (mirrord's http_filter.ports); the other "
-        "ports the program listens on are stolen whole (default: the filters apply to all)",
+        "ports the program listens on are stolen or mirrored whole (default: the filters apply "
+        "to all)",
     )
     incoming.add_argument(
         "--filter-match",
         choices=steal_messages.MATCHES,
-        help="all: a request is stolen when every filter matches (default); any: when one "
+        help="all: a request is stolen or mirrored when every filter matches (default); any: "
+        "when one "
         "of --http-filter/--path-filter/--method-filter matches (mirrord's any_of)",
     )
     incoming.add_argument(

@@ -208,8 +208,18 @@ def test_filter_match_from_the_config_file_reaches_the_subscription(tmp_path: Pa
     [
         (_exec_argv("--filter-match", "any"), "--filter-match needs a filter (--http-filter"),
         (
-            ["exec", "--agent", "127.0.0.1:1", "--token", "t", "--mode", "off"]
-            + ["--path-filter", "^/a", "true"],
+            [
+                "exec",
+                "--agent",
+                "127.0.0.1:1",
+                "--token",
+                "t",
+                "--mode",
+                "off",
+                "--path-filter",
+                "^/a",
+                "true",
+            ],
             "--path-filter needs --mode steal or mirror",
         ),
     ],

@@ -98,7 +98,7 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
         if mode not in _MODES:
             raise PodsideError(f"mode {mode!r} is not one of {', '.join(_MODES)}")
         argv += ["--mode", mode]
-    argv += _steal_filter_flags(launch, mode)
+    argv += _http_filter_flags(launch, mode)
     argv += _field_flags(launch, TARGET_FIELDS)
     argv += _field_flags(launch, AGENT_POD_FIELDS)
     argv += _field_flags(launch, ENVIRONMENT_FIELDS)
@@ -110,17 +110,20 @@ def exec_argv(launch: dict[str, Any], podside: list[str]) -> list[str]:
     return [*argv, "--"]
 
 
-def _steal_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
-    """steal's filters of a launch configuration as `podside exec` flags, checked as exec
-    checks its own (`exec_values`): an empty filter would steal the whole port."""
+def _http_filter_flags(launch: dict[str, Any], mode: Any) -> list[str]:
+    """The HTTP filters of a launch configuration (steal's, and mirror's) as `podside exec`
+    flags, checked as exec checks its own (`exec_values`): an empty filter would take the
+    whole port."""
     fields = {f: launch.get(f) for f in ("httpFilter", "pathFilter", "methodFilter")}
     given = [f for f, value in fields.items() if value is not None and value != []]
     match, ports = launch.get("filterMatch"), launch.get("filterPorts")
     if not given and match is None and ports is None:
         return []
-    if mode != "steal":
+    if mode == "off":
         field = given[0] if given else "filterMatch" if match is not None else "filterPorts"
-        raise PodsideError(f'{field} filters what is stolen: it needs "mode": "steal"')
+        raise PodsideError(
+            f'{field} filters what is stolen or mirrored: it needs "mode": "steal" or "mirror"'
+        )
     if match is not None and match not in steal_messages.MATCHES:
         raise PodsideError(
             f"filterMatch {match!r} is not one of {', '.join(steal_messages.MATCHES)}"
