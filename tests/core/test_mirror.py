@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -276,3 +277,20 @@ def test_filter_match_any_mirrors_a_request_one_condition_holds_for(pod: Pod) ->
         wait_for(lambda: len(copy.requests()) >= 2, what="two mirrored requests")
         time.sleep(0.5)
         assert sorted(_paths(copy)) == ["/api/x", "/gone"]
+
+
+def test_a_connection_that_is_not_http_on_a_filtered_port_is_not_copied(pod: Pod) -> None:
+    """Bytes that do not frame as HTTP/1 end that connection's filtered copy there; the next
+    connections are copied as before."""
+    with local_copy(pod, 8080, "--path-filter", "^/api/") as copy:
+        wait_for(lambda: _subscribed(pod, 8080), what="subscription")
+        with socket.create_connection((pod.pod_ip, 8080), timeout=5) as raw:
+            raw.sendall(b"GET /api/first HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+            raw.sendall(b"\x16\x03\x01 not HTTP at all\r\n\r\n")
+            raw.sendall(b"GET /api/after-garbage HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.3)
+        _fresh_request(pod, "/api/next")
+        wait_for(lambda: "/api/next" in _paths(copy), what="the next connection's copy")
+        assert "/api/after-garbage" not in _paths(copy)
+        assert "/api/first" in _paths(copy)
+        assert agent_status(pod)["mirrored_ports"] == [8080]
