@@ -13,11 +13,15 @@ out), each for at most `HANDSHAKE_SECONDS`, with small frames only
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
+import functools
+import gc
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from podside_agent import __version__, capabilities
@@ -52,6 +56,28 @@ log = logging.getLogger(__name__)
 # Connections that have not completed their handshake yet, and how long each may take.
 MAX_PENDING_HANDSHAKES = 32
 HANDSHAKE_SECONDS = 5.0
+
+
+# How long after a client left its buffers are given back to the pod.
+MEMORY_BACK_SECONDS = 0.5
+
+
+def give_memory_back() -> None:
+    """Return the heap a client's buffers used to the pod, whose memory limit the agent shares:
+    glibc keeps freed memory for reuse (after one large free it also stops using mmap for
+    blocks of that size), so an agent a greedy client left would stay large for good."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc (musl has none): freed memory is reused, not returned
 
 
 class AgentServer:
@@ -272,6 +298,8 @@ class AgentServer:
         if not self.peers:
             self._idle_since = asyncio.get_running_loop().time()
         log.info("client left (%s); %d clients", reason, len(self.peers))
+        # After the transport's own buffers went (connection_lost comes a loop turn later).
+        asyncio.get_running_loop().call_later(MEMORY_BACK_SECONDS, give_memory_back)
 
     # --- liveness ------------------------------------------------------------------------------
 
